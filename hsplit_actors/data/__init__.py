@@ -1,0 +1,19 @@
+"""Data sets shipped in the repository's data/ folder (see data/SOURCES.md for origin and licence)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# The repository copy; HSPLIT_DATA_DIR points elsewhere (e.g. an installed package without the repo).
+DATA_DIR = Path(os.environ.get("HSPLIT_DATA_DIR", Path(__file__).resolve().parents[2] / "data"))
+
+# The file each data set trains from, relative to its folder.
+TRAIN_FILES = {"sst2": "sst2/train.tsv", "e2e": "e2e/devset.csv"}
+
+
+def train_file(dataset: str, path: str | None = None) -> Path | None:
+    """Where a data set's training file is: `path` when the scenario gives one, else the repository copy."""
+    if dataset not in TRAIN_FILES:
+        return None
+    return Path(path) if path else DATA_DIR / TRAIN_FILES[dataset]

@@ -1,0 +1,14 @@
+"""FedIT (FedLoRA): federated, the whole model on every device, one rank, FedAvg of A and B separately."""
+
+from __future__ import annotations
+
+from hsplit_actors.fleet import Fleet
+from hsplit_actors.methods.base import Assignment, Strategy, single_config
+
+
+class FedIT(Strategy):
+    name = "fedit"
+
+    def configure(self, round_: int, fleet: Fleet) -> Assignment:
+        config = self.uniform(self.arch.n_layers)
+        return single_config(config, self.fits(config, fleet.memory_gb))

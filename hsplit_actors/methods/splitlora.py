@@ -1,0 +1,17 @@
+"""SplitLoRA: one split point for all (default: the deepest the weakest device holds), rank r on query/value,
+FedAvg of A and B separately, one shared server-side adapter set."""
+
+from __future__ import annotations
+
+from hsplit_actors.fleet import Fleet
+from hsplit_actors.methods.base import Assignment, Strategy, single_config
+
+
+class SplitLoRA(Strategy):
+    name = "splitlora"
+    shared_server = True
+
+    def configure(self, round_: int, fleet: Fleet) -> Assignment:
+        split = self.spec.split_point or self.deepest_split_for_all(fleet.memory_gb, self.spec.rank)
+        config = self.uniform(split)
+        return single_config(config, self.fits(config, fleet.memory_gb))

@@ -1,0 +1,95 @@
+"""A run directory: resolved scenario, meta.json, Parquet tables; complete or absent, never half-written."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from hsplit_actors import __version__
+from hsplit_actors.scenario import dump_scenario
+from hsplit_actors.scenario.schema import Scenario
+
+TABLES = ("events", "rounds", "clients")
+
+
+@dataclass
+class RunTables:
+    events: pd.DataFrame
+    rounds: pd.DataFrame
+    clients: pd.DataFrame
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version(), "hsplit-actors": __version__}
+    for name in ("simpy", "numpy", "pandas", "pyarrow", "torch", "transformers", "peft", "ray"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def new_run_dir(scenario: Scenario, mode: str, out: str | None) -> Path:
+    """The directory a run will be written to (not created yet)."""
+    if out:
+        return Path(out)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return Path(scenario.output_dir) / f"{scenario.name}-{scenario.method.name}-{mode}-{stamp}"
+
+
+def write_run(directory: Path, scenario: Scenario, tables: RunTables, mode: str, wall_s: float,
+              extra_meta: dict | None = None) -> Path:
+    """Write everything into a temporary sibling, then rename: a directory that exists is complete."""
+    directory = Path(directory)
+    if directory.exists():
+        raise FileExistsError(f"run directory {directory} already exists; choose another --out")
+    staging = directory.with_name(f".{directory.name}.incomplete")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        (staging / "scenario.yaml").write_text(dump_scenario(scenario))
+        for name in TABLES:
+            getattr(tables, name).to_parquet(staging / f"{name}.parquet", index=False)
+        meta = {
+            "mode": mode, "scenario": scenario.name, "method": scenario.method.name, "seed": scenario.seed,
+            "git_commit": _git_commit(), "versions": _versions(), "wall_s": wall_s,
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "argv": sys.argv,
+            "rows": {name: len(getattr(tables, name)) for name in TABLES}, **(extra_meta or {}),
+        }
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        staging.rename(directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def read_run(directory: str | Path) -> RunTables:
+    """Load a run directory's tables (what the notebooks call)."""
+    directory = Path(directory)
+    if not (directory / "meta.json").is_file():
+        raise FileNotFoundError(f"{directory} is not a complete run directory (no meta.json)")
+    return RunTables(*(pd.read_parquet(directory / f"{name}.parquet") for name in TABLES))
+
+
+def timer() -> float:
+    return time.perf_counter()

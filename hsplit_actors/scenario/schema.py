@@ -1,0 +1,206 @@
+"""The scenario schema (SPEC §1-§2, §5-§7). Unknown keys are errors everywhere; defaults are written back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+from hsplit_actors.costmodel.presets import PRESETS
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- distributions: a fleet field is a constant or one of these, sampled per device with the scenario seed ------
+class UniformDist(Strict):
+    uniform: tuple[PositiveFloat, PositiveFloat]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UniformDist:
+        if self.uniform[0] > self.uniform[1]:
+            raise ValueError(f"uniform bounds must be [low, high] with low <= high, got {list(self.uniform)}")
+        return self
+
+
+class LogNormalParams(Strict):
+    median: PositiveFloat
+    sigma: Annotated[float, Field(ge=0)] = 0.5
+
+
+class LogNormalDist(Strict):
+    lognormal: LogNormalParams
+
+
+class ChoiceDist(Strict):
+    choice: dict[float, PositiveFloat]
+
+
+Positive = PositiveFloat | UniformDist | LogNormalDist | ChoiceDist
+
+
+class ProfileChoice(Strict):
+    """Sample a device type per device, by weight: `{choice: {jetson_nano: 3, agx_orin: 1}}`."""
+
+    choice: dict[str, PositiveFloat]
+
+
+class Windows(Strict):
+    """On-line windows in virtual seconds, repeated every `period` seconds when it is given."""
+
+    windows: list[tuple[Annotated[float, Field(ge=0)], PositiveFloat]]
+    period: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Windows:
+        for start, end in self.windows:
+            if end <= start:
+                raise ValueError(f"window [{start}, {end}] must end after it starts")
+            if self.period is not None and end > self.period:
+                raise ValueError(f"window [{start}, {end}] does not fit in period {self.period}")
+        return self
+
+
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+# -- sections -------------------------------------------------------------------------------------------------
+class ModelSpec(Strict):
+    """A built-in preset or a local model directory (its config.json; weights only for `run`)."""
+
+    preset: str | None = None
+    path: str | None = None
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.preset is None) == (self.path is None):
+            raise ValueError("give exactly one of `preset` (one of " + ", ".join(PRESETS) + ") or `path`")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        if self.path is not None and not (Path(self.path) / "config.json").is_file():
+            raise ValueError(f"no config.json in {self.path!r}; point `path` at a local model directory")
+        return self
+
+
+class PartitionSpec(Strict):
+    kind: Literal["iid", "dirichlet", "quantity"] = "iid"
+    alpha: PositiveFloat = 0.5  # Dirichlet concentration (dirichlet) or quantity-skew concentration (quantity)
+    by: str = "label"  # Dirichlet key: label (SST-2) or an E2E attribute such as `eatType`
+
+
+class DataSpec(Strict):
+    dataset: Literal["sst2", "e2e", "synthetic"] = "synthetic"
+    path: str | None = None  # default: the repository's data/ copy of the dataset
+    batch_size: PositiveInt = 8
+    seq_len: PositiveInt = 64
+    samples_per_client: PositiveInt = 500
+    partition: PartitionSpec = Field(default_factory=PartitionSpec)
+
+
+class ProfileSpec(Strict):
+    """A user-defined device type (same fields as the catalogue)."""
+
+    flops: PositiveFloat
+    memory_gb: PositiveFloat
+    uplink_mbps: PositiveFloat
+    downlink_mbps: PositiveFloat
+    latency_ms: Annotated[float, Field(ge=0)] = 20.0
+
+
+class FleetGroup(Strict):
+    """`count` devices of one profile (or sampled profiles); any field may be a constant or a distribution."""
+
+    profile: str | ProfileChoice
+    count: PositiveInt = 1
+    flops: Positive | None = None
+    memory_gb: Positive | None = None
+    uplink_mbps: Positive | None = None
+    downlink_mbps: Positive | None = None
+    latency_ms: Positive | None = None
+    availability: Probability | Windows = 1.0  # probability of taking part in a round, or on-line windows
+    priority: int = 0  # for `server.queue: priority`: lower runs first
+
+
+class ServerSpec(Strict):
+    profile: str = "a100_40gb"
+    gpus: PositiveInt = 1
+    flops: PositiveFloat | None = None  # per GPU; default from the profile
+    memory_gb: PositiveFloat | None = None
+    queue: Literal["fifo", "sjf", "priority"] = "fifo"
+
+
+Matrix = Literal["query", "key", "value", "attn_out", "ffn_gate", "ffn_in", "ffn_out"]
+
+
+class DeviceOverride(Strict):
+    split_point: PositiveInt | None = None
+    rank: Annotated[int, Field(ge=0)] | None = None
+
+
+class _MethodBase(Strict):
+    targets: list[Matrix] = Field(default_factory=lambda: ["query", "value"])
+    rank: PositiveInt = 4
+    alpha: PositiveFloat | None = None  # LoRA alpha; default 2 x rank
+
+
+class SFLSpec(_MethodBase):
+    """SplitFed with a fixed split for all (or per device type): `variant` v1 per-client server side, v2 shared."""
+
+    name: Literal["sfl"]
+    split_point: PositiveInt | None = None  # default: the deepest split every device can hold
+    variant: Literal["v1", "v2"] = "v1"
+    per_device: dict[str, DeviceOverride] = Field(default_factory=dict)
+
+
+class SplitLoRASpec(_MethodBase):
+    name: Literal["splitlora"]
+    split_point: PositiveInt | None = None  # default: the deepest split the weakest device can hold
+
+
+class FedITSpec(_MethodBase):
+    name: Literal["fedit"]
+
+
+RankSet = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+
+
+class FLoRASpec(_MethodBase):
+    name: Literal["flora"]
+    ranks: RankSet = Field(default_factory=lambda: [2, 4, 8, 16])  # per client: the largest that fits
+
+
+class HetLoRASpec(_MethodBase):
+    name: Literal["hetlora"]
+    ranks: RankSet = Field(default_factory=lambda: [2, 4, 8, 16])
+    prune_gamma: Annotated[float, Field(gt=0, le=1)] = 0.99  # self-pruning decay (training path)
+
+
+class CenLoRASpec(_MethodBase):
+    name: Literal["cenlora"]
+
+
+MethodSpec = Annotated[
+    SFLSpec | SplitLoRASpec | FedITSpec | FLoRASpec | HetLoRASpec | CenLoRASpec, Field(discriminator="name")
+]
+
+
+class Scenario(Strict):
+    """One experiment: fleet + model + data + method + schedule. `hsplit validate` checks a file against this."""
+
+    name: str = "scenario"
+    seed: int = 0
+    model: ModelSpec
+    data: DataSpec = Field(default_factory=DataSpec)
+    profiles: dict[str, ProfileSpec] = Field(default_factory=dict)
+    fleet: Annotated[list[FleetGroup], Field(min_length=1)]
+    server: ServerSpec = Field(default_factory=ServerSpec)
+    method: MethodSpec
+    rounds: PositiveInt = 10
+    local_iterations: PositiveInt = 10
+    aggregation_interval: PositiveInt = 1  # aggregate every N rounds (and always after the last)
+    output_dir: str = "runs"
+    progress: bool = True

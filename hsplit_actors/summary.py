@@ -1,0 +1,98 @@
+"""What a person wants to see when a run ends: round time, where the time goes, the server, the stragglers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from hsplit_actors.engine.sim import PHASES
+from hsplit_actors.runs import RunTables
+
+STRAGGLER_FACTOR = 1.5  # a client is a straggler in a round when it finishes later than 1.5x the median
+
+
+def client_finish_times(events: pd.DataFrame) -> pd.DataFrame:
+    """When each client finished its local work in each round (before uploading), relative to the round start."""
+    work = events[events["phase"].isin(PHASES) & (events["client"] >= 0)]
+    finish = work.groupby(["round", "client"], observed=True)["t_end"].max()
+    start = events.groupby("round")["t_start"].min()
+    out = finish.reset_index()
+    out["finish_s"] = out["t_end"] - out["round"].map(start)
+    return out
+
+
+def stragglers(events: pd.DataFrame) -> pd.DataFrame:
+    """Per round and client: finish time, the round's median, and whether it straggled."""
+    finish = client_finish_times(events)
+    median = finish.groupby("round")["finish_s"].transform("median")
+    finish["median_s"] = median
+    finish["straggler"] = finish["finish_s"] > STRAGGLER_FACTOR * median
+    return finish
+
+
+def summarise(tables: RunTables, meta: dict) -> dict:
+    """The figures the CLI prints, as a dict (tests and notebooks use it too)."""
+    events, rounds, clients = tables.events, tables.rounds, tables.clients
+    makespan = float(rounds["t_end"].max()) if len(rounds) else 0.0
+    work = events[events["phase"].isin(PHASES)]
+    durations = (work["t_end"] - work["t_start"]).groupby(work["phase"].astype(str)).sum()
+    total = durations.sum()
+    share = {p: float(durations.get(p, 0.0) / total) if total else 0.0 for p in PHASES}
+    queue = work[work["phase"] == "queue"]
+    strag = stragglers(events)
+    late = strag[strag["straggler"]]
+    late_devices = clients.set_index("client").loc[late["client"].unique(), "device"].astype(str)
+    waited = (strag.groupby("round")["finish_s"].max() - strag.groupby("round")["median_s"].first()).mean()
+    gpus = meta.get("server_gpus", 1)
+    return {
+        "rounds": len(rounds), "virtual_time_s": makespan,
+        "round_s_mean": float(rounds["round_s"].mean()) if len(rounds) else 0.0,
+        "round_s_max": float(rounds["round_s"].max()) if len(rounds) else 0.0,
+        "phase_share": share,
+        "server_utilisation": float(meta.get("server_busy_s", 0.0) / (gpus * makespan)) if makespan else 0.0,
+        "queue_wait_mean_s": float((queue["t_end"] - queue["t_start"]).mean()) if len(queue) else 0.0,
+        "participants_mean": float(rounds["participants"].mean()) if len(rounds) else 0.0,
+        "infeasible": int((~clients["feasible"]).sum()),
+        "dropouts": int(rounds["dropouts"].sum()) if len(rounds) else 0,
+        "stragglers": int(late["client"].nunique()),
+        "straggler_devices": late_devices.value_counts().to_dict(),
+        "straggler_wait_s": float(waited) if not np.isnan(waited) else 0.0,
+        "bytes_up": int(rounds["bytes_up"].sum()), "bytes_down": int(rounds["bytes_down"].sum()),
+    }
+
+
+def _fmt_time(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.2f} s"
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} PB"
+
+
+def render(summary: dict, directory: str) -> str:
+    """The summary as a few plain lines."""
+    s = summary
+    shares = ", ".join(f"{p} {100 * v:.0f}%" for p, v in s["phase_share"].items() if v >= 0.005)
+    devices = ", ".join(f"{d} x{n}" for d, n in s["straggler_devices"].items()) or "-"
+    lines = [
+        f"run: {directory}",
+        f"virtual time {_fmt_time(s['virtual_time_s'])} over {s['rounds']} rounds "
+        f"(round mean {_fmt_time(s['round_s_mean'])}, max {_fmt_time(s['round_s_max'])}); "
+        f"{s['participants_mean']:.0f} participants per round, {s['infeasible']} infeasible, "
+        f"{s['dropouts']} dropouts",
+        f"time per phase (client-side sum): {shares}",
+        f"server utilisation {100 * s['server_utilisation']:.1f}%, mean queue wait "
+        f"{_fmt_time(s['queue_wait_mean_s'])}",
+        f"stragglers (> {STRAGGLER_FACTOR}x median finish): {s['stragglers']} clients ({devices}); rounds wait "
+        f"{_fmt_time(s['straggler_wait_s'])} on average past the median client",
+        f"traffic: {_fmt_bytes(s['bytes_up'])} up, {_fmt_bytes(s['bytes_down'])} down",
+    ]
+    return "\n".join(lines)
