@@ -20,13 +20,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q
-	$(BIN)/ruff check hsplit_actors tests bench
+	$(BIN)/ruff check hsplit_actors tests bench analysis
 
 test-slow: $(STAMP)
 	HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q -m slow
 
 lint: $(STAMP)
-	$(BIN)/ruff check hsplit_actors tests bench
+	$(BIN)/ruff check hsplit_actors tests bench analysis
 
 bench: $(STAMP)
 	$(BIN)/python bench/plan_throughput.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import shutil
@@ -41,10 +42,8 @@ def _git_commit() -> str | None:
 def _versions() -> dict[str, str]:
     found = {"python": platform.python_version(), "hsplit-actors": __version__}
     for name in ("simpy", "numpy", "pandas", "pyarrow", "torch", "transformers", "peft", "ray"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     return found
 
 

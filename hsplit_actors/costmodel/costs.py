@@ -118,7 +118,9 @@ def _trainable_head_params(arch: ModelArch) -> int:
 
 
 @lru_cache(maxsize=4096)
-def iteration_cost(arch: ModelArch, config: ClientConfig, batch: int, seq: int, dtype: str = "float32") -> IterationCost:
+def iteration_cost(
+    arch: ModelArch, config: ClientConfig, batch: int, seq: int, dtype: str = "float32"
+) -> IterationCost:
     """Cost of one iteration for `config`; cached, so a fleet of 100k clients costs one call per distinct config."""
     k, n = config.split_point, arch.n_layers
     if not 0 <= k <= n:
@@ -131,8 +133,8 @@ def iteration_cost(arch: ModelArch, config: ClientConfig, batch: int, seq: int, 
     rg = False  # embeddings are frozen: nothing upstream of block 1 needs a gradient
     for b in range(k):
         p = _block_pass(arch, config.ranks[b], batch, seq, rg, dropout)
-        client_fwd, client_bwd, client_saved, rg = client_fwd + p.fwd, client_bwd + p.bwd, client_saved + p.saved, \
-            p.out_requires_grad
+        client_fwd, client_bwd, client_saved = client_fwd + p.fwd, client_bwd + p.bwd, client_saved + p.saved
+        rg = p.out_requires_grad
     server = 0.0
     if k == n:
         h = _head_pass(arch, batch, seq, rg)

@@ -22,7 +22,7 @@ from hsplit_actors.engine.executor import Executor, TimingExecutor
 from hsplit_actors.engine.server import GPUPool
 from hsplit_actors.fleet import Fleet
 from hsplit_actors.fleet.devices import load_catalogue
-from hsplit_actors.methods.base import Assignment, Strategy
+from hsplit_actors.methods.base import Strategy
 from hsplit_actors.scenario.schema import Scenario
 
 PHASES = ("client_fwd", "uplink", "queue", "server", "downlink", "client_bwd")

@@ -81,8 +81,8 @@ def _message(err: dict[str, Any], loc: Loc) -> str:
     if kind == "missing":
         return "required key is missing; add it"
     if kind == "union_tag_invalid":
-        tags = err.get("ctx", {}).get("expected_tags", "")
-        return f"unknown method {got!r}; choose one of {tags}"
+        ctx = err.get("ctx", {})
+        return f"unknown method {ctx.get('tag')!r}; choose one of {ctx.get('expected_tags', '')}"
     if kind == "union_tag_not_found":
         return "method needs a `name`"
     if kind == "value_error":
@@ -100,6 +100,8 @@ def _format(exc: ValidationError, lines: _Lines, source: str) -> ScenarioError:
     found, line = lines.walk(loc)
     if err["type"] in ("extra_forbidden", "missing") and len(found) < len(loc):
         found = [*found, loc[len(found)]]
+    if err["type"] == "union_tag_invalid":  # point at the `name:` line
+        found, line = lines.walk((*loc, "name"))
     more = f" ({len(errors) - 1} more problem(s) after fixing this)" if len(errors) > 1 else ""
     where = f"{source}:{line}" if line else source
     return ScenarioError(_message(err, loc) + more, field=_dotted(found), source=where)
@@ -135,7 +137,8 @@ def _check(scenario: Scenario, lines: _Lines, source: str) -> None:
                 hint = f"did you mean {close[0]!r}?" if close else "define it under `profiles:`"
                 fail(("fleet", i, "profile"), f"unknown device {name!r}; {hint} (built-in: {', '.join(devices)})")
     if scenario.server.profile not in servers:
-        fail(("server", "profile"), f"unknown server GPU {scenario.server.profile!r}; choose one of {', '.join(servers)}")
+        fail(("server", "profile"),
+             f"unknown server GPU {scenario.server.profile!r}; choose one of {', '.join(servers)}")
     method = scenario.method
     for name in getattr(method, "per_device", {}):
         if name not in known:
@@ -146,11 +149,13 @@ def _check(scenario: Scenario, lines: _Lines, source: str) -> None:
         fail(("model",), str(exc))
     for target in method.targets:
         if target not in arch.matrices:
-            fail(("method", "targets"), f"{target!r} is not a matrix of a {arch.family} block; use {list(arch.matrices)}")
+            fail(("method", "targets"),
+                 f"{target!r} is not a matrix of a {arch.family} block; use {list(arch.matrices)}")
     layers = arch.n_layers
     split = getattr(method, "split_point", None)
     if split is not None and not 1 <= split < layers:
-        fail(("method", "split_point"), f"must be between 1 and {layers - 1} for this {layers}-block model (got {split})")
+        fail(("method", "split_point"),
+             f"must be between 1 and {layers - 1} for this {layers}-block model (got {split})")
     for name, override in getattr(method, "per_device", {}).items():
         if override.split_point is not None and not 1 <= override.split_point <= layers:
             fail(("method", "per_device", name, "split_point"),

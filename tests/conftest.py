@@ -1,0 +1,50 @@
+"""Shared helpers: small scenarios written to temporary files, offline hub settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+REPO = Path(__file__).resolve().parents[1]
+
+SMALL_GPT2 = {"preset": "gpt2-small", "overrides": {"n_layer": 4, "n_embd": 128, "n_head": 4}}
+
+
+def small_scenario(**changes) -> dict:
+    """A 6-device, 2-round scenario on a 4-block GPT-2; keyword arguments replace top-level sections."""
+    base = {
+        "name": "t",
+        "seed": 1,
+        "model": dict(SMALL_GPT2),
+        "data": {"dataset": "synthetic", "batch_size": 4, "seq_len": 32},
+        "fleet": [
+            {"profile": "jetson_nano", "count": 2},
+            {"profile": "orin_nano", "count": 2},
+            {"profile": "phone_sd8gen2", "count": 2, "uplink_mbps": {"lognormal": {"median": 12, "sigma": 0.5}}},
+        ],
+        "server": {"profile": "a100_40gb", "gpus": 1},
+        "method": {"name": "sfl", "split_point": 2, "rank": 4},
+        "rounds": 2,
+        "local_iterations": 3,
+        "progress": False,
+    }
+    base.update(changes)
+    return base
+
+
+@pytest.fixture
+def write_scenario(tmp_path: Path):
+    """Write a scenario dict (or raw text) to a file and return its path."""
+
+    def write(content: dict | str, name: str = "scenario.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False))
+        return path
+
+    return write

@@ -1,0 +1,213 @@
+"""Laws of the timing engine: durations come from the cost model, phases are contiguous, the server never runs
+more jobs than it has GPUs, queue disciplines order the queue, barriers hold, runs are deterministic."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hsplit_actors.engine.sim import PHASES
+from hsplit_actors.plan import prepare, simulate
+from hsplit_actors.scenario import parse_scenario
+from tests.conftest import small_scenario
+
+
+def run(raw: dict):
+    import yaml
+
+    scenario = parse_scenario(yaml.safe_dump(raw))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        setup = prepare(scenario)
+    tables, _, extra = simulate(scenario, setup)
+    return scenario, setup, tables, extra
+
+
+def test_same_seed_same_tables_different_seed_different_fleet() -> None:
+    _, _, a, _ = run(small_scenario())
+    _, _, b, _ = run(small_scenario())
+    pd.testing.assert_frame_equal(a.events, b.events)
+    pd.testing.assert_frame_equal(a.rounds.drop(columns="wall_s"), b.rounds.drop(columns="wall_s"))
+    pd.testing.assert_frame_equal(a.clients, b.clients)
+    _, _, c, _ = run(small_scenario(seed=2))
+    assert not np.array_equal(a.clients["uplink_mbps"], c.clients["uplink_mbps"])
+
+
+def test_phase_durations_are_the_cost_model_over_device_speed() -> None:
+    scenario, setup, tables, _ = run(small_scenario())
+    ev, clients = tables.events, tables.clients.set_index("client")
+    cost = setup.strategy.cost(setup.strategy.uniform(2))
+    dur = ev["t_end"] - ev["t_start"]
+    for phase, expected in {
+        "client_fwd": cost.client_fwd_flops / ev["client"].map(clients["flops"]),
+        "client_bwd": cost.client_bwd_flops / ev["client"].map(clients["flops"]),
+        "uplink": cost.uplink_bytes * 8 / (ev["client"].map(clients["uplink_mbps"]) * 1e6)
+        + ev["client"].map(clients["latency_ms"]) / 1e3,
+        "downlink": cost.downlink_bytes * 8 / (ev["client"].map(clients["downlink_mbps"]) * 1e6)
+        + ev["client"].map(clients["latency_ms"]) / 1e3,
+        "server": pd.Series(cost.server_flops / 1.25e14, index=ev.index),
+    }.items():
+        sel = ev["phase"] == phase
+        np.testing.assert_allclose(dur[sel], expected[sel], rtol=1e-9)
+    assert (ev.loc[ev["phase"] == "uplink", "bytes"] == cost.uplink_bytes).all()
+    assert (ev.loc[ev["phase"] == "client_fwd", "flops"] == cost.client_fwd_flops).all()
+
+
+def test_phases_of_an_iteration_are_contiguous_and_ordered() -> None:
+    _, _, tables, _ = run(small_scenario())
+    work = tables.events[tables.events["phase"].isin(PHASES)].copy()
+    work["order"] = work["phase"].map({p: i for i, p in enumerate(PHASES)}).astype(int)
+    work = work.sort_values(["client", "round", "iteration", "order"])
+    for _, it in work.groupby(["client", "round", "iteration"]):
+        assert it["order"].tolist() == list(range(6))
+        np.testing.assert_array_equal(it["t_end"].to_numpy()[:-1], it["t_start"].to_numpy()[1:])
+    # and the next iteration starts when the previous one ended
+    first = work[work["order"] == 0].sort_values(["client", "round", "iteration"])
+    last = work[work["order"] == 5].sort_values(["client", "round", "iteration"])
+    same_round = (first["round"].to_numpy()[1:] == first["round"].to_numpy()[:-1]) & \
+                 (first["client"].to_numpy()[1:] == first["client"].to_numpy()[:-1])
+    np.testing.assert_array_equal(first["t_start"].to_numpy()[1:][same_round],
+                                  last["t_end"].to_numpy()[:-1][same_round])
+
+
+def _max_concurrency(starts: np.ndarray, ends: np.ndarray) -> int:
+    times = np.concatenate([starts, ends])
+    steps = np.concatenate([np.ones(len(starts)), -np.ones(len(ends))])
+    order = np.lexsort((steps, times))  # at equal times, a job ends before the next begins
+    return int(np.cumsum(steps[order]).max()) if len(times) else 0
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(gpus=st.integers(1, 4), n=st.integers(1, 12), queue=st.sampled_from(["fifo", "sjf", "priority"]),
+       iterations=st.integers(1, 4), seed=st.integers(0, 1000))
+def test_server_never_runs_more_jobs_than_gpus_and_every_iteration_completes(gpus, n, queue, iterations, seed):
+    raw = small_scenario(
+        seed=seed, local_iterations=iterations, rounds=2,
+        fleet=[{"profile": {"choice": {"agx_orin": 1, "desktop_rtx4090": 1, "orin_nano": 1}}, "count": n,
+                "priority": 1}, {"profile": "laptop_rtx3060", "count": 2, "priority": 0}],
+        server={"profile": "l4_24gb", "gpus": gpus, "queue": queue},
+    )
+    _, _, tables, extra = run(raw)
+    server = tables.events[tables.events["phase"] == "server"]
+    assert _max_concurrency(server["t_start"].to_numpy(), server["t_end"].to_numpy()) <= gpus
+    assert len(server) == (n + 2) * iterations * 2
+    queue_rows = tables.events[tables.events["phase"] == "queue"]
+    assert (queue_rows["t_end"] >= queue_rows["t_start"]).all()
+    assert extra["server_busy_s"] == pytest.approx((server["t_end"] - server["t_start"]).sum())
+
+
+def _waiting_at(queue_rows: pd.DataFrame, t: float) -> pd.DataFrame:
+    return queue_rows[(queue_rows["t_start"] <= t) & (queue_rows["t_end"] > t)]
+
+
+@pytest.mark.parametrize("discipline", ["fifo", "sjf", "priority"])
+def test_queue_discipline_decides_who_gets_the_gpu(discipline: str) -> None:
+    """At every grant, nobody still waiting should have gone first under the discipline."""
+    raw = small_scenario(
+        fleet=[{"profile": "desktop_rtx4090", "count": 6, "priority": 5},
+               {"profile": "agx_orin", "count": 6, "priority": 1}],
+        server={"profile": "rtx4090", "gpus": 1, "queue": discipline},
+        method={"name": "sfl", "split_point": 1, "rank": 4, "per_device": {"agx_orin": {"split_point": 3}}},
+        local_iterations=4,
+    )
+    _, _, tables, _ = run(raw)
+    ev = tables.events
+    queue_rows = ev[ev["phase"] == "queue"].copy()
+    server = ev[ev["phase"] == "server"].set_index(["client", "round", "iteration"])
+    keys = zip(queue_rows["client"], queue_rows["round"], queue_rows["iteration"], strict=True)
+    queue_rows["job_s"] = [server.loc[k, "t_end"] - server.loc[k, "t_start"] for k in keys]
+    queue_rows["priority"] = np.where(queue_rows["client"] < 6, 5, 1)
+    contested = 0
+    for _, job in queue_rows.iterrows():
+        others = _waiting_at(queue_rows, job["t_end"])
+        others = others[others["client"] != job["client"]]
+        if len(others) == 0:
+            continue
+        contested += 1
+        if discipline == "fifo":
+            assert (others["t_start"] >= job["t_start"]).all()
+        elif discipline == "sjf":
+            assert (others["job_s"] >= job["job_s"] - 1e-12).all()
+        else:
+            assert (others["priority"] >= job["priority"]).all()
+    assert contested > 0, "the scenario should make jobs wait"
+
+
+def test_aggregation_waits_for_every_upload_and_rounds_follow_each_other() -> None:
+    _, _, tables, _ = run(small_scenario(rounds=3))
+    ev, rounds = tables.events, tables.rounds
+    for r in range(3):
+        mine = ev[ev["round"] == r]
+        agg = mine[mine["phase"] == "aggregate"]
+        assert len(agg) == 1 and agg["client"].iloc[0] == -1
+        assert agg["t_start"].iloc[0] >= mine.loc[mine["phase"] == "agg_up", "t_end"].max()
+        assert (mine.loc[mine["phase"] == "agg_down", "t_start"] >= agg["t_end"].iloc[0]).all()
+        assert rounds.loc[r, "t_end"] == pytest.approx(mine["t_end"].max())
+    np.testing.assert_array_equal(rounds["t_start"].to_numpy()[1:], rounds["t_end"].to_numpy()[:-1])
+
+
+def test_aggregation_interval_skips_aggregation_between() -> None:
+    _, _, tables, _ = run(small_scenario(rounds=5, aggregation_interval=2))
+    agg_rounds = sorted(tables.events.loc[tables.events["phase"] == "aggregate", "round"])
+    assert agg_rounds == [1, 3, 4]  # every 2nd round, and always the last
+    assert tables.rounds["aggregated"].tolist() == [False, True, False, True, True]
+
+
+def test_federated_and_centralised_methods_have_only_their_phases() -> None:
+    _, _, fed, _ = run(small_scenario(method={"name": "fedit", "rank": 4}))
+    phases = set(fed.events["phase"].astype(str))
+    assert phases == {"client_fwd", "client_bwd", "agg_up", "aggregate", "agg_down"}
+    _, _, cen, _ = run(small_scenario(method={"name": "cenlora", "rank": 4}))
+    assert set(cen.events["phase"].astype(str)) == {"queue", "server"}
+    assert (cen.clients["split_point"] == 0).all()
+
+
+def test_flora_downloads_the_whole_stack_and_hetlora_only_its_own_rank() -> None:
+    from hsplit_actors.costmodel import ClientConfig, iteration_cost
+
+    _, setup, _, _ = run(small_scenario())
+    arch = setup.arch
+    need = [iteration_cost(arch, ClientConfig.uniform(arch, arch.n_layers, r, ["query", "value"]), 4, 32)
+            .client_memory_bytes / 2**30 for r in (2, 16)]
+    between = (need[0] + need[1]) / 2  # holds rank 2, not rank 16
+    fleet = [{"profile": "agx_orin", "count": 2}, {"profile": "laptop_rtx3060", "count": 2, "memory_gb": between}]
+    _, _, flora, _ = run(small_scenario(fleet=fleet, method={"name": "flora", "ranks": [2, 16]}))
+    _, _, het, _ = run(small_scenario(fleet=fleet, method={"name": "hetlora", "ranks": [2, 16]}))
+    for tables in (flora, het):
+        assert tables.clients["trainable_params"].nunique() == 2  # budgets give different ranks
+    ev = flora.events[flora.events["round"] == 0]
+    ups = ev.loc[ev["phase"] == "agg_up", "bytes"]
+    assert (ev.loc[ev["phase"] == "agg_down", "bytes"] == ups.sum()).all()
+    ev = het.events[het.events["round"] == 0]
+    up = ev[ev["phase"] == "agg_up"].set_index("client")["bytes"]
+    down = ev[ev["phase"] == "agg_down"].set_index("client")["bytes"]
+    pd.testing.assert_series_equal(up.sort_index(), down.sort_index(), check_index_type=False)
+
+
+def test_participation_probability_is_respected() -> None:
+    raw = small_scenario(fleet=[{"profile": "orin_nano", "count": 200, "availability": 0.3}], rounds=10,
+                         local_iterations=1)
+    _, _, tables, _ = run(raw)
+    share = tables.rounds["participants"].mean() / 200
+    assert 0.22 < share < 0.38
+    assert tables.rounds["participants"].nunique() > 1  # drawn per round
+
+
+def test_devices_going_offline_drop_out_and_do_not_upload() -> None:
+    raw = small_scenario(
+        fleet=[{"profile": "agx_orin", "count": 2},
+               {"profile": "raspberry_pi5", "count": 2, "uplink_mbps": 0.1,  # ~5 s per iteration
+                "availability": {"windows": [[0, 5]], "period": 1000}}],
+        local_iterations=5, rounds=1,
+    )
+    _, _, tables, _ = run(raw)
+    ev = tables.events
+    dropped = set(ev.loc[ev["phase"] == "dropout", "client"])
+    assert dropped == {2, 3}
+    assert set(ev.loc[ev["phase"] == "agg_up", "client"]) == {0, 1}
+    assert tables.rounds["dropouts"].iloc[0] == 2

@@ -1,0 +1,70 @@
+"""The device catalogue and fleets: real profiles, seeded sampling, distributions that respect their bounds."""
+
+from __future__ import annotations
+
+import numpy as np
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hsplit_actors.fleet import build_fleet, load_catalogue
+from hsplit_actors.fleet.devices import CATALOGUE
+from hsplit_actors.scenario import parse_scenario
+from tests.conftest import small_scenario
+
+
+def fleet_of(groups: list[dict], seed: int = 0, **extra):
+    return build_fleet(parse_scenario(yaml.safe_dump(small_scenario(fleet=groups, seed=seed, **extra))))
+
+
+def test_catalogue_has_eight_real_devices_each_with_a_source() -> None:
+    devices, servers = load_catalogue()
+    for required in ("jetson_nano", "xavier_nx", "orin_nano", "agx_orin", "laptop_rtx3060", "desktop_rtx4090",
+                     "phone_sd8gen2", "raspberry_pi5"):
+        assert required in devices
+    for profile in devices.values():
+        assert profile.flops > 1e10 and profile.memory_gb > 0 and profile.uplink_mbps > 0
+    text = CATALOGUE.read_text().splitlines()
+    for name in devices:  # each profile is preceded by a comment naming where its figures come from
+        line = next(i for i, row in enumerate(text) if row.strip().startswith(f"{name}:"))
+        assert text[line - 1].strip().startswith("#"), name
+    assert devices["jetson_nano"].memory_gb < devices["agx_orin"].memory_gb
+    assert devices["raspberry_pi5"].flops < devices["jetson_nano"].flops < devices["desktop_rtx4090"].flops
+    assert {"a100_40gb", "h100_80gb"} <= set(servers)
+
+
+def test_counts_overrides_and_custom_profiles() -> None:
+    fleet = fleet_of([{"profile": "jetson_nano", "count": 3, "memory_gb": 2},
+                      {"profile": "mine", "count": 2}],
+                     profiles={"mine": {"flops": 1e12, "memory_gb": 3, "uplink_mbps": 5, "downlink_mbps": 6}})
+    assert fleet.device.tolist() == ["jetson_nano"] * 3 + ["mine"] * 2
+    assert fleet.memory_gb.tolist() == [2, 2, 2, 3, 3]
+    assert fleet.flops[-1] == 1e12 and fleet.uplink_mbps[0] == load_catalogue()[0]["jetson_nano"].uplink_mbps
+
+
+@settings(max_examples=30, deadline=None)
+@given(lo=st.floats(0.5, 10), width=st.floats(0, 20), seed=st.integers(0, 10_000))
+def test_uniform_budgets_stay_within_bounds_and_are_seeded(lo: float, width: float, seed: int) -> None:
+    group = [{"profile": "orin_nano", "count": 50, "memory_gb": {"uniform": [lo, lo + width]}}]
+    a, b = fleet_of(group, seed), fleet_of(group, seed)
+    assert (a.memory_gb >= lo).all() and (a.memory_gb <= lo + width).all()
+    np.testing.assert_array_equal(a.memory_gb, b.memory_gb)
+
+
+def test_lognormal_bandwidth_centres_on_its_median_and_choice_follows_weights() -> None:
+    fleet = fleet_of([{"profile": {"choice": {"phone_sd8gen2": 3, "agx_orin": 1}}, "count": 4000,
+                       "uplink_mbps": {"lognormal": {"median": 12, "sigma": 0.8}}}])
+    assert 11 < np.median(fleet.uplink_mbps) < 13
+    assert (fleet.uplink_mbps > 0).all()
+    share = (fleet.device == "phone_sd8gen2").mean()
+    assert 0.72 < share < 0.78
+    other = fleet_of([{"profile": {"choice": {"phone_sd8gen2": 3, "agx_orin": 1}}, "count": 4000,
+                       "uplink_mbps": {"lognormal": {"median": 12, "sigma": 0.8}}}], seed=5)
+    assert not np.array_equal(fleet.uplink_mbps, other.uplink_mbps)
+
+
+def test_windows_decide_who_is_online() -> None:
+    fleet = fleet_of([{"profile": "orin_nano", "availability": {"windows": [[10, 20]], "period": 100}},
+                      {"profile": "orin_nano"}])
+    assert not fleet.online(0, 5) and fleet.online(0, 15) and fleet.online(0, 115) and not fleet.online(0, 125)
+    assert fleet.online(1, 5)

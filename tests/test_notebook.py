@@ -1,0 +1,26 @@
+"""analysis/timeline.ipynb runs top to bottom on a small run and draws its three plots."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+from hsplit_actors.cli import main
+from tests.conftest import REPO, small_scenario
+
+
+def test_timeline_notebook_executes(write_scenario, tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "run"
+    assert main(["plan", str(write_scenario(small_scenario())), "--out", str(out), "--quiet"]) == 0
+    notebook = nbformat.read(REPO / "analysis" / "timeline.ipynb", as_version=4)
+    monkeypatch.setenv("HSPLIT_RUN_DIR", str(out))
+    NotebookClient(notebook, timeout=180, kernel_name="python3",
+                   resources={"metadata": {"path": str(REPO / "analysis")}}).execute()
+    images = [o for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) == 3
+    errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    assert os.environ["HSPLIT_RUN_DIR"] == str(out)
