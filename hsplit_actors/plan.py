@@ -83,9 +83,9 @@ def simulate(scenario: Scenario, setup: Setup, executor: Executor | None = None,
     sim = Simulation(scenario, setup.arch, setup.fleet, setup.strategy, executor, on_progress)
     log = sim.run()
     events = events_table(log, scenario.name, scenario.method.name)
-    rounds = rounds_table(log, events)
+    rounds = rounds_table(log)
     samples = np.full(len(setup.fleet), scenario.data.samples_per_client, dtype=np.int64)
-    clients = clients_table(log, setup.fleet, setup.arch, events, samples)
+    clients = clients_table(log, setup.fleet, setup.arch, samples)
     extra = {"server_busy_s": log.server_busy_s, "server_gpus": log.gpus, "n_clients": len(setup.fleet)}
     return RunTables(events, rounds, clients), timer() - start, extra
 

@@ -17,77 +17,84 @@ EVENT_COLUMNS = ["run", "method", "round", "client", "iteration", "phase", "t_st
 
 
 def events_table(log: SimulationLog, run: str, method: str) -> pd.DataFrame:
-    """One row per phase of every client iteration, plus aggregation transfers, the aggregation and dropouts."""
-    ints = np.frombuffer(log.iter_ints, dtype=np.int64).reshape(-1, 5)
-    times = np.frombuffer(log.iter_times, dtype=np.float64).reshape(-1, 7)
-    n = len(ints)
-    cfg = ints[:, 3]
-    costs = log.costs
-    per_cfg_bytes = np.array([[0, c.uplink_bytes, 0, 0, c.downlink_bytes, 0] for c in costs] or [[0] * 6],
-                             dtype=np.int64)
-    per_cfg_flops = np.array([[c.client_fwd_flops, 0, 0, c.server_flops, 0, c.client_bwd_flops] for c in costs]
-                             or [[0.0] * 6])
-    split = np.array([cf.split_point for cf in log.configs] or [0])
-    layers = max((len(cf.ranks) for cf in log.configs), default=0)
-    k = split[cfg] if n else np.zeros(0, dtype=np.int64)
-    # Which phases exist: federated (k = L) has no network/server phases, centralised (k = 0) no device phases.
-    present = np.ones((n, 6), dtype=bool)
-    present[:, [0, 5]] = (k > 0)[:, None]
-    present[:, [1, 4]] = ((k > 0) & (k < layers))[:, None]
-    present[:, [2, 3]] = (k < layers)[:, None]
-    mask = present.ravel()
-    queue_len = np.zeros((n, 6), dtype=np.int64)
-    queue_len[:, 2] = ints[:, 4]
-    iter_part = {
-        "round": np.repeat(ints[:, 1], 6)[mask],
-        "client": np.repeat(ints[:, 0], 6)[mask],
-        "iteration": np.repeat(ints[:, 2], 6)[mask],
-        "phase": np.tile(np.arange(6), n)[mask],
-        "t_start": times[:, :6].ravel()[mask],
-        "t_end": times[:, 1:].ravel()[mask],
-        "bytes": per_cfg_bytes[cfg].ravel()[mask],
-        "flops": per_cfg_flops[cfg].ravel()[mask],
-        "queue_len": queue_len.ravel()[mask],
-    }
-    o_ints = np.frombuffer(log.other_ints, dtype=np.int64).reshape(-1, 4)
-    o_floats = np.frombuffer(log.other_floats, dtype=np.float64).reshape(-1, 3)
-    other_part = {
-        "round": o_ints[:, 1], "client": o_ints[:, 0], "iteration": np.full(len(o_ints), -1),
-        "phase": o_ints[:, 2], "t_start": o_floats[:, 0], "t_end": o_floats[:, 1], "bytes": o_ints[:, 3],
-        "flops": o_floats[:, 2], "queue_len": np.zeros(len(o_ints), dtype=np.int64),
-    }
-    cols = {key: np.concatenate([iter_part[key], other_part[key]]) for key in iter_part}
-    order = np.lexsort((cols["phase"], cols["client"], cols["t_start"]))
-    frame = pd.DataFrame({key: value[order] for key, value in cols.items()})
-    frame["round"] = frame["round"].astype(np.int32)
-    frame["client"] = frame["client"].astype(np.int32)
-    frame["iteration"] = frame["iteration"].astype(np.int32)
-    frame["queue_len"] = frame["queue_len"].astype(np.int32)
-    frame["phase"] = pd.Categorical.from_codes(frame["phase"].to_numpy(), categories=list(ALL_PHASES))
-    frame.insert(0, "method", pd.Categorical([method] * len(frame)) if len(frame) else pd.Categorical([]))
-    frame.insert(0, "run", pd.Categorical([run] * len(frame)) if len(frame) else pd.Categorical([]))
+    """One row per phase of every client iteration, plus aggregation transfers, the aggregation and dropouts.
+
+    Rows are in virtual-time order (ties keep the log's deterministic order). Each column is gathered once from
+    the log through a composite index: at millions of rows, copies are what costs.
+    """
+    ints = np.frombuffer(log.iter_ints, dtype=np.int64).reshape(-1, 5)  # client, round, iteration, config, queue
+    times = np.frombuffer(log.iter_times, dtype=np.float64).reshape(-1, 7)  # boundaries of the six phases
+    o_ints = np.frombuffer(log.other_ints, dtype=np.int64).reshape(-1, 4)  # client, round, phase, bytes
+    o_floats = np.frombuffer(log.other_floats, dtype=np.float64).reshape(-1, 3)  # t_start, t_end, flops
+    costs, configs = log.costs, log.configs
+    cfg_bytes = np.array([[0, c.uplink_bytes, 0, 0, c.downlink_bytes, 0] for c in costs] or [[0] * 6], dtype=np.int64)
+    cfg_flops = np.array([[c.client_fwd_flops, 0, 0, c.server_flops, 0, c.client_bwd_flops] for c in costs]
+                         or [[0.0] * 6])
+    # Which phases exist per configuration: federated (k = L) has no network/server phases, centralised (k = 0)
+    # no device phases.
+    layers = max((len(c.ranks) for c in configs), default=0)
+    k = np.array([c.split_point for c in configs] or [0])
+    cfg_present = np.stack([k > 0, (k > 0) & (k < layers), k < layers, k < layers, (k > 0) & (k < layers), k > 0], 1)
+    sel = np.flatnonzero(cfg_present[ints[:, 3]].ravel()) if len(ints) else np.zeros(0, dtype=np.int64)
+    row, phase = np.divmod(sel, 6)
+    n_iter = len(sel)
+    t_start_all = np.concatenate([times.ravel()[row * 7 + phase], o_floats[:, 0]])
+    order = np.argsort(t_start_all, kind="stable")
+    from_iter = order < n_iter
+    it_rows, it_phase = row[order[from_iter]], phase[order[from_iter]]
+    other = order[~from_iter] - n_iter
+
+    def column(iter_values: np.ndarray, other_values: np.ndarray, dtype) -> np.ndarray:
+        out = np.empty(len(order), dtype=dtype)
+        out[from_iter] = iter_values
+        out[~from_iter] = other_values[other]
+        return out
+
+    cfg = ints[it_rows, 3]
+    frame = pd.DataFrame({
+        "round": column(ints[it_rows, 1], o_ints[:, 1], np.int32),
+        "client": column(ints[it_rows, 0], o_ints[:, 0], np.int32),
+        "iteration": column(ints[it_rows, 2], np.full(len(o_ints), -1), np.int32),
+        "t_start": t_start_all[order],
+        "t_end": column(times[it_rows, it_phase + 1], o_floats[:, 1], np.float64),
+        "bytes": column(cfg_bytes[cfg, it_phase], o_ints[:, 3], np.int64),
+        "flops": column(cfg_flops[cfg, it_phase], o_floats[:, 2], np.float64),
+        "queue_len": column(np.where(it_phase == 2, ints[it_rows, 4], 0), np.zeros(len(o_ints)), np.int32),
+    })
+    codes = column(it_phase, o_ints[:, 2], np.int8)
+    constant = np.zeros(len(frame), dtype=np.int8)
+    frame["phase"] = pd.Categorical.from_codes(codes, categories=list(ALL_PHASES))
+    frame["run"] = pd.Categorical.from_codes(constant, categories=[run])
+    frame["method"] = pd.Categorical.from_codes(constant, categories=[method])
     return frame[EVENT_COLUMNS]
 
 
-def rounds_table(log: SimulationLog, events: pd.DataFrame) -> pd.DataFrame:
+def _per_round(rounds: np.ndarray, weights: np.ndarray | None, n_rounds: int) -> np.ndarray:
+    return np.bincount(rounds, weights=weights, minlength=n_rounds)[:n_rounds].astype(np.int64)
+
+
+def rounds_table(log: SimulationLog) -> pd.DataFrame:
     """One row per round: virtual end time, wall time, metrics (NaN when nothing was trained), traffic."""
     rounds = pd.DataFrame(log.rounds)
     for metric in ("train_loss", "eval_loss", "eval_metric"):
         if metric not in rounds:
             rounds[metric] = np.nan
-    phase = events["phase"].astype(str)
-    up = events[phase.isin(["uplink", "agg_up"])].groupby("round")["bytes"].sum()
-    down = events[phase.isin(["downlink", "agg_down"])].groupby("round")["bytes"].sum()
-    drops = events[phase == "dropout"].groupby("round").size()
-    rounds["bytes_up"] = rounds["round"].map(up).fillna(0).astype(np.int64)
-    rounds["bytes_down"] = rounds["round"].map(down).fillna(0).astype(np.int64)
-    rounds["dropouts"] = rounds["round"].map(drops).fillna(0).astype(np.int64)
+    n = len(rounds)
+    ints = np.frombuffer(log.iter_ints, dtype=np.int64).reshape(-1, 5)
+    cfg_up = np.array([c.uplink_bytes for c in log.costs] or [0], dtype=float)
+    cfg_down = np.array([c.downlink_bytes for c in log.costs] or [0], dtype=float)
+    other = np.frombuffer(log.other_ints, dtype=np.int64).reshape(-1, 4)
+    o_round, o_phase, o_bytes = other[:, 1], other[:, 2], other[:, 3].astype(float)
+    agg_up, agg_down = o_phase == ALL_PHASES.index("agg_up"), o_phase == ALL_PHASES.index("agg_down")
+    rounds["bytes_up"] = _per_round(ints[:, 1], cfg_up[ints[:, 3]], n) + _per_round(o_round[agg_up], o_bytes[agg_up], n)
+    rounds["bytes_down"] = (_per_round(ints[:, 1], cfg_down[ints[:, 3]], n)
+                            + _per_round(o_round[agg_down], o_bytes[agg_down], n))
+    rounds["dropouts"] = _per_round(o_round[o_phase == ALL_PHASES.index("dropout")], None, n)
     rounds["round_s"] = rounds["t_end"] - rounds["t_start"]
     return rounds
 
 
-def clients_table(log: SimulationLog, fleet: Fleet, arch: ModelArch, events: pd.DataFrame,
-                  n_samples: np.ndarray) -> pd.DataFrame:
+def clients_table(log: SimulationLog, fleet: Fleet, arch: ModelArch, n_samples: np.ndarray) -> pd.DataFrame:
     """One row per device: budgets, its (last) configuration, trainable parameters, memory, feasibility."""
     cfg = log.client_config
     feasible = cfg >= 0
@@ -112,10 +119,9 @@ def clients_table(log: SimulationLog, fleet: Fleet, arch: ModelArch, events: pd.
         "memory_estimate_gb": per_config([c.client_memory_bytes / GIB for c in costs], 0.0).astype(float),
         "feasible": feasible,
     })
-    phase = events["phase"].astype(str)
-    bwd_end = events[phase.isin(["client_bwd", "server"])]
-    done = bwd_end.drop_duplicates(["client", "round", "iteration"]).groupby("client").size()
-    table["iterations_done"] = table["client"].map(done).fillna(0).astype(np.int64)
-    rounds_in = events[events["client"] >= 0].groupby("client")["round"].nunique()
-    table["rounds_participated"] = table["client"].map(rounds_in).fillna(0).astype(np.int64)
+    ints = np.frombuffer(log.iter_ints, dtype=np.int64).reshape(-1, 5)
+    clients = len(fleet)
+    table["iterations_done"] = np.bincount(ints[:, 0], minlength=clients)
+    pairs = np.unique(ints[:, 1] * clients + ints[:, 0])  # (round, client) pairs with at least one iteration
+    table["rounds_participated"] = np.bincount(pairs % clients, minlength=clients)
     return table

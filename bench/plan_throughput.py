@@ -1,0 +1,167 @@
+"""Engine throughput vs a bare SimPy loop with the same yields (issue 2's benchmark).
+
+For each fleet size N (1k, 10k, 100k clients x 10 iterations, one round with aggregation), three runs, each in a
+fresh subprocess so its peak RSS is its own:
+  engine       `hsplit plan`'s path: fleet, strategy, SimPy processes, bookkeeping, tables, Parquet writing
+  bare-heap    the same yields and durations, no bookkeeping, the engine's heap GPU pool
+  bare-simpy   the same yields and durations, no bookkeeping, simpy.Resource as the server
+The bare loops get the engine's per-client durations, so all three must end at the same virtual time (checked).
+Each child first does a small warm-up run (200 clients) so one-time imports are not timed; peak RSS includes it.
+
+    python bench/plan_throughput.py [--sizes 1000,10000,100000] [--iterations 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+SCENARIO = {
+    "name": "bench", "seed": 0,
+    "model": {"preset": "gpt2-small"},
+    "data": {"dataset": "synthetic", "batch_size": 4, "seq_len": 64},
+    "fleet": [{"profile": {"choice": {"phone_sd8gen2": 4, "jetson_nano": 1, "orin_nano": 2, "laptop_rtx3060": 1}},
+               "count": 0, "memory_gb": 8, "uplink_mbps": {"lognormal": {"median": 12, "sigma": 0.8}}}],
+    "server": {"profile": "h100_80gb", "gpus": 8, "queue": "fifo"},
+    "method": {"name": "sfl", "split_point": 2, "rank": 4},
+    "rounds": 1, "local_iterations": 10, "progress": False,
+}
+
+
+def scenario_for(n: int, iterations: int):
+    from hsplit_actors.scenario import parse_scenario
+
+    raw = json.loads(json.dumps(SCENARIO))
+    raw["fleet"][0]["count"] = n
+    raw["local_iterations"] = iterations
+    return parse_scenario(yaml.safe_dump(raw))
+
+
+def durations(scenario):
+    """Per-client phase durations exactly as the engine computes them."""
+    from hsplit_actors.plan import prepare
+
+    setup = prepare(scenario)
+    fleet, strategy = setup.fleet, setup.strategy
+    cost = strategy.cost(strategy.configure(0, fleet).configs[0])
+    lat = fleet.latency_ms / 1e3
+    up_bps, down_bps = fleet.uplink_mbps * 1e6, fleet.downlink_mbps * 1e6
+    agg = cost.adapter_params * 4
+    return {
+        "fwd": (cost.client_fwd_flops / fleet.flops).tolist(), "bwd": (cost.client_bwd_flops / fleet.flops).tolist(),
+        "up": (cost.uplink_bytes * 8 / up_bps + lat).tolist(), "down": (cost.downlink_bytes * 8 / down_bps + lat).tolist(),
+        "srv": cost.server_flops / 4.0e14, "agg_up": (agg * 8 / up_bps + lat).tolist(),
+        "agg_down": (agg * 8 / down_bps + lat).tolist(), "agg": 2.0 * agg / 4 * len(fleet) / 4.0e14,
+    }
+
+
+def bare(d: dict, n: int, iterations: int, gpus: int, pool: str) -> float:
+    """The engine's yields with nothing else: returns the virtual end time."""
+    import simpy
+
+    from hsplit_actors.engine.server import GPUPool
+
+    env = simpy.Environment()
+    aggregated = env.event()
+    state = {"left": n}
+    uploaded = env.event()
+    if pool == "heap":
+        gpu = GPUPool(env, gpus)
+    else:
+        gpu = simpy.Resource(env, capacity=gpus)
+
+    def client(c: int):
+        timeout = env.timeout
+        for _ in range(iterations):
+            yield timeout(d["fwd"][c])
+            yield timeout(d["up"][c])
+            if pool == "heap":
+                yield gpu.request(0.0)
+                yield timeout(d["srv"])
+                gpu.release(d["srv"])
+            else:
+                with gpu.request() as req:
+                    yield req
+                    yield timeout(d["srv"])
+            yield timeout(d["down"][c])
+            yield timeout(d["bwd"][c])
+        yield timeout(d["agg_up"][c])
+        state["left"] -= 1
+        if state["left"] == 0:
+            uploaded.succeed()
+        yield aggregated
+        yield timeout(d["agg_down"][c])
+
+    def server():
+        yield uploaded
+        yield env.timeout(d["agg"])
+        aggregated.succeed()
+
+    for c in range(n):
+        env.process(client(c))
+    env.process(server())
+    env.run()
+    return env.now
+
+
+def child(mode: str, n: int, iterations: int, warm_up: bool = True) -> dict:
+    if warm_up:  # one small run first, so one-time lazy imports (pyarrow, parquet writer) are not timed
+        child(mode, 200, 2, warm_up=False)
+    scenario = scenario_for(n, iterations)
+    if mode == "engine":
+        from hsplit_actors.plan import plan
+
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            directory, tables, _ = plan(scenario, Path(tmp) / "run")
+            wall = time.perf_counter() - start
+            end = float(tables.rounds["t_end"].max())
+            rows = len(tables.events)
+    else:
+        d = durations(scenario)
+        start = time.perf_counter()
+        end = bare(d, n, iterations, scenario.server.gpus, mode.split("-")[1])
+        wall = time.perf_counter() - start
+        rows = 0
+    rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return {"mode": mode, "n": n, "wall_s": wall, "virtual_end": end, "rss_gb": rss_gb, "event_rows": rows,
+            "rate": n * iterations / wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child[0], int(args.child[1]), args.iterations)))
+        return
+    print(f"{'clients':>8} {'mode':>10} {'wall s':>8} {'client-it/s':>12} {'peak RSS GB':>11} {'events':>10} "
+          f"{'virtual end s':>14}")
+    for n in (int(s) for s in args.sizes.split(",")):
+        results = {}
+        for mode in ("engine", "bare-heap", "bare-simpy"):
+            out = subprocess.run([sys.executable, __file__, "--child", mode, str(n), "--iterations",
+                                  str(args.iterations)], capture_output=True, text=True, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            results[mode] = r
+            print(f"{n:>8} {mode:>10} {r['wall_s']:>8.2f} {r['rate']:>12,.0f} {r['rss_gb']:>11.2f} "
+                  f"{r['event_rows']:>10,} {r['virtual_end']:>14.3f}")
+        ends = {round(r["virtual_end"], 6) for r in results.values()}
+        assert len(ends) == 1, f"virtual end times differ: {ends}"
+        fastest_bare = max(results["bare-heap"]["rate"], results["bare-simpy"]["rate"])
+        print(f"{n:>8} {'ratio':>10} engine / fastest bare loop = {results['engine']['rate'] / fastest_bare:.2f} "
+              f"(engine / bare-simpy = {results['engine']['rate'] / results['bare-simpy']['rate']:.2f})")
+
+
+if __name__ == "__main__":
+    main()
