@@ -58,12 +58,10 @@ def check_feasibility(scenario: Scenario, fleet: Fleet, strategy: Strategy) -> N
         if need > budget:
             raise ScenarioError(f"this configuration needs {need:.2f} GiB but {name} has {budget:.2f} GiB; "
                                 "lower split_point or rank", field=f"method.per_device.{name}")
-    feasible = strategy.configure(0, fleet).feasible
+    assignment = strategy.configure(0, fleet)
+    feasible = assignment.feasible
     if not feasible.any():
-        smallest = min(strategy.cost(strategy.uniform(min(1, strategy.arch.n_layers), 1)).client_memory_bytes,
-                       strategy.cost(strategy.uniform(strategy.arch.n_layers, 1)).client_memory_bytes) / GIB
-        if method.name == "fedit" or method.name in ("flora", "hetlora"):
-            smallest = strategy.cost(strategy.uniform(strategy.arch.n_layers, 1)).client_memory_bytes / GIB
+        smallest = min(strategy.cost(c).client_memory_bytes for c in assignment.configs) / GIB
         raise ScenarioError(
             f"no device's budget fits any {method.name} configuration (largest budget {fleet.memory_gb.max():.2f} "
             f"GiB, smallest configuration needs {smallest:.2f} GiB); raise memory_gb, lower data.batch_size / "

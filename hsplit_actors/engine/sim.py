@@ -18,6 +18,7 @@ import numpy as np
 import simpy
 
 from hsplit_actors.costmodel import ClientConfig, IterationCost, ModelArch
+from hsplit_actors.costmodel.costs import ADAPTER_BYTES
 from hsplit_actors.engine.executor import Executor, TimingExecutor
 from hsplit_actors.engine.server import GPUPool
 from hsplit_actors.fleet import Fleet
@@ -118,7 +119,7 @@ class Simulation:
                 up, down = strategy.aggregation_payload(assignment, uploaders)
                 self.down_bytes = dict(zip(uploaders.tolist(), down.tolist(), strict=True))
                 t0 = env.now
-                flops = 2.0 * float(up.sum()) / 4  # a weighted sum over every uploaded parameter
+                flops = 2.0 * float(up.sum()) / ADAPTER_BYTES  # a weighted sum over every uploaded parameter
                 yield env.timeout(flops / self.server_flops)
                 self._record(FED_SERVER, rnd, AGGREGATE, t0, env.now, 0, flops)
                 metrics = self.executor.aggregate(rnd, uploaders)
@@ -135,8 +136,8 @@ class Simulation:
         """Feasible clients that take part this round: per-round availability draw, on-line now."""
         rng = np.random.default_rng([self.scenario.seed, rnd])
         take_part = feasible & (rng.random(len(self.fleet)) < self.fleet.participation)
-        for g, spec in enumerate(self.fleet.windows):
-            if spec is not None and not self.fleet.online(int(np.argmax(self.fleet.group == g)), self.env.now):
+        for g in range(len(self.fleet.windows)):
+            if not self.fleet.group_online(g, self.env.now):
                 take_part &= self.fleet.group != g
         return np.flatnonzero(take_part)
 
@@ -156,6 +157,7 @@ class Simulation:
         key = 0.0 if discipline == "fifo" else (t_srv if discipline == "sjf" else float(dev["priority"][c]))
         watch = self.has_windows[c]
         real = not isinstance(ex, TimingExecutor)  # plan: skip three no-op calls per iteration
+        progress = self.on_progress
         ints, times = self.log.iter_ints, self.log.iter_times
         for it in range(self.scenario.local_iterations):
             if watch and not fleet.online(c, env.now):
@@ -190,10 +192,11 @@ class Simulation:
                 yield timeout(t_bwd)
             times.extend((t0, t1, t2, t3, t4, t5, env.now))
             ints.extend((c, rnd, it, config_id, queue_len))
-            self.done += 1
-            if self.done >= self.next_tick and self.on_progress is not None:
-                self.next_tick = self.done + self.tick_every
-                self.on_progress(self.done, rnd, env.now)
+            if progress is not None:
+                self.done += 1
+                if self.done >= self.next_tick:
+                    self.next_tick = self.done + self.tick_every
+                    progress(self.done, rnd, env.now)
         if not agg_up_bytes:
             self.uploaded.arrive()
             return

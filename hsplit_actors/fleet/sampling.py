@@ -32,7 +32,11 @@ class Fleet:
 
     def online(self, client: int, t: float) -> bool:
         """Whether device `client` is on-line at virtual time `t` (always, unless it has windows)."""
-        spec = self.windows[self.group[client]]
+        return self.group_online(int(self.group[client]), t)
+
+    def group_online(self, group: int, t: float) -> bool:
+        """Whether the devices of fleet entry `group` are on-line at virtual time `t`."""
+        spec = self.windows[group]
         if spec is None:
             return True
         if spec.period is not None:
