@@ -10,15 +10,21 @@ from pathlib import Path
 import numpy as np
 
 from hsplit_actors.costmodel import ModelArch
+from hsplit_actors.costmodel.costs import ADAM_COPIES, ADAPTER_BYTES
 from hsplit_actors.engine import Executor, Simulation
 from hsplit_actors.errors import ScenarioError
 from hsplit_actors.fleet import Fleet, build_fleet
+from hsplit_actors.fleet.devices import load_catalogue
 from hsplit_actors.methods import Strategy, make_strategy
 from hsplit_actors.methods.base import GIB
 from hsplit_actors.runs import RunTables, new_run_dir, timer, write_run
 from hsplit_actors.scenario.load import architecture
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.tables import clients_table, events_table, rounds_table
+
+
+class ServerMemoryWarning(UserWarning):
+    """The server's per-GPU memory estimate exceeds its budget."""
 
 
 class InfeasibleClientsWarning(UserWarning):
@@ -66,12 +72,43 @@ def check_feasibility(scenario: Scenario, fleet: Fleet, strategy: Strategy) -> N
             f"no device's budget fits any {method.name} configuration (largest budget {fleet.memory_gb.max():.2f} "
             f"GiB, smallest configuration needs {smallest:.2f} GiB); raise memory_gb, lower data.batch_size / "
             "seq_len, or choose a split method", field="fleet[].memory_gb")
+    check_server_memory(scenario, assignment, strategy)
     if not feasible.all():
         names, counts = np.unique(fleet.device[~feasible], return_counts=True)
         who = ", ".join(f"{n} x{c}" for n, c in zip(names, counts, strict=True))
         warnings.warn(f"{(~feasible).sum()} of {len(fleet)} clients ({who}) cannot hold {method.name}'s "
                       "configuration and are excluded (clients.feasible = false)", InfeasibleClientsWarning,
                       stacklevel=2)
+
+
+def server_memory_gb(scenario: Scenario, assignment, strategy: Strategy) -> float:
+    """Per-GPU server memory: its frozen part (deepest of all clients' server parts), the server-side adapters
+    with Adam state (one set per client in SFL-V1 style, one shared set otherwise; spread over the GPUs), and the
+    activations of the largest job running on it."""
+    counts = np.bincount(assignment.index[assignment.feasible], minlength=len(assignment.configs))
+    costs = [strategy.cost(c) for c in assignment.configs]
+    used = [cost for cost, count in zip(costs, counts, strict=True) if count]
+    if not used:
+        return 0.0
+    frozen = max(c.server_frozen_bytes for c in used)
+    if strategy.shared_server:
+        adapters = max(c.server_adapter_params for c in used)
+    else:
+        adapters = sum(c.server_adapter_params * int(n) for c, n in zip(costs, counts, strict=True))
+    gpus = scenario.server.gpus
+    per_gpu = frozen + adapters * ADAPTER_BYTES * ADAM_COPIES / gpus + max(c.server_activation_bytes for c in used)
+    return per_gpu / GIB
+
+
+def check_server_memory(scenario: Scenario, assignment, strategy: Strategy) -> None:
+    """Warn when the server's GPUs cannot hold what the method puts on them (the run still goes on)."""
+    _, servers = load_catalogue()
+    budget = scenario.server.memory_gb or servers[scenario.server.profile].memory_gb
+    need = server_memory_gb(scenario, assignment, strategy)
+    if need > budget:
+        warnings.warn(f"the server needs about {need:.1f} GiB per GPU but has {budget:.1f} GiB "
+                      "(server.memory_gb); use more GPUs, a shared server side (sfl variant v2), or lower ranks",
+                      ServerMemoryWarning, stacklevel=3)
 
 
 def simulate(scenario: Scenario, setup: Setup, executor: Executor | None = None,
@@ -84,7 +121,9 @@ def simulate(scenario: Scenario, setup: Setup, executor: Executor | None = None,
     rounds = rounds_table(log)
     samples = np.full(len(setup.fleet), scenario.data.samples_per_client, dtype=np.int64)
     clients = clients_table(log, setup.fleet, setup.arch, samples)
-    extra = {"server_busy_s": log.server_busy_s, "server_gpus": log.gpus, "n_clients": len(setup.fleet)}
+    first = setup.strategy.configure(0, setup.fleet)
+    extra = {"server_busy_s": log.server_busy_s, "server_gpus": log.gpus, "n_clients": len(setup.fleet),
+             "server_memory_gb_estimate": server_memory_gb(scenario, first, setup.strategy)}
     return RunTables(events, rounds, clients), timer() - start, extra
 
 

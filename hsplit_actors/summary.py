@@ -58,6 +58,7 @@ def summarise(tables: RunTables, meta: dict) -> dict:
         "straggler_devices": late_devices.value_counts().to_dict(),
         "straggler_wait_s": float(waited) if not np.isnan(waited) else 0.0,
         "bytes_up": int(rounds["bytes_up"].sum()), "bytes_down": int(rounds["bytes_down"].sum()),
+        "server_memory_gb": float(meta.get("server_memory_gb_estimate", 0.0)),
     }
 
 
@@ -90,7 +91,7 @@ def render(summary: dict, directory: str) -> str:
         f"{s['dropouts']} dropouts",
         f"time per phase (client-side sum): {shares}",
         f"server utilisation {100 * s['server_utilisation']:.1f}%, mean queue wait "
-        f"{_fmt_time(s['queue_wait_mean_s'])}",
+        f"{_fmt_time(s['queue_wait_mean_s'])}, memory ~{s['server_memory_gb']:.1f} GiB per GPU",
         f"stragglers (> {STRAGGLER_FACTOR}x median finish): {s['stragglers']} clients ({devices}); rounds wait "
         f"{_fmt_time(s['straggler_wait_s'])} on average past the median client",
         f"traffic: {_fmt_bytes(s['bytes_up'])} up, {_fmt_bytes(s['bytes_down'])} down",

@@ -132,3 +132,47 @@ def test_presets_have_their_published_sizes(preset: str) -> None:
                 "minilm-l6": 22.7e6}[preset]
     arch = ModelArch.from_hf_config(build_config(preset))
     assert arch.total_params == pytest.approx(expected, rel=0.02)
+
+
+def _saved_activation_bytes(model, family: str) -> int:
+    """Bytes autograd keeps for backward (each storage once, parameters excluded)."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params:
+            seen[ptr] = max(seen.get(ptr, 0), t.untyped_storage().nbytes())
+        return t
+
+    ids = torch.randint(0, 500, (BATCH, SEQ))
+    kwargs = {"labels": torch.tensor([0, 1])} if family == "bert" else {"labels": ids}
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(input_ids=ids, **kwargs).loss.backward()
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
+@pytest.mark.parametrize("pattern", sorted(PATTERNS))
+def test_activation_memory_estimate_is_close_to_what_autograd_saves(family: str, pattern: str) -> None:
+    """The memory model's activation term (SPEC §2) against the tensors autograd really keeps."""
+    arch = ModelArch.from_hf_config(build_config(*SMALL[family]))
+    ranks = {k: v for k, v in PATTERNS[pattern](arch).items() if k[1] in MODULES[family]} or {(0, "attn_out"): 4}
+    model, arch = _model(family, ranks)
+    model.train()
+    measured = _saved_activation_bytes(model, family)
+    cost = iteration_cost(arch, ClientConfig.from_pattern(arch, arch.n_layers, ranks), BATCH, SEQ)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    estimated_activations = cost.client_memory_bytes - frozen * 4 - trainable * 16
+    assert estimated_activations == pytest.approx(measured, rel=0.10)
+
+
+def test_memory_grows_with_split_point_and_rank() -> None:
+    arch = ModelArch.from_hf_config(build_config("llama2-7b"))
+    mem = [iteration_cost(arch, ClientConfig.uniform(arch, k, 8, ["query", "value"]), 4, 256, "bfloat16")
+           .client_memory_bytes for k in (1, 4, 16, 32)]
+    assert mem == sorted(mem) and mem[-1] > 13e9  # the whole 7B model in bf16 is ~13.5 GB of weights alone
+    small, big = (iteration_cost(arch, ClientConfig.uniform(arch, 4, r, ["query", "value"]), 4, 256, "bfloat16")
+                  .client_memory_bytes for r in (2, 16))
+    assert big > small

@@ -211,3 +211,23 @@ def test_devices_going_offline_drop_out_and_do_not_upload() -> None:
     assert dropped == {2, 3}
     assert set(ev.loc[ev["phase"] == "agg_up", "client"]) == {0, 1}
     assert tables.rounds["dropouts"].iloc[0] == 2
+
+
+def test_server_memory_over_budget_warns_and_is_recorded() -> None:
+    """Per-client server adapters (SFL-V1) for many clients on a small GPU: warned, estimate in meta."""
+    import yaml
+
+    from hsplit_actors.plan import ServerMemoryWarning
+
+    raw = small_scenario(fleet=[{"profile": "agx_orin", "count": 50}], server={"profile": "l4_24gb",
+                         "memory_gb": 0.05}, method={"name": "sfl", "split_point": 1, "rank": 16,
+                                                     "targets": ["query", "value", "ffn_in", "ffn_out"]})
+    scenario = parse_scenario(yaml.safe_dump(raw))
+    with pytest.warns(ServerMemoryWarning, match="server.memory_gb"):
+        setup = prepare(scenario)
+    _, _, v1 = simulate(scenario, setup)
+    shared = parse_scenario(yaml.safe_dump(raw | {"method": raw["method"] | {"variant": "v2"}}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, _, v2 = simulate(shared, prepare(shared))
+    assert v1["server_memory_gb_estimate"] > v2["server_memory_gb_estimate"] > 0

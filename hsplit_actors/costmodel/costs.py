@@ -31,6 +31,8 @@ class IterationCost:
     adapter_params: int  # client-side trainable parameters (what FedAvg-style aggregation uploads)
     server_adapter_params: int
     client_memory_bytes: int
+    server_frozen_bytes: int = 0  # base weights of the server's part (shared by every client on a GPU)
+    server_activation_bytes: int = 0  # saved for backward while one job of this client runs
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,9 @@ def _block_pass(arch: ModelArch, ranks: tuple[int, ...], batch: int, seq: int, x
 
     attn_width = arch.n_heads * arch.head_dim
     scores = batch * arch.n_heads * seq * seq
+    post_norm = arch.family == "bert"  # BERT normalises after each residual add; GPT-2 and LLaMA before
     # attention: LN1 input, then q/k/v
-    if x_rg:
+    if x_rg and not post_norm:
         saved += tokens * arch.hidden  # LayerNorm / RMSNorm input
     if any(rank[m] for m in ("query", "key", "value")):
         saved += tokens * arch.hidden  # LN output, the LoRA input shared by q/k/v
@@ -83,7 +86,7 @@ def _block_pass(arch: ModelArch, ranks: tuple[int, ...], batch: int, seq: int, x
     h1_rg = x_rg or o_rg
     # feed-forward
     if h1_rg:
-        saved += tokens * arch.hidden  # second norm input
+        saved += tokens * arch.hidden  # second norm input (post-norm: the norm after the attention residual)
     if any(rank[m] for m in ("ffn_in", "ffn_gate") if m in rank):
         saved += tokens * arch.hidden
     in_rg = linear("ffn_in", h1_rg)
@@ -92,12 +95,21 @@ def _block_pass(arch: ModelArch, ranks: tuple[int, ...], batch: int, seq: int, x
         gate_rg = linear("ffn_gate", h1_rg)
         mid_rg = in_rg or gate_rg
         if mid_rg:
-            saved += 2 * tokens * arch.ffn  # gate and up outputs for the SiLU product
+            saved += 3 * tokens * arch.ffn  # SiLU input and output, and the up projection, for the product
     elif mid_rg:
         saved += tokens * arch.ffn  # activation input
     if rank["ffn_out"]:
         saved += tokens * arch.ffn
     f_rg = linear("ffn_out", mid_rg)
+    # Measured on the HF implementations with saved_tensors_hooks (tests/test_costmodel.py): in train mode the
+    # dropout-bearing families (GPT-2, BERT) keep ~5 more hidden-sized tensors per block (dropout outputs and
+    # residual sums), and GPT-2's tanh-GELU, a composite of elementwise ops, keeps three more FFN-sized ones.
+    if dropout:
+        saved += tokens * arch.hidden * (2 * int(attn_rg) + 2 * int(h1_rg) + int(f_rg))
+    if arch.family == "gpt2" and mid_rg:
+        saved += 3 * tokens * arch.ffn
+    if post_norm and (h1_rg or f_rg):
+        saved += tokens * arch.hidden  # the norm after the FFN residual
     return _Pass(fwd, bwd, h1_rg or f_rg, saved)
 
 
@@ -110,7 +122,8 @@ def _head_pass(arch: ModelArch, batch: int, seq: int, x_rg: bool) -> _Pass:
         bwd = cls + (cls + pool if x_rg else 0)  # classifier weight grad always; input grads if needed
         return _Pass(pool + cls, bwd, True, batch * arch.hidden)
     lm = 2 * tokens * arch.hidden * arch.vocab
-    return _Pass(lm, lm if x_rg else 0.0, x_rg, tokens * arch.hidden + 2 * tokens * arch.vocab)
+    saved = tokens * arch.hidden + tokens * arch.vocab if x_rg else 0  # final-norm input, log-softmax for the loss
+    return _Pass(lm, lm if x_rg else 0.0, x_rg, saved)
 
 
 def _trainable_head_params(arch: ModelArch) -> int:
@@ -135,7 +148,7 @@ def iteration_cost(
         p = _block_pass(arch, config.ranks[b], batch, seq, rg, dropout)
         client_fwd, client_bwd, client_saved = client_fwd + p.fwd, client_bwd + p.bwd, client_saved + p.saved
         rg = p.out_requires_grad
-    server = 0.0
+    server = server_saved = 0.0
     if k == n:
         h = _head_pass(arch, batch, seq, rg)
         client_fwd, client_bwd, client_saved = client_fwd + h.fwd, client_bwd + h.bwd, client_saved + h.saved
@@ -144,9 +157,11 @@ def iteration_cost(
         for b in range(k, n):
             p = _block_pass(arch, config.ranks[b], batch, seq, rg, dropout)
             server += p.fwd + p.bwd
+            server_saved += p.saved
             rg = p.out_requires_grad
         h = _head_pass(arch, batch, seq, rg)
         server += h.fwd + h.bwd
+        server_saved += h.saved
 
     def adapter_params(blocks: range) -> int:
         total = 0
@@ -165,10 +180,14 @@ def iteration_cost(
     down = tokens * arch.hidden * act_bytes if split else 0
     frozen = (arch.embedding_params + k * arch.block_params + (arch.head_params if k == n else 0)) if k else 0
     memory = frozen * act_bytes + client_params * ADAPTER_BYTES * ADAM_COPIES + client_saved * act_bytes
+    server_frozen = 0 if k == n else (
+        (n - k) * arch.block_params + arch.head_params + (arch.embedding_params if k == 0 else 0)
+    )
     return IterationCost(
         client_fwd_flops=client_fwd, client_bwd_flops=client_bwd, server_flops=server,
         uplink_bytes=int(up), downlink_bytes=int(down), adapter_params=client_params,
         server_adapter_params=server_params, client_memory_bytes=int(memory),
+        server_frozen_bytes=int(server_frozen * act_bytes), server_activation_bytes=int(server_saved * act_bytes),
     )
 
 
