@@ -57,7 +57,8 @@ def durations(scenario):
     agg = cost.adapter_params * 4
     return {
         "fwd": (cost.client_fwd_flops / fleet.flops).tolist(), "bwd": (cost.client_bwd_flops / fleet.flops).tolist(),
-        "up": (cost.uplink_bytes * 8 / up_bps + lat).tolist(), "down": (cost.downlink_bytes * 8 / down_bps + lat).tolist(),
+        "up": (cost.uplink_bytes * 8 / up_bps + lat).tolist(),
+        "down": (cost.downlink_bytes * 8 / down_bps + lat).tolist(),
         "srv": cost.server_flops / 4.0e14, "agg_up": (agg * 8 / up_bps + lat).tolist(),
         "agg_down": (agg * 8 / down_bps + lat).tolist(), "agg": 2.0 * agg / 4 * len(fleet) / 4.0e14,
     }
@@ -73,10 +74,7 @@ def bare(d: dict, n: int, iterations: int, gpus: int, pool: str) -> float:
     aggregated = env.event()
     state = {"left": n}
     uploaded = env.event()
-    if pool == "heap":
-        gpu = GPUPool(env, gpus)
-    else:
-        gpu = simpy.Resource(env, capacity=gpus)
+    gpu = GPUPool(env, gpus) if pool == "heap" else simpy.Resource(env, capacity=gpus)
 
     def client(c: int):
         timeout = env.timeout
