@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import platform
 import shutil
@@ -39,7 +40,9 @@ def _git_commit() -> str | None:
         return None
 
 
+@functools.cache
 def _versions() -> dict[str, str]:
+    """Package versions for meta.json (looked up once per process: importlib.metadata parses files)."""
     found = {"python": platform.python_version(), "hsplit-actors": __version__}
     for name in ("simpy", "numpy", "pandas", "pyarrow", "torch", "transformers", "peft", "ray"):
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -70,7 +73,7 @@ def write_run(directory: Path, scenario: Scenario, tables: RunTables, mode: str,
             getattr(tables, name).to_parquet(staging / f"{name}.parquet", index=False)
         meta = {
             "mode": mode, "scenario": scenario.name, "method": scenario.method.name, "seed": scenario.seed,
-            "git_commit": _git_commit(), "versions": _versions(), "wall_s": wall_s,
+            "git_commit": _git_commit(), "versions": dict(_versions()), "wall_s": wall_s,
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "argv": sys.argv,
             "rows": {name: len(getattr(tables, name)) for name in TABLES}, **(extra_meta or {}),
         }
