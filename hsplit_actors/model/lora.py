@@ -60,6 +60,8 @@ def remove_lora(model: nn.Module) -> None:
         if isinstance(module, LoraLayer):
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name) if parent_name else model, child, module.get_base_layer())
+    if hasattr(model, "peft_config"):
+        del model.peft_config
 
 
 def apply_lora(model: nn.Module, ranks: Mapping[Key, int], alphas: Mapping[Key, float] | None = None,
