@@ -74,6 +74,8 @@ class ModelSpec(Strict):
     path: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # for training: pretrained (a directory, or MiniLM from its package), random (preset config), or auto
+    weights: Literal["auto", "pretrained", "random"] = "auto"
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
