@@ -50,6 +50,9 @@ CASES = {
                                ["method.targets", "ffn_gate"]),
     "unknown server": (lambda s: s | {"server": {"profile": "tpu"}}, ["server.profile", "unknown server GPU"]),
     "empty fleet": (lambda s: s | {"fleet": []}, ["fleet", "at least 1"]),
+    "partition by an unknown attribute": (
+        lambda s: s | {"data": {"dataset": "e2e", "partition": {"kind": "dirichlet", "by": "colour"}}},
+        ["data.partition.by", "cannot partition e2e by 'colour'", "customer rating"]),
     "availability above 1": (lambda s: s | {"fleet": [{"profile": "jetson_nano", "availability": 1.5}]},
                              ["fleet[0].availability"]),
 }

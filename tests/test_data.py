@@ -25,6 +25,14 @@ def test_shipped_files_read_with_their_documented_sizes() -> None:
     assert (DATA_DIR / "SOURCES.md").is_file()
 
 
+def test_e2e_attributes_include_multi_word_keys() -> None:
+    from hsplit_actors.data import E2E_ATTRIBUTES
+
+    dev = read_e2e(DATA_DIR / "e2e" / "devset.csv")
+    assert set(dev.columns[2:]) == set(E2E_ATTRIBUTES)
+    assert dev["customer rating"].notna().any()
+
+
 def test_gpt2_tokenizer_is_the_real_one() -> None:
     tok = gpt2_tokenizer()
     assert len(tok) == 50257 and tok.encode("Hello world") == [15496, 995]

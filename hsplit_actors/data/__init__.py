@@ -8,6 +8,9 @@ from pathlib import Path
 # The repository copy; HSPLIT_DATA_DIR points elsewhere (e.g. an installed package without the repo).
 DATA_DIR = Path(os.environ.get("HSPLIT_DATA_DIR", Path(__file__).resolve().parents[2] / "data"))
 
+# Meaning-representation attributes of E2E, any of which can drive a Dirichlet partition.
+E2E_ATTRIBUTES = ("name", "eatType", "food", "priceRange", "customer rating", "area", "familyFriendly", "near")
+
 # The file each data set trains from, relative to its folder.
 TRAIN_FILES = {"sst2": "sst2/train.tsv", "e2e": "e2e/devset.csv"}
 

@@ -59,7 +59,7 @@ def read_sst2(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame({"sentence": sentences, "label": np.array(labels, dtype=np.int64)})
 
 
-_ATTRIBUTE = re.compile(r"(\w+)\[([^\]]*)\]")
+_ATTRIBUTE = re.compile(r"([A-Za-z][\w ]*)\[([^\]]*)\]")  # "customer rating[high]" has a space
 
 
 def read_e2e(path: str | Path) -> pd.DataFrame:

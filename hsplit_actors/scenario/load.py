@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from hsplit_actors.costmodel.arch import ModelArch
 from hsplit_actors.costmodel.presets import build_config, load_config
-from hsplit_actors.data import train_file
+from hsplit_actors.data import E2E_ATTRIBUTES, train_file
 from hsplit_actors.errors import ScenarioError
 from hsplit_actors.fleet.devices import load_catalogue
 from hsplit_actors.scenario.schema import Scenario
@@ -162,6 +162,12 @@ def _check(scenario: Scenario, lines: _Lines, source: str) -> None:
                  f"must be between 1 and {layers} for this {layers}-block model (got {override.split_point})")
     if scenario.data.seq_len > arch.max_positions:
         fail(("data", "seq_len"), f"{scenario.data.seq_len} exceeds the model's {arch.max_positions} positions")
+    partition = scenario.data.partition
+    if partition.kind == "dirichlet":
+        keys = {"sst2": ["label"], "e2e": list(E2E_ATTRIBUTES), "synthetic": ["label"]}[scenario.data.dataset]
+        if partition.by not in keys:
+            fail(("data", "partition", "by"), f"cannot partition {scenario.data.dataset} by {partition.by!r}; "
+                 f"use one of {', '.join(keys)}")
     data_file = train_file(scenario.data.dataset, scenario.data.path)
     if data_file is not None and not data_file.is_file():
         loc = ("data", "path") if scenario.data.path else ("data", "dataset")
