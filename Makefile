@@ -4,7 +4,7 @@ PY      := python3.11
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-SCENARIO ?= scenarios/quickstart.yaml
+SCENARIO ?= scenarios/quickstart_train.yaml
 
 .PHONY: run test test-slow lint bench clean
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/hsplit plan $(SCENARIO)
+	HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled $(BIN)/hsplit run $(SCENARIO)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q

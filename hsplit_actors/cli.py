@@ -12,17 +12,23 @@ from hsplit_actors.errors import ScenarioError
 EXIT_BAD_INPUT = 2
 
 
-def _progress(scenario, total: int):
+def _progress(scenario, total: int, label: str = "client-iterations"):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("client-iterations"), TimeElapsedColumn(), transient=True)
-    task = progress.add_task("plan", total=total)
+                        TextColumn(label), TimeElapsedColumn(), transient=True)
+    task = progress.add_task("starting", total=total)
 
     def update(done: int, rnd: int, now: float) -> None:
         progress.update(task, completed=done, description=f"round {rnd + 1}/{scenario.rounds}  t={now:,.1f}s")
 
     return progress, update
+
+
+def _with_overrides(scenario, args: argparse.Namespace):
+    changes = {key: value for key, value in (("seed", args.seed), ("output_dir", args.output_dir))
+               if value is not None}
+    return scenario.model_copy(update=changes) if changes else scenario
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -39,11 +45,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from hsplit_actors.scenario import load_scenario
     from hsplit_actors.summary import render, summarise
 
-    scenario = load_scenario(args.scenario)
-    if args.seed is not None:
-        scenario = scenario.model_copy(update={"seed": args.seed})
-    if args.output_dir:
-        scenario = scenario.model_copy(update={"output_dir": args.output_dir})
+    scenario = _with_overrides(load_scenario(args.scenario), args)
     total = sum(g.count for g in scenario.fleet) * scenario.rounds * scenario.local_iterations
     show = scenario.progress and not args.quiet and sys.stderr.isatty()
     with warnings.catch_warnings(record=True) as caught:
@@ -56,6 +58,31 @@ def cmd_plan(args: argparse.Namespace) -> int:
             directory, tables, extra = plan(scenario, args.out)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
+    print(render(summarise(tables, extra), str(directory)))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hsplit_actors.scenario import load_scenario
+    from hsplit_actors.summary import render, summarise
+    from hsplit_actors.training.run import run
+
+    scenario = _with_overrides(load_scenario(args.scenario), args)
+    if args.local:
+        scenario = scenario.model_copy(update={"train": scenario.train.model_copy(update={"local": True})})
+    total = sum(g.count for g in scenario.fleet) * scenario.rounds * scenario.local_iterations
+    show = scenario.progress and not args.quiet and sys.stderr.isatty()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if show:
+            progress, update = _progress(scenario, total, "training steps")
+            with progress:
+                directory, tables, extra = run(scenario, args.out, args.address, on_progress=update)
+        else:
+            directory, tables, extra = run(scenario, args.out, args.address)
+    for w in caught:
+        if issubclass(w.category, UserWarning) and w.category.__module__.startswith("hsplit_actors"):
+            print(f"warning: {w.message}", file=sys.stderr)
     print(render(summarise(tables, extra), str(directory)))
     return 0
 
@@ -73,6 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="override the scenario seed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_plan)
+    r = sub.add_parser("run", help="train for real on Ray actors, timed by the same virtual clock")
+    r.add_argument("scenario", type=Path)
+    r.add_argument("--out", help="run directory to write (default: <output_dir>/<name>-<method>-run-<time>)")
+    r.add_argument("--output-dir", help="parent folder for run directories (overrides the scenario)")
+    r.add_argument("--seed", type=int, help="override the scenario seed")
+    r.add_argument("--address", help="join a running Ray cluster (e.g. auto); default: start one locally")
+    r.add_argument("--local", action="store_true", help="hosts in this process instead of Ray actors")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_run)
     return parser
 
 

@@ -59,7 +59,16 @@ def summarise(tables: RunTables, meta: dict) -> dict:
         "straggler_wait_s": float(waited) if not np.isnan(waited) else 0.0,
         "bytes_up": int(rounds["bytes_up"].sum()), "bytes_down": int(rounds["bytes_down"].sum()),
         "server_memory_gb": float(meta.get("server_memory_gb_estimate", 0.0)),
+        "metric": meta.get("metric"),
+        "train_loss": _last(rounds, "train_loss"), "eval_loss": _last(rounds, "eval_loss"),
+        "eval_metric": _last(rounds, "eval_metric"),
+        "wall_s": float(rounds["wall_s"].sum()) if len(rounds) else 0.0,
     }
+
+
+def _last(rounds: pd.DataFrame, column: str) -> float | None:
+    values = rounds[column].dropna() if column in rounds else []
+    return float(values.iloc[-1]) if len(values) else None
 
 
 def _fmt_time(seconds: float) -> str:
@@ -96,4 +105,8 @@ def render(summary: dict, directory: str) -> str:
         f"{_fmt_time(s['straggler_wait_s'])} on average past the median client",
         f"traffic: {_fmt_bytes(s['bytes_up'])} up, {_fmt_bytes(s['bytes_down'])} down",
     ]
+    if s.get("eval_metric") is not None:
+        lines.append(f"model: train loss {s['train_loss']:.4f}, eval loss {s['eval_loss']:.4f}, "
+                     f"{s['metric']} {s['eval_metric']:.4f} after {s['rounds']} rounds "
+                     f"({_fmt_time(s['wall_s'])} of wall time)")
     return "\n".join(lines)

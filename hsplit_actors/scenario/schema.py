@@ -190,6 +190,22 @@ MethodSpec = Annotated[
 ]
 
 
+class TrainSpec(Strict):
+    """Real training (`hsplit run`)."""
+
+    lr: PositiveFloat = 2e-3
+    eval_every: PositiveInt = 1  # evaluate the global model every N rounds
+    eval_samples: PositiveInt = 872  # held-out samples (SST-2: its labelled test set; E2E: test pairs)
+    actors: PositiveInt | None = None  # client actors; default: one per spare CPU, at most one per client
+    threads_per_actor: PositiveInt = 1  # the same everywhere, so results do not depend on placement
+    max_in_flight: PositiveInt = 64  # submitted-but-unfinished steps before the coordinator waits
+    local: bool = False  # in-process hosts instead of Ray actors (same results)
+
+
+class RaySpec(Strict):
+    address: str | None = None  # join a running cluster ("auto" or host:port); default: start one locally
+
+
 class Scenario(Strict):
     """One experiment: fleet + model + data + method + schedule. `hsplit validate` checks a file against this."""
 
@@ -206,3 +222,5 @@ class Scenario(Strict):
     aggregation_interval: PositiveInt = 1  # aggregate every N rounds (and always after the last)
     output_dir: str = "runs"
     progress: bool = True
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    ray: RaySpec = Field(default_factory=RaySpec)

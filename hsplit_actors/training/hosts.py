@@ -1,0 +1,299 @@
+"""The state that real training keeps resident: client hosts (many virtual clients each: adapters, optimiser,
+data cursor) and the server host (server-side parts, per-client or shared server adapters). Plain classes, so
+they run in-process or as Ray actors (`actors.py`) unchanged.
+
+Every computation is seeded by (run seed, client, round, iteration), and every host uses the same number of
+threads, so results do not depend on which host or how many hosts ran them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from hsplit_actors.data.datasets import Encoded
+from hsplit_actors.metrics import evaluate
+from hsplit_actors.model.lora import Key, LoRAFactors
+from hsplit_actors.model.split import SplitModel
+from hsplit_actors.training.slots import Adapter, Slots
+
+Factors = dict[Key, LoRAFactors]
+
+
+@dataclass(frozen=True)
+class HostSetup:
+    """What every host needs to know, identical on all of them."""
+
+    seed: int
+    batch_size: int
+    lr: float
+    threads: int
+    keys: tuple[Key, ...]  # every (block, matrix) any participant adapts
+
+
+@dataclass
+class ModelRecipe:
+    """How to build the (frozen) model skeleton; the weights come from `base_state`, shared, not copied."""
+
+    config: object
+    task: str
+
+
+def build_model(recipe: ModelRecipe, base_state: dict[str, np.ndarray] | dict[str, torch.Tensor]) -> nn.Module:
+    from hsplit_actors.model.families import family_of
+    from hsplit_actors.model.loading import _model_class, _quiet_transformers
+
+    with _quiet_transformers():
+        model = _model_class(recipe.task).from_config(recipe.config, dtype=torch.float32)
+    family_of(model).prepare(model)
+    state = {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in base_state.items()}
+    model.load_state_dict(state, strict=True, assign=True)  # the host's model points at the shared weights
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.train()
+
+
+def step_seed(*parts: int) -> int:
+    """A seed that depends only on what is computed (run seed, client, round, iteration, side)."""
+    digest = hashlib.blake2b(np.array(parts, dtype=np.int64).tobytes(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def _clone_parameters(factors: Factors, keys) -> dict[Key, Adapter]:
+    return {k: Adapter(nn.Parameter(factors[k].A.clone()), nn.Parameter(factors[k].B.clone()), factors[k].alpha)
+            for k in keys if k in factors}
+
+
+def _clone_head(head: dict[str, torch.Tensor] | None) -> dict[str, nn.Parameter]:
+    return {name: nn.Parameter(t.clone()) for name, t in (head or {}).items()}
+
+
+@dataclass
+class AdapterState:
+    """One trainable set (a client's, a server copy, or the shared server set) with its optimiser."""
+
+    adapters: dict[Key, Adapter]
+    head: dict[str, nn.Parameter]
+    lr: float
+    optimizer: torch.optim.Optimizer = field(init=False)
+
+    def __post_init__(self) -> None:
+        params = [p for a in self.adapters.values() for p in (a.A, a.B)] + list(self.head.values())
+        self.optimizer = torch.optim.AdamW(params, lr=self.lr) if params else None
+
+    def step(self) -> None:
+        if self.optimizer is not None:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+
+    def export(self) -> tuple[Factors, dict[str, torch.Tensor]]:
+        return ({k: a.factors() for k, a in self.adapters.items()},
+                {n: p.detach().clone() for n, p in self.head.items()})
+
+    def assign(self, factors: Factors, head: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for k, a in self.adapters.items():
+                a.assign(factors[k])
+            for n, p in self.head.items():
+                p.copy_(head[n])
+
+    def state_dict(self) -> dict:
+        return {"factors": self.export(), "optimizer": self.optimizer.state_dict() if self.optimizer else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.assign(*state["factors"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+
+
+@dataclass
+class VirtualClient:
+    cid: int
+    split_point: int
+    indices: np.ndarray
+    state: AdapterState
+    cursor: int = 0
+    epoch: int = 0
+    order: np.ndarray | None = None
+
+    def next_batch(self, batch_size: int, seed: int) -> np.ndarray:
+        """The next `batch_size` of this client's samples; reshuffled (seeded) every epoch."""
+        taken = []
+        while len(taken) < batch_size:
+            if self.order is None or self.cursor >= len(self.order):
+                rng = np.random.default_rng([seed, self.cid, self.epoch])
+                self.order, self.cursor, self.epoch = rng.permutation(self.indices), 0, self.epoch + 1
+            take = self.order[self.cursor:self.cursor + batch_size - len(taken)]
+            taken.extend(take.tolist())
+            self.cursor += len(take)
+        return np.array(taken)
+
+
+class _Host:
+    def __init__(self, recipe: ModelRecipe, base_state, setup: HostSetup):
+        torch.set_num_threads(setup.threads)
+        self.setup = setup
+        self.model = build_model(recipe, base_state)
+        self.slots = Slots(self.model, list(setup.keys))
+        self._splits: dict[int, SplitModel] = {}
+
+    def _blocks(self):
+        from hsplit_actors.model.families import family_of
+
+        return family_of(self.model).blocks(self.model)
+
+    def split(self, k: int) -> SplitModel:
+        k = k or len(self._blocks())  # k = 0 (centralised): the whole model on the server
+        if k not in self._splits:
+            self._splits[k] = SplitModel(self.model, k)
+        return self._splits[k]
+
+    def ping(self) -> bool:
+        return True
+
+    def node(self) -> str:
+        """The Ray node this host runs on ("local" outside Ray)."""
+        try:
+            import ray
+
+            return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+        except Exception:  # noqa: BLE001 - outside an actor there is no context
+            return "local"
+
+
+class ClientHost(_Host):
+    """Hosts many virtual clients on one model; their state stays here between rounds."""
+
+    def __init__(self, recipe: ModelRecipe, base_state, setup: HostSetup, train: dict[str, np.ndarray]):
+        super().__init__(recipe, base_state, setup)
+        self.data = Encoded(*(torch.from_numpy(np.asarray(train[k])) for k in ("input_ids", "attention_mask",
+                                                                                 "labels")))
+        self.clients: dict[int, VirtualClient] = {}
+        self.pending: dict[int, torch.Tensor] = {}
+
+    def add_client(self, cid: int, split_point: int, indices: np.ndarray, factors: Factors,
+                   head: dict[str, torch.Tensor] | None) -> None:
+        """Register a virtual client with its initial (global) client-side adapters."""
+        federated = split_point == len(self._blocks())
+        keys = [k for k in factors if k[0] < split_point]
+        state = AdapterState(_clone_parameters(factors, keys), _clone_head(head) if federated else {},
+                             self.setup.lr)
+        self.clients[cid] = VirtualClient(cid, split_point, np.asarray(indices), state)
+
+    def forward(self, cid: int, rnd: int, it: int):
+        """Client forward of the next batch: the payload for the server, or (federated) nothing."""
+        vc = self.clients[cid]
+        ids, mask, labels = self.data.take(vc.next_batch(self.setup.batch_size, self.setup.seed))
+        if vc.split_point == 0:  # centralised: the data itself goes to the server
+            return ids, mask, labels
+        self.slots.load(vc.state.adapters, vc.state.head)
+        torch.manual_seed(step_seed(self.setup.seed, cid, rnd, it, 0))
+        split = self.split(vc.split_point)
+        out = split.client(ids, mask)
+        if split.server is None:
+            self.pending[cid] = split.loss(out, labels)
+            return None
+        self.pending[cid] = out
+        return out.detach(), mask, labels
+
+    def backward(self, cid: int, rnd: int, it: int, grad: torch.Tensor | None = None) -> float | None:
+        """Back-propagate the returned activation gradient (or, federated, the local loss); optimiser step."""
+        vc = self.clients[cid]
+        if vc.split_point == 0:
+            return None
+        out = self.pending.pop(cid)
+        if grad is None:
+            out.backward()
+            loss = float(out.detach())
+        else:
+            out.backward(grad)
+            loss = None
+        vc.state.step()
+        return loss
+
+    def export(self, cids: list[int]) -> dict[int, tuple[Factors, dict[str, torch.Tensor]]]:
+        return {c: self.clients[c].state.export() for c in cids}
+
+    def assign(self, cids: list[int], factors: Factors, head: dict[str, torch.Tensor]) -> None:
+        for c in cids:
+            self.clients[c].state.assign(factors, head)
+
+    def snapshot(self) -> dict:
+        return {c: {"state": vc.state.state_dict(), "cursor": vc.cursor, "epoch": vc.epoch, "order": vc.order}
+                for c, vc in self.clients.items()}
+
+    def restore(self, snapshot: dict) -> None:
+        for c, s in snapshot.items():
+            vc = self.clients[c]
+            vc.state.load_state_dict(s["state"])
+            vc.cursor, vc.epoch, vc.order = s["cursor"], s["epoch"], s["order"]
+
+
+class ServerHost(_Host):
+    """Server-side parts: one adapter set per client (SFL-V1) or one shared set (SFL-V2 / SplitLoRA)."""
+
+    def __init__(self, recipe: ModelRecipe, base_state, setup: HostSetup, shared: bool,
+                 test: dict[str, np.ndarray]):
+        super().__init__(recipe, base_state, setup)
+        self.shared = shared
+        self.states: dict[int, AdapterState] = {}
+        self.split_points: dict[int, int] = {}
+        self.test = Encoded(*(torch.from_numpy(np.asarray(test[k])) for k in ("input_ids", "attention_mask",
+                                                                                "labels")))
+
+    def add_client(self, cid: int, split_point: int, factors: Factors, head: dict[str, torch.Tensor] | None):
+        self.split_points[cid] = split_point
+        if split_point == len(self._blocks()):
+            return
+        owner = -1 if self.shared else cid
+        if owner not in self.states:
+            keys = [k for k in factors if (k[0] >= split_point or self.shared)]
+            self.states[owner] = AdapterState(_clone_parameters(factors, keys), _clone_head(head), self.setup.lr)
+
+    def state_of(self, cid: int) -> AdapterState:
+        return self.states[-1 if self.shared else cid]
+
+    def step(self, cid: int, rnd: int, it: int, payload) -> tuple[torch.Tensor | None, float]:
+        """Server forward, loss, backward and adapter step for one client's activations (in submission order)."""
+        hidden, mask, labels = payload
+        k = self.split_points[cid]
+        state = self.state_of(cid)
+        self.slots.load(state.adapters, state.head)
+        torch.manual_seed(step_seed(self.setup.seed, cid, rnd, it, 1))
+        split = self.split(k)
+        if k == 0:
+            loss = split.loss(split.client(hidden, mask), labels)
+            loss.backward()
+            state.step()
+            return None, float(loss.detach())
+        received = hidden.requires_grad_(True)
+        loss = split.loss(split.server(received, mask), labels)
+        loss.backward()
+        state.step()
+        return received.grad, float(loss.detach())
+
+    def export(self, cids: list[int]) -> dict[int, tuple[Factors, dict[str, torch.Tensor]]]:
+        return {c: self.state_of(c).export() for c in cids if (-1 if self.shared else c) in self.states}
+
+    def assign(self, cids: list[int], factors: Factors, head: dict[str, torch.Tensor]) -> None:
+        owners = {-1} if self.shared else {c for c in cids if c in self.states}
+        for owner in owners:
+            if owner in self.states:
+                self.states[owner].assign(factors, head)
+
+    def evaluate(self, factors: Factors, head: dict[str, torch.Tensor], batch_size: int = 64) -> dict[str, float]:
+        """The global model (base + `factors`, `head`) on the held-out data."""
+        adapters = _clone_parameters(factors, factors)
+        self.slots.load(adapters, _clone_head(head) or None)
+        return evaluate(self.split(len(self._blocks())), self.test, batch_size)
+
+    def snapshot(self) -> dict:
+        return {owner: state.state_dict() for owner, state in self.states.items()}
+
+    def restore(self, snapshot: dict) -> None:
+        for owner, state in snapshot.items():
+            self.states[owner].load_state_dict(state)

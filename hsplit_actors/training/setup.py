@@ -1,0 +1,101 @@
+"""Everything a training run needs before the clock starts: the model's frozen weights (to share), the encoded
+data and its partition across the fleet, and the global initial adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hsplit_actors.costmodel import ModelArch
+from hsplit_actors.data import DATA_DIR, train_file
+from hsplit_actors.data.datasets import Encoded, encode_e2e, encode_sst2, read_e2e, read_sst2
+from hsplit_actors.data.partition import partition
+from hsplit_actors.errors import ScenarioError
+from hsplit_actors.methods.base import Assignment
+from hsplit_actors.model.families import family_of
+from hsplit_actors.model.loading import load_model
+from hsplit_actors.model.lora import Key
+from hsplit_actors.scenario.schema import Scenario
+from hsplit_actors.training.hosts import HostSetup, ModelRecipe
+from hsplit_actors.training.slots import Slots, new_adapter
+
+
+@dataclass
+class TrainingData:
+    train: dict[str, np.ndarray]
+    test: dict[str, np.ndarray]
+    partitions: list[np.ndarray]
+    metric: str  # what eval_metric holds: accuracy or perplexity
+
+
+def _arrays(enc: Encoded) -> dict[str, np.ndarray]:
+    return {"input_ids": enc.input_ids.numpy(), "attention_mask": enc.attention_mask.numpy(),
+            "labels": enc.labels.numpy()}
+
+
+def training_data(scenario: Scenario, n_clients: int) -> TrainingData:
+    """Encode only the samples the fleet uses (n_clients x samples_per_client, seeded) and partition them."""
+    from hsplit_actors.data.tokenizers import bert_tokenizer, gpt2_tokenizer
+
+    data = scenario.data
+    if data.dataset == "synthetic":
+        raise ScenarioError("hsplit run trains on real data; set data.dataset to sst2 or e2e", field="data.dataset")
+    path = train_file(data.dataset, data.path)
+    rng = np.random.default_rng(scenario.seed)
+    if data.dataset == "sst2":
+        frame, tok, encode, metric = read_sst2(path), bert_tokenizer(), encode_sst2, "accuracy"
+        test = read_sst2(DATA_DIR / "sst2" / "test.tsv")
+    else:
+        frame, tok, encode, metric = read_e2e(path), gpt2_tokenizer(), encode_e2e, "perplexity"
+        test = read_e2e(DATA_DIR / "e2e" / "testset_w_refs.csv")
+    wanted = min(len(frame), n_clients * data.samples_per_client)
+    if wanted < n_clients:
+        raise ScenarioError(f"{len(frame)} samples cannot give each of {n_clients} clients one",
+                            field="data.samples_per_client")
+    frame = frame.iloc[np.sort(rng.permutation(len(frame))[:wanted])].reset_index(drop=True)
+    keys = None
+    if data.partition.kind == "dirichlet":
+        column = "label" if data.dataset == "sst2" else data.partition.by
+        keys = frame[column].fillna("<none>").astype(str).to_numpy()
+    parts = partition(data.partition.kind, len(frame), n_clients, scenario.seed, data.partition.alpha, keys)
+    return TrainingData(_arrays(encode(frame, tok, data.seq_len)),
+                        _arrays(encode(test.head(scenario.train.eval_samples), tok, data.seq_len)), parts, metric)
+
+
+def base_model(scenario: Scenario, arch: ModelArch):
+    """The frozen model, its shareable weights (numpy, zero-copy) and how hosts rebuild it."""
+    spec = scenario.model
+    torch.manual_seed(scenario.seed)  # a new classifier head is initialised here
+    model = load_model(task=arch.task, preset=spec.preset, path=spec.path, weights=spec.weights,
+                       overrides=spec.overrides, seed=scenario.seed, num_labels=arch.num_labels)
+    family_of(model).prepare(model)
+    state = {k: v.detach().contiguous().numpy() for k, v in model.state_dict().items()}
+    return model, state, ModelRecipe(model.config, arch.task)
+
+
+def initial_adapters(scenario: Scenario, model, arch: ModelArch, assignment: Assignment):
+    """The global adapters every participant starts from: one rank per matrix (A random, B = 0), seeded."""
+    ranks: dict[Key, int] = {}
+    for j in np.unique(assignment.index[assignment.feasible]):
+        config = assignment.configs[j]
+        for b, row in enumerate(config.ranks):
+            for m, r in zip(arch.matrices, row, strict=True):
+                if r and ranks.setdefault((b, m), r) != r:
+                    raise ScenarioError(f"block {b} {m} has ranks {ranks[(b, m)]} and {r} across clients; "
+                                        f"{scenario.method.name} averages factors and needs one rank",
+                                        field="method.rank")
+    generator = torch.Generator().manual_seed(scenario.seed)
+    slots = Slots(model, sorted(ranks))
+    alpha = scenario.method.alpha
+    factors = {key: new_adapter(slots.shapes[key], r, alpha or 2.0 * r, generator).factors()
+               for key, r in sorted(ranks.items())}
+    head = {name: p.detach().clone() for name, p in slots.head_parameters().items()}
+    return factors, head, tuple(sorted(ranks))
+
+
+def host_setup(scenario: Scenario, keys: tuple[Key, ...]) -> HostSetup:
+    return HostSetup(seed=scenario.seed, batch_size=scenario.data.batch_size, lr=scenario.train.lr,
+                     threads=scenario.train.threads_per_actor, keys=keys)
+
