@@ -67,7 +67,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hsplit_actors.summary import render, summarise
     from hsplit_actors.training.run import run
 
-    scenario = _with_overrides(load_scenario(args.scenario), args)
+    if args.resume:
+        from hsplit_actors.training.run import resume_state
+
+        scenario, _ = resume_state(args.resume)
+    elif args.scenario is None:
+        raise ScenarioError("give a scenario file, or --resume DIR to continue an interrupted run")
+    else:
+        scenario = _with_overrides(load_scenario(args.scenario), args)
     if args.local:
         scenario = scenario.model_copy(update={"train": scenario.train.model_copy(update={"local": True})})
     total = sum(g.count for g in scenario.fleet) * scenario.rounds * scenario.local_iterations
@@ -77,9 +84,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if show:
             progress, update = _progress(scenario, total, "training steps")
             with progress:
-                directory, tables, extra = run(scenario, args.out, args.address, on_progress=update)
+                directory, tables, extra = run(scenario, args.out, args.address, on_progress=update,
+                                               resume=args.resume)
         else:
-            directory, tables, extra = run(scenario, args.out, args.address)
+            directory, tables, extra = run(scenario, args.out, args.address, resume=args.resume)
     for w in caught:
         if issubclass(w.category, UserWarning) and w.category.__module__.startswith("hsplit_actors"):
             print(f"warning: {w.message}", file=sys.stderr)
@@ -101,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_plan)
     r = sub.add_parser("run", help="train for real on Ray actors, timed by the same virtual clock")
-    r.add_argument("scenario", type=Path)
+    r.add_argument("scenario", type=Path, nargs="?")
+    r.add_argument("--resume", metavar="DIR", help="continue an interrupted run from its last checkpoint")
     r.add_argument("--out", help="run directory to write (default: <output_dir>/<name>-<method>-run-<time>)")
     r.add_argument("--output-dir", help="parent folder for run directories (overrides the scenario)")
     r.add_argument("--seed", type=int, help="override the scenario seed")

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -21,7 +21,8 @@ from hsplit_actors import __version__
 from hsplit_actors.scenario import dump_scenario
 from hsplit_actors.scenario.schema import Scenario
 
-TABLES = ("events", "rounds", "clients")
+TABLES = ("events", "rounds", "clients", "faults")
+FAULT_COLUMNS = ["round", "t", "actor", "what", "restored", "replayed_calls"]
 
 
 @dataclass
@@ -29,6 +30,7 @@ class RunTables:
     events: pd.DataFrame
     rounds: pd.DataFrame
     clients: pd.DataFrame
+    faults: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FAULT_COLUMNS))
 
 
 def _git_commit() -> str | None:
@@ -62,7 +64,8 @@ def write_run(directory: Path, scenario: Scenario, tables: RunTables, mode: str,
               extra_meta: dict | None = None) -> Path:
     """Write everything into a temporary sibling, then rename: a directory that exists is complete."""
     directory = Path(directory)
-    if directory.exists():
+    in_progress = directory.exists() and {p.name for p in directory.iterdir()} <= {"checkpoints", "scenario.yaml"}
+    if directory.exists() and not in_progress:
         raise FileExistsError(f"run directory {directory} already exists; choose another --out")
     staging = directory.with_name(f".{directory.name}.incomplete")
     shutil.rmtree(staging, ignore_errors=True)
@@ -78,6 +81,11 @@ def write_run(directory: Path, scenario: Scenario, tables: RunTables, mode: str,
             "rows": {name: len(getattr(tables, name)) for name in TABLES}, **(extra_meta or {}),
         }
         (staging / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        if in_progress:  # a training run's checkpoints stay with it
+            for item in directory.iterdir():
+                if item.name == "checkpoints":
+                    item.rename(staging / item.name)
+            shutil.rmtree(directory)
         staging.rename(directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -90,7 +98,9 @@ def read_run(directory: str | Path) -> RunTables:
     directory = Path(directory)
     if not (directory / "meta.json").is_file():
         raise FileNotFoundError(f"{directory} is not a complete run directory (no meta.json)")
-    return RunTables(*(pd.read_parquet(directory / f"{name}.parquet") for name in TABLES))
+    tables = {name: pd.read_parquet(directory / f"{name}.parquet") for name in TABLES
+              if (directory / f"{name}.parquet").is_file()}
+    return RunTables(**tables)
 
 
 def timer() -> float:

@@ -43,7 +43,7 @@ def ray_session():
     """One local Ray instance for the whole test session (workers importing torch are slow to start)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

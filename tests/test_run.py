@@ -111,3 +111,55 @@ def test_make_run_default_scenario_reaches_good_accuracy(tmp_path: Path) -> None
     code = main(["run", str(REPO / "scenarios" / "quickstart_train.yaml"), "--out", str(tmp_path / "q"), "--quiet"])
     assert code == 0
     assert read_run(tmp_path / "q").rounds["eval_metric"].iloc[-1] > 0.75
+
+
+def _same_tables(a, b) -> None:
+    pd.testing.assert_frame_equal(a.events, b.events)
+    pd.testing.assert_frame_equal(a.rounds.drop(columns="wall_s"), b.rounds.drop(columns="wall_s"))
+    pd.testing.assert_frame_equal(a.clients, b.clients)
+
+
+def test_a_killed_client_actor_is_restarted_and_the_run_ends_as_without_the_fault(ray_session, tmp_path) -> None:
+    raw = tiny_training_scenario(rounds=3, train={"eval_samples": 32, "lr": 0.01, "actors": 2})
+    _, clean, _ = _run(raw, tmp_path / "clean")
+    faulty = raw | {"train": raw["train"] | {"kill_actor": [{"round": 1, "after_steps": 3, "actor": 1}]}}
+    directory, tables, extra = _run(faulty, tmp_path / "faulty")
+    assert extra["faults"] == 1
+    assert tables.faults["round"].tolist() == [1]
+    assert tables.faults["replayed_calls"].iloc[0] > 0
+    _same_tables(clean, tables)
+    assert len(read_run(directory).faults) == 1
+
+
+def test_resume_from_a_checkpoint_ends_with_the_tables_of_an_uninterrupted_run(tmp_path: Path) -> None:
+    import shutil
+
+    raw = tiny_training_scenario(rounds=3, train={"eval_samples": 32, "lr": 0.01, "local": True})
+    full_dir, full, _ = _run(raw, tmp_path / "full")
+    assert sorted(p.name for p in (full_dir / "checkpoints").iterdir()) == [
+        "round_0000.pt", "round_0001.pt", "round_0002.pt"]
+    # an interrupted run: its scenario and the checkpoints of rounds 0 and 1, no tables, no meta.json
+    cut = tmp_path / "cut"
+    (cut / "checkpoints").mkdir(parents=True)
+    shutil.copy(full_dir / "scenario.yaml", cut / "scenario.yaml")
+    for name in ("round_0000.pt", "round_0001.pt"):
+        shutil.copy(full_dir / "checkpoints" / name, cut / "checkpoints" / name)
+    directory, resumed, extra = run(None, resume=cut)
+    assert extra["resumed_from_round"] == 1 and directory == cut
+    _same_tables(full, resumed)
+    with pytest.raises(Exception, match="finished already"):
+        run(None, resume=cut)
+
+
+def test_cli_resume(tmp_path: Path, write_scenario, capsys) -> None:
+    import shutil
+
+    raw = tiny_training_scenario(rounds=2, train={"eval_samples": 32, "lr": 0.01, "local": True})
+    assert main(["run", str(write_scenario(raw)), "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    cut = tmp_path / "b"
+    (cut / "checkpoints").mkdir(parents=True)
+    shutil.copy(tmp_path / "a" / "scenario.yaml", cut / "scenario.yaml")
+    shutil.copy(tmp_path / "a" / "checkpoints" / "round_0000.pt", cut / "checkpoints")
+    assert main(["run", "--resume", str(cut), "--quiet"]) == 0
+    _same_tables(read_run(tmp_path / "a"), read_run(cut))
+    assert main(["run", "--resume", str(tmp_path / "nowhere"), "--quiet"]) == 2

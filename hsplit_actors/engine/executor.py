@@ -9,6 +9,11 @@ from hsplit_actors.methods.base import Assignment
 class Executor:
     """Hooks the engine calls in virtual-time order. The base class does nothing (timing only)."""
 
+    clock = None  # the SimPy environment, attached by the engine (for timestamps, never for durations)
+
+    def attach(self, env) -> None:
+        self.clock = env
+
     def begin_round(self, round_: int, assignment: Assignment, participants) -> None:
         """A round starts with these configurations."""
 

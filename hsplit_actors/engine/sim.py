@@ -71,6 +71,7 @@ class Simulation:
         self.scenario, self.arch, self.fleet, self.strategy = scenario, arch, fleet, strategy
         self.executor = executor or TimingExecutor()
         self.env = simpy.Environment()
+        self.executor.attach(self.env)
         _, servers = load_catalogue()
         profile = servers[scenario.server.profile]
         self.server_flops = float(scenario.server.flops or profile.flops)

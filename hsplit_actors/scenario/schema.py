@@ -190,6 +190,14 @@ MethodSpec = Annotated[
 ]
 
 
+class KillSpec(Strict):
+    """Fault injection: kill client actor `actor` after `after_steps` steps of round `round` (Ray restarts it)."""
+
+    round: Annotated[int, Field(ge=0)]
+    after_steps: PositiveInt = 1
+    actor: Annotated[int, Field(ge=0)] = 0
+
+
 class TrainSpec(Strict):
     """Real training (`hsplit run`)."""
 
@@ -200,6 +208,8 @@ class TrainSpec(Strict):
     threads_per_actor: PositiveInt = 1  # the same everywhere, so results do not depend on placement
     max_in_flight: PositiveInt = 64  # submitted-but-unfinished steps before the coordinator waits
     local: bool = False  # in-process hosts instead of Ray actors (same results)
+    checkpoint: bool = True  # write checkpoints/round_NNNN.pt each round (for --resume)
+    kill_actor: list[KillSpec] = Field(default_factory=list)  # inject faults to study recovery
 
 
 class RaySpec(Strict):

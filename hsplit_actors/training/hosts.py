@@ -8,6 +8,7 @@ threads, so results do not depend on which host or how many hosts ran them.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass, field
 
@@ -102,7 +103,9 @@ class AdapterState:
                 p.copy_(head[n])
 
     def state_dict(self) -> dict:
-        return {"factors": self.export(), "optimizer": self.optimizer.state_dict() if self.optimizer else None}
+        """A copy (the optimiser's own state dict shares tensors that later steps change in place)."""
+        optimizer = copy.deepcopy(self.optimizer.state_dict()) if self.optimizer else None
+        return {"factors": self.export(), "optimizer": optimizer}
 
     def load_state_dict(self, state: dict) -> None:
         self.assign(*state["factors"])
@@ -215,6 +218,9 @@ class ClientHost(_Host):
         vc.state.step()
         return loss
 
+    def client_ids(self) -> list[int]:
+        return sorted(self.clients)
+
     def export(self, cids: list[int]) -> dict[int, tuple[Factors, dict[str, torch.Tensor]]]:
         return {c: self.clients[c].state.export() for c in cids}
 
@@ -227,6 +233,7 @@ class ClientHost(_Host):
                 for c, vc in self.clients.items()}
 
     def restore(self, snapshot: dict) -> None:
+        self.pending.clear()
         for c, s in snapshot.items():
             vc = self.clients[c]
             vc.state.load_state_dict(s["state"])

@@ -13,13 +13,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import ray
 import torch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from hsplit_actors.errors import ScenarioError
 from hsplit_actors.plan import Setup, prepare, simulate
-from hsplit_actors.runs import RunTables, new_run_dir, write_run
+from hsplit_actors.runs import FAULT_COLUMNS, RunTables, new_run_dir, write_run
+from hsplit_actors.scenario import dump_scenario
 from hsplit_actors.scenario.schema import Scenario
-from hsplit_actors.training.executor import TrainingExecutor
+from hsplit_actors.training.executor import TrainingExecutor, load_checkpoint
 from hsplit_actors.training.hosts import ClientHost, ServerHost
 from hsplit_actors.training.runtime import LocalRuntime, RayRuntime
 from hsplit_actors.training.setup import base_model, host_setup, initial_adapters, training_data
@@ -34,7 +38,8 @@ def client_actor_count(scenario: Scenario, n_clients: int) -> int:
     return max(1, min(n_clients, spare))
 
 
-def train(scenario: Scenario, setup: Setup, use_ray: bool, on_progress: Progress | None = None):
+def train(scenario: Scenario, setup: Setup, use_ray: bool, on_progress: Progress | None = None,
+          checkpoint_dir: str | None = None, resume: dict | None = None):
     """Build hosts and executor, run the engine; returns (tables, wall seconds, meta extras)."""
     arch, fleet, strategy = setup.arch, setup.fleet, setup.strategy
     data = training_data(scenario, len(fleet))
@@ -48,8 +53,10 @@ def train(scenario: Scenario, setup: Setup, use_ray: bool, on_progress: Progress
         state_ref, train_ref = ray.put(state), ray.put(data.train)  # once, shared by every actor on the node
         client_cls = ray.remote(num_cpus=0, max_restarts=-1)(ClientHost)
         server_cls = ray.remote(num_cpus=0, num_gpus=0)(ServerHost)
-        hosts = [client_cls.options(scheduling_strategy="SPREAD").remote(recipe, state_ref, hsetup, train_ref)
-                 for _ in range(n_hosts)]
+        nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+        hosts = [client_cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)],
+                                                                                       soft=True))
+                 .remote(recipe, state_ref, hsetup, train_ref) for i in range(n_hosts)]  # round-robin over nodes
         server = server_cls.remote(recipe, state_ref, hsetup, strategy.shared_server, data.test)
         ray.get([h.ping.remote() for h in hosts] + [server.ping.remote()])
     else:
@@ -57,14 +64,23 @@ def train(scenario: Scenario, setup: Setup, use_ray: bool, on_progress: Progress
         threads = torch.get_num_threads()  # hosts set the per-host count; give the process its own back after
         hosts = [ClientHost(recipe, state, hsetup, data.train) for _ in range(n_hosts)]
         server = ServerHost(recipe, state, hsetup, strategy.shared_server, data.test)
+    if scenario.train.kill_actor and not use_ray:
+        raise ScenarioError("fault injection kills Ray actors; unset train.local", field="train.kill_actor")
+    for kill in scenario.train.kill_actor:
+        if kill.actor >= n_hosts:
+            raise ScenarioError(f"there are {n_hosts} client actors (0..{n_hosts - 1}), not {kill.actor + 1}",
+                                field="train.kill_actor")
     executor = TrainingExecutor(runtime, hosts, server, data.partitions, (factors, head), arch.n_layers,
-                                scenario.train.eval_every, data.metric)
+                                scenario.train.eval_every, data.metric, checkpoint_dir=checkpoint_dir,
+                                resume=resume, kills=[k.model_dump() for k in scenario.train.kill_actor])
     try:
         tables, wall_s, extra = simulate(scenario, setup, executor, on_progress)
     finally:
         if not use_ray:
             torch.set_num_threads(threads)
-    extra |= {"client_actors": n_hosts, "ray": use_ray, "metric": data.metric}
+    tables.faults = pd.DataFrame(executor.faults, columns=FAULT_COLUMNS)
+    extra |= {"client_actors": n_hosts, "ray": use_ray, "metric": data.metric, "faults": len(executor.faults),
+              "resumed_from_round": resume["round"] if resume else None}
     if use_ray:
         extra["client_nodes"] = sorted({ray.get(h.node.remote()) for h in hosts})
     return tables, wall_s, extra
@@ -77,11 +93,11 @@ class Coordinator:
     def __init__(self) -> None:
         self.state = {"done": 0, "round": 0, "t": 0.0}
 
-    def run(self, scenario: Scenario):
+    def run(self, scenario: Scenario, checkpoint_dir: str | None, resume: dict | None):
         def note(done: int, rnd: int, now: float) -> None:
             self.state = {"done": done, "round": rnd, "t": now}
 
-        return train(scenario, prepare(scenario), use_ray=True, on_progress=note)
+        return train(scenario, prepare(scenario), True, note, checkpoint_dir, resume)
 
     def progress(self) -> dict:
         return self.state
@@ -95,20 +111,48 @@ def connect(address: str | None) -> None:
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     else:
-        ray.init(include_dashboard=False, log_to_driver=False, num_cpus=os.cpu_count())
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, num_cpus=os.cpu_count())
 
 
-def run(scenario: Scenario, out: str | Path | None = None, address: str | None = None,
-        on_progress: Progress | None = None) -> tuple[Path, RunTables, dict]:
-    """Train a scenario and write its run directory."""
+def resume_state(directory: str | Path) -> tuple[Scenario, dict]:
+    """The scenario and newest checkpoint of an interrupted run directory."""
+    from hsplit_actors.scenario import load_scenario
+
+    directory = Path(directory)
+    if (directory / "meta.json").is_file():
+        raise ScenarioError(f"{directory} finished already; there is nothing to resume", field="--resume")
+    if not (directory / "scenario.yaml").is_file():
+        raise ScenarioError(f"{directory} is not a run directory (no scenario.yaml)", field="--resume")
+    checkpoint = load_checkpoint(directory / "checkpoints")
+    if checkpoint is None:
+        raise ScenarioError(f"{directory} has no checkpoint yet; start the run again instead", field="--resume")
+    return load_scenario(directory / "scenario.yaml"), checkpoint
+
+
+def run(scenario: Scenario | None, out: str | Path | None = None, address: str | None = None,
+        on_progress: Progress | None = None, resume: str | Path | None = None) -> tuple[Path, RunTables, dict]:
+    """Train a scenario and write its run directory; with `resume`, continue an interrupted one."""
+    checkpoint = None
+    if resume is not None:
+        saved, checkpoint = resume_state(resume)
+        scenario = scenario or saved  # the caller may change how it runs (e.g. train.local), not what
+        directory = Path(resume)
+    else:
+        directory = new_run_dir(scenario, "run", str(out) if out else None)
     setup = prepare(scenario)
-    directory = new_run_dir(scenario, "run", str(out) if out else None)
+    if resume is None:
+        if directory.exists():
+            raise FileExistsError(f"run directory {directory} already exists; choose another --out")
+        directory.mkdir(parents=True)
+        (directory / "scenario.yaml").write_text(dump_scenario(scenario))
+    checkpoint_dir = str(directory / "checkpoints") if scenario.train.checkpoint else None
     if scenario.train.local:
-        tables, wall_s, extra = train(scenario, setup, use_ray=False, on_progress=on_progress)
+        tables, wall_s, extra = train(scenario, setup, False, on_progress, checkpoint_dir, checkpoint)
     else:
         connect(address or scenario.ray.address)
-        coordinator = Coordinator.remote()
-        result = coordinator.run.remote(scenario)
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        coordinator = Coordinator.options(scheduling_strategy=here).remote()  # checkpoints land on this machine
+        result = coordinator.run.remote(scenario, checkpoint_dir, checkpoint)
         if on_progress is not None:
             stop = threading.Event()
 

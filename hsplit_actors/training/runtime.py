@@ -19,6 +19,14 @@ class LocalRuntime:
     def bound(self, handle: Any) -> None:
         """Nothing is ever in flight."""
 
+    errors: tuple = ()
+
+    def kill(self, host: Any) -> None:
+        raise RuntimeError("killing a host needs Ray actors (train.local is set)")
+
+    def wait_until_alive(self, hosts: list) -> None:
+        """In-process hosts cannot die."""
+
 
 class RayRuntime:
     """Ray actors: calls are submitted (the coordinator is the only submitter, so each actor sees them in virtual
@@ -41,3 +49,26 @@ class RayRuntime:
         self.in_flight.append(handle)
         while len(self.in_flight) > self.max_in_flight:
             self.ray.wait([self.in_flight.popleft()], num_returns=1)
+
+    @property
+    def errors(self) -> tuple:
+        return (self.ray.exceptions.RayActorError, self.ray.exceptions.RayTaskError,
+                self.ray.exceptions.ActorUnavailableError)
+
+    def kill(self, host: Any) -> None:
+        """Kill a host's process; Ray restarts it (max_restarts) with an empty state."""
+        self.ray.kill(host, no_restart=False)
+
+    def wait_until_alive(self, hosts: list, timeout_s: float = 120.0) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        for host in hosts:
+            while True:
+                try:
+                    self.ray.get(host.ping.remote(), timeout=10)
+                    break
+                except self.errors + (self.ray.exceptions.GetTimeoutError,):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
