@@ -163,3 +163,10 @@ def test_cli_resume(tmp_path: Path, write_scenario, capsys) -> None:
     assert main(["run", "--resume", str(cut), "--quiet"]) == 0
     _same_tables(read_run(tmp_path / "a"), read_run(cut))
     assert main(["run", "--resume", str(tmp_path / "nowhere"), "--quiet"]) == 2
+
+
+def test_recomputing_activations_changes_nothing_but_memory(tmp_path: Path) -> None:
+    raw = tiny_training_scenario(rounds=2, train={"eval_samples": 32, "lr": 0.01, "local": True})
+    _, kept, _ = _run(raw, tmp_path / "kept")
+    _, recomputed, _ = _run(raw, tmp_path / "recomputed", recompute_activations=True)
+    _same_tables(kept, recomputed)

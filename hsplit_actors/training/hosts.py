@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +35,7 @@ class HostSetup:
     lr: float
     threads: int
     keys: tuple[Key, ...]  # every (block, matrix) any participant adapts
+    recompute: bool = False  # client forward without graph, recomputed at backward
 
 
 @dataclass
@@ -143,6 +145,13 @@ class _Host:
         self.model = build_model(recipe, base_state)
         self.slots = Slots(self.model, list(setup.keys))
         self._splits: dict[int, SplitModel] = {}
+        self.busy: dict[str, float] = {}  # seconds spent per method, for "where does the time go"
+
+    def timed(self, method: str, start: float) -> None:
+        self.busy[method] = self.busy.get(method, 0.0) + time.perf_counter() - start
+
+    def busy_seconds(self) -> dict[str, float]:
+        return dict(self.busy)
 
     def _blocks(self):
         from hsplit_actors.model.families import family_of
@@ -189,6 +198,13 @@ class ClientHost(_Host):
 
     def forward(self, cid: int, rnd: int, it: int):
         """Client forward of the next batch: the payload for the server, or (federated) nothing."""
+        start = time.perf_counter()
+        try:
+            return self._forward(cid, rnd, it)
+        finally:
+            self.timed("client_forward", start)
+
+    def _forward(self, cid: int, rnd: int, it: int):
         vc = self.clients[cid]
         ids, mask, labels = self.data.take(vc.next_batch(self.setup.batch_size, self.setup.seed))
         if vc.split_point == 0:  # centralised: the data itself goes to the server
@@ -196,6 +212,11 @@ class ClientHost(_Host):
         self.slots.load(vc.state.adapters, vc.state.head)
         torch.manual_seed(step_seed(self.setup.seed, cid, rnd, it, 0))
         split = self.split(vc.split_point)
+        if self.setup.recompute and split.server is not None:
+            with torch.no_grad():
+                out = split.client(ids, mask)
+            self.pending[cid] = (ids, mask, rnd, it)  # the batch, not the graph
+            return out, mask, labels
         out = split.client(ids, mask)
         if split.server is None:
             self.pending[cid] = split.loss(out, labels)
@@ -205,10 +226,22 @@ class ClientHost(_Host):
 
     def backward(self, cid: int, rnd: int, it: int, grad: torch.Tensor | None = None) -> float | None:
         """Back-propagate the returned activation gradient (or, federated, the local loss); optimiser step."""
+        start = time.perf_counter()
+        try:
+            return self._backward(cid, rnd, it, grad)
+        finally:
+            self.timed("client_backward", start)
+
+    def _backward(self, cid: int, rnd: int, it: int, grad: torch.Tensor | None) -> float | None:
         vc = self.clients[cid]
         if vc.split_point == 0:
             return None
         out = self.pending.pop(cid)
+        if isinstance(out, tuple):  # recompute the forward, with its graph, exactly as it ran (same seed)
+            ids, mask, rnd_, it_ = out
+            self.slots.load(vc.state.adapters, vc.state.head)
+            torch.manual_seed(step_seed(self.setup.seed, cid, rnd_, it_, 0))
+            out = self.split(vc.split_point).client(ids, mask)
         if grad is None:
             out.backward()
             loss = float(out.detach())
@@ -266,6 +299,13 @@ class ServerHost(_Host):
 
     def step(self, cid: int, rnd: int, it: int, payload) -> tuple[torch.Tensor | None, float]:
         """Server forward, loss, backward and adapter step for one client's activations (in submission order)."""
+        start = time.perf_counter()
+        try:
+            return self._step(cid, rnd, it, payload)
+        finally:
+            self.timed("server_step", start)
+
+    def _step(self, cid: int, rnd: int, it: int, payload) -> tuple[torch.Tensor | None, float]:
         hidden, mask, labels = payload
         k = self.split_points[cid]
         state = self.state_of(cid)

@@ -81,6 +81,8 @@ def train(scenario: Scenario, setup: Setup, use_ray: bool, on_progress: Progress
     tables.faults = pd.DataFrame(executor.faults, columns=FAULT_COLUMNS)
     extra |= {"client_actors": n_hosts, "ray": use_ray, "metric": data.metric, "faults": len(executor.faults),
               "resumed_from_round": resume["round"] if resume else None}
+    busy = runtime.get([runtime.call(h, "busy_seconds") for h in hosts] + [runtime.call(server, "busy_seconds")])
+    extra["host_busy_s"] = {"client_hosts": busy[:-1], "server": busy[-1]}
     if use_ray:
         extra["client_nodes"] = sorted({ray.get(h.node.remote()) for h in hosts})
     return tables, wall_s, extra

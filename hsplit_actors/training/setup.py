@@ -97,5 +97,6 @@ def initial_adapters(scenario: Scenario, model, arch: ModelArch, assignment: Ass
 
 def host_setup(scenario: Scenario, keys: tuple[Key, ...]) -> HostSetup:
     return HostSetup(seed=scenario.seed, batch_size=scenario.data.batch_size, lr=scenario.train.lr,
-                     threads=scenario.train.threads_per_actor, keys=keys)
+                     threads=scenario.train.threads_per_actor, keys=keys,
+                     recompute=scenario.train.recompute_activations)
 

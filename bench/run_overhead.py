@@ -1,0 +1,152 @@
+"""`hsplit run` against a plain PyTorch loop doing the same split-LoRA training (issue 4's benchmark).
+
+Same model (pretrained MiniLM, split after block 3, LoRA r=8 on query/value), same batches of the same clients in
+the same order, same number of steps (4 clients x 20 iterations, one round), no evaluation. The plain loop is one
+process: client forward, server forward/loss/backward, client backward, both optimiser steps. `hsplit run` is the
+whole command: Ray start, actors, model and data set-up, the SimPy engine, aggregation, tables.
+
+Memory: proportional set size (PSS: shared pages counted once) of the whole run — driver and every Ray process —
+sampled every 0.2 s, with 1, 4 and 16 virtual clients: the frozen base must not be copied per client.
+
+    python bench/run_overhead.py
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIO = {
+    "name": "overhead", "seed": 0,
+    "model": {"preset": "minilm-l6"},
+    "data": {"dataset": "sst2", "batch_size": 16, "seq_len": 48, "samples_per_client": 320},
+    "fleet": [{"profile": "orin_nano", "count": 4}],
+    "method": {"name": "sfl", "split_point": 3, "rank": 8, "targets": ["query", "value"]},
+    "rounds": 1, "local_iterations": 20, "progress": False,
+    "train": {"eval_every": 1000, "checkpoint": False, "eval_samples": 16},
+}
+
+
+def plain_loop(raw: dict) -> float:
+    """The same training, written the way one would without this framework."""
+    import torch
+
+    from hsplit_actors.model import SplitModel, apply_lora, trainable_parameters
+    from hsplit_actors.plan import prepare
+    from hsplit_actors.scenario import parse_scenario
+    from hsplit_actors.training.setup import base_model, training_data
+
+    scenario = parse_scenario(yaml.safe_dump(raw))
+    setup = prepare(scenario)
+    data = training_data(scenario, len(setup.fleet))
+    model, _, _ = base_model(scenario, setup.arch)
+    apply_lora(model, {(b, m): 8 for b in range(6) for m in ("query", "value")})
+    split = SplitModel(model, 3)
+    opts = [torch.optim.AdamW(trainable_parameters(p), lr=2e-3) for p in (split.client, split.server)]
+    ids, mask, labels = (torch.from_numpy(data.train[k]) for k in ("input_ids", "attention_mask", "labels"))
+    batch = scenario.data.batch_size
+    start = time.perf_counter()
+    for it in range(scenario.local_iterations):
+        for part in data.partitions:  # clients interleave, as on the virtual clock
+            index = torch.as_tensor(part[(it * batch) % len(part):][:batch])
+            split.step(ids[index], mask[index], labels[index])
+            for opt in opts:
+                opt.step()
+                opt.zero_grad()
+    return time.perf_counter() - start
+
+
+def pss_of_tree(root: int) -> int:
+    import psutil
+
+    total = 0
+    try:
+        procs = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            total += proc.memory_full_info().pss
+    return total
+
+
+def hsplit_run(raw: dict) -> dict:
+    """`hsplit run` in a child process (its own Ray); wall time and peak PSS of the whole process tree."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
+        start = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "hsplit_actors.cli", "run", str(path), "--out",
+                                 str(Path(tmp) / "run"), "--quiet"], env=env, cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        peak = 0
+
+        def sample() -> None:
+            nonlocal peak
+            while proc.poll() is None:
+                peak = max(peak, pss_of_tree(proc.pid))
+                time.sleep(0.2)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        out, err = proc.communicate()
+        sampler.join()
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(err[-2000:])
+        import pandas as pd
+
+        rounds = pd.read_parquet(Path(tmp) / "run" / "rounds.parquet")
+        meta = json.loads((Path(tmp) / "run" / "meta.json").read_text())
+    return {"wall_s": wall, "train_s": float(rounds["wall_s"].sum()), "peak_pss_gb": peak / 2**30,
+            "meta_wall_s": meta["wall_s"], "busy": meta["host_busy_s"]}
+
+
+def main() -> None:
+    plain = plain_loop(SCENARIO)
+    run = hsplit_run(SCENARIO)
+    steps = 4 * 20
+    print(f"{steps} split steps (MiniLM, 4 clients x 20 iterations, batch 16 x 48)")
+    print(f"  plain PyTorch loop:             {plain:7.2f} s")
+    print(f"  hsplit run, whole command:      {run['wall_s']:7.2f} s   ratio {run['wall_s'] / plain:.2f}")
+    print(f"  hsplit run, the round itself:   {run['train_s']:7.2f} s   ratio {run['train_s'] / plain:.2f}")
+    print(f"  start-up, set-up, tables:       {run['wall_s'] - run['train_s']:7.2f} s")
+    client = {k: sum(h.get(k, 0.0) for h in run["busy"]["client_hosts"]) for k in ("client_forward",
+                                                                                  "client_backward")}
+    server = run["busy"]["server"].get("server_step", 0.0)
+    print(f"  inside the round: client actor busy {sum(client.values()):.2f} s (forward "
+          f"{client['client_forward']:.2f}, backward {client['client_backward']:.2f}), server actor busy "
+          f"{server:.2f} s; the rest is waiting on each other and Ray transfers")
+    raw = json.loads(json.dumps(SCENARIO))
+    raw["train"] |= {"local": True, "threads_per_actor": 2}
+    local = hsplit_run(raw)
+    busy = sum(sum(h.values()) for h in local["busy"]["client_hosts"]) + sum(local["busy"]["server"].values())
+    print(f"  hsplit run --local, 2 threads:  {local['wall_s']:7.2f} s   ratio {local['wall_s'] / plain:.2f}; "
+          f"round {local['train_s']:.2f} s, ratio {local['train_s'] / plain:.2f} (hosts busy {busy:.2f} s)")
+    print("memory (peak PSS of driver + all Ray processes), 4 iterations each:")
+    for recompute in (False, True):
+        peaks = {}
+        for n in (1, 4, 16):
+            raw = json.loads(json.dumps(SCENARIO))
+            raw["fleet"][0]["count"] = n
+            raw["local_iterations"] = 4
+            raw["train"]["recompute_activations"] = recompute
+            peaks[n] = hsplit_run(raw)["peak_pss_gb"]
+        per_client = (peaks[16] - peaks[1]) / 15 * 1024
+        print(f"  recompute_activations={recompute!s:<5}  1: {peaks[1]:.2f} GB   4: {peaks[4]:.2f} GB   "
+              f"16: {peaks[16]:.2f} GB   ({per_client:.0f} MB per extra virtual client)")
+
+
+if __name__ == "__main__":
+    main()
