@@ -9,12 +9,18 @@ import nbformat
 from nbclient import NotebookClient
 
 from hsplit_actors.cli import main
-from tests.conftest import REPO, small_scenario
+import pytest
+
+from tests.conftest import REPO, small_scenario, tiny_training_scenario
 
 
-def test_timeline_notebook_executes(write_scenario, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("mode", ["plan", "run"])
+def test_timeline_notebook_executes(mode: str, write_scenario, tmp_path: Path, monkeypatch) -> None:
+    """On a timing-only run and on a real training run (--local) alike."""
     out = tmp_path / "run"
-    assert main(["plan", str(write_scenario(small_scenario())), "--out", str(out), "--quiet"]) == 0
+    raw = small_scenario() if mode == "plan" else tiny_training_scenario(rounds=1)
+    extra = ["--local"] if mode == "run" else []
+    assert main([mode, str(write_scenario(raw)), "--out", str(out), "--quiet", *extra]) == 0
     notebook = nbformat.read(REPO / "analysis" / "timeline.ipynb", as_version=4)
     monkeypatch.setenv("HSPLIT_RUN_DIR", str(out))
     NotebookClient(notebook, timeout=180, kernel_name="python3",

@@ -216,4 +216,4 @@ def load_checkpoint(directory) -> dict | None:
     from pathlib import Path
 
     files = sorted(Path(directory).glob("round_*.pt"))
-    return torch.load(files[-1], weights_only=False) if files else None
+    return torch.load(files[-1], weights_only=False, map_location="cpu") if files else None

@@ -66,13 +66,14 @@ def step_seed(*parts: int) -> int:
     return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def _clone_parameters(factors: Factors, keys) -> dict[Key, Adapter]:
-    return {k: Adapter(nn.Parameter(factors[k].A.clone()), nn.Parameter(factors[k].B.clone()), factors[k].alpha)
+def _clone_parameters(factors: Factors, keys, device: torch.device | str = "cpu") -> dict[Key, Adapter]:
+    return {k: Adapter(nn.Parameter(factors[k].A.to(device, copy=True)),
+                       nn.Parameter(factors[k].B.to(device, copy=True)), factors[k].alpha)
             for k in keys if k in factors}
 
 
-def _clone_head(head: dict[str, torch.Tensor] | None) -> dict[str, nn.Parameter]:
-    return {name: nn.Parameter(t.clone()) for name, t in (head or {}).items()}
+def _clone_head(head: dict[str, torch.Tensor] | None, device: torch.device | str = "cpu") -> dict[str, nn.Parameter]:
+    return {name: nn.Parameter(t.to(device, copy=True)) for name, t in (head or {}).items()}
 
 
 @dataclass
@@ -94,8 +95,10 @@ class AdapterState:
             self.optimizer.zero_grad(set_to_none=True)
 
     def export(self) -> tuple[Factors, dict[str, torch.Tensor]]:
-        return ({k: a.factors() for k, a in self.adapters.items()},
-                {n: p.detach().clone() for n, p in self.head.items()})
+        """On the CPU, whatever device trains them: exports travel between hosts and into checkpoints."""
+        factors = {k: LoRAFactors(a.A.detach().cpu().clone(), a.B.detach().cpu().clone(), a.alpha)
+                   for k, a in self.adapters.items()}
+        return factors, {n: p.detach().cpu().clone() for n, p in self.head.items()}
 
     def assign(self, factors: Factors, head: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
@@ -139,10 +142,12 @@ class VirtualClient:
 
 
 class _Host:
+    device = torch.device("cpu")
+
     def __init__(self, recipe: ModelRecipe, base_state, setup: HostSetup):
         torch.set_num_threads(setup.threads)
         self.setup = setup
-        self.model = build_model(recipe, base_state)
+        self.model = build_model(recipe, base_state).to(self.device)
         self.slots = Slots(self.model, list(setup.keys))
         self._splits: dict[int, SplitModel] = {}
         self.busy: dict[str, float] = {}  # seconds spent per method, for "where does the time go"
@@ -274,16 +279,19 @@ class ClientHost(_Host):
 
 
 class ServerHost(_Host):
-    """Server-side parts: one adapter set per client (SFL-V1) or one shared set (SFL-V2 / SplitLoRA)."""
+    """Server-side parts: one adapter set per client (SFL-V1) or one shared set (SFL-V2 / SplitLoRA). On a GPU
+    when the process has one (the Ray server actor asks for one when the cluster has any); activations arrive
+    and gradients leave on the CPU."""
 
     def __init__(self, recipe: ModelRecipe, base_state, setup: HostSetup, shared: bool,
                  test: dict[str, np.ndarray]):
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         super().__init__(recipe, base_state, setup)
         self.shared = shared
         self.states: dict[int, AdapterState] = {}
         self.split_points: dict[int, int] = {}
-        self.test = Encoded(*(torch.from_numpy(np.asarray(test[k])) for k in ("input_ids", "attention_mask",
-                                                                                "labels")))
+        self.test = Encoded(*(torch.from_numpy(np.asarray(test[k])).to(self.device)
+                              for k in ("input_ids", "attention_mask", "labels")))
 
     def add_client(self, cid: int, split_point: int, factors: Factors, head: dict[str, torch.Tensor] | None):
         self.split_points[cid] = split_point
@@ -292,7 +300,8 @@ class ServerHost(_Host):
         owner = -1 if self.shared else cid
         if owner not in self.states:
             keys = [k for k in factors if (k[0] >= split_point or self.shared)]
-            self.states[owner] = AdapterState(_clone_parameters(factors, keys), _clone_head(head), self.setup.lr)
+            self.states[owner] = AdapterState(_clone_parameters(factors, keys, self.device),
+                                              _clone_head(head, self.device), self.setup.lr)
 
     def state_of(self, cid: int) -> AdapterState:
         return self.states[-1 if self.shared else cid]
@@ -306,7 +315,7 @@ class ServerHost(_Host):
             self.timed("server_step", start)
 
     def _step(self, cid: int, rnd: int, it: int, payload) -> tuple[torch.Tensor | None, float]:
-        hidden, mask, labels = payload
+        hidden, mask, labels = (t.to(self.device) for t in payload)
         k = self.split_points[cid]
         state = self.state_of(cid)
         self.slots.load(state.adapters, state.head)
@@ -317,11 +326,11 @@ class ServerHost(_Host):
             loss.backward()
             state.step()
             return None, float(loss.detach())
-        received = hidden.requires_grad_(True)
+        received = hidden.detach().requires_grad_(True)
         loss = split.loss(split.server(received, mask), labels)
         loss.backward()
         state.step()
-        return received.grad, float(loss.detach())
+        return received.grad.cpu(), float(loss.detach())
 
     def export(self, cids: list[int]) -> dict[int, tuple[Factors, dict[str, torch.Tensor]]]:
         return {c: self.state_of(c).export() for c in cids if (-1 if self.shared else c) in self.states}
@@ -334,8 +343,8 @@ class ServerHost(_Host):
 
     def evaluate(self, factors: Factors, head: dict[str, torch.Tensor], batch_size: int = 64) -> dict[str, float]:
         """The global model (base + `factors`, `head`) on the held-out data."""
-        adapters = _clone_parameters(factors, factors)
-        self.slots.load(adapters, _clone_head(head) or None)
+        adapters = _clone_parameters(factors, factors, self.device)
+        self.slots.load(adapters, _clone_head(head, self.device) or None)
         return evaluate(self.split(len(self._blocks())), self.test, batch_size)
 
     def snapshot(self) -> dict:

@@ -57,7 +57,9 @@ def train(scenario: Scenario, setup: Setup, use_ray: bool, on_progress: Progress
         hosts = [client_cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)],
                                                                                        soft=True))
                  .remote(recipe, state_ref, hsetup, train_ref) for i in range(n_hosts)]  # round-robin over nodes
-        server = server_cls.remote(recipe, state_ref, hsetup, strategy.shared_server, data.test)
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        server = server_cls.options(num_gpus=gpus).remote(recipe, state_ref, hsetup, strategy.shared_server,
+                                                          data.test)
         ray.get([h.ping.remote() for h in hosts] + [server.ping.remote()])
     else:
         runtime = LocalRuntime()

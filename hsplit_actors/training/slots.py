@@ -55,8 +55,9 @@ class Slots:
         apply_lora(model, {key: 1 for key in keys})
         self.modules = {key: model.get_submodule(module_name(model, key)) for key in keys}
         self.shapes = {key: tuple(m.get_base_layer().weight.shape) for key, m in self.modules.items()}
-        self.empty = {key: (nn.Parameter(torch.zeros(0, s[1]), requires_grad=False),
-                            nn.Parameter(torch.zeros(s[0], 0), requires_grad=False))
+        device = {key: m.get_base_layer().weight.device for key, m in self.modules.items()}
+        self.empty = {key: (nn.Parameter(torch.zeros(0, s[1], device=device[key]), requires_grad=False),
+                            nn.Parameter(torch.zeros(s[0], 0, device=device[key]), requires_grad=False))
                       for key, s in self.shapes.items()}
         self.head_modules = family_of(model).trainable_head(model)
 
