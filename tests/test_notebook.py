@@ -6,11 +6,10 @@ import os
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from hsplit_actors.cli import main
-import pytest
-
 from tests.conftest import REPO, small_scenario, tiny_training_scenario
 
 
