@@ -1,4 +1,4 @@
-"""The `hsplit` command: validate and plan (run and compare come with the training path)."""
+"""The `hsplit` command: validate a scenario, plan it (timing only) or run it (real training on Ray)."""
 
 from __future__ import annotations
 
