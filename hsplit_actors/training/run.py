@@ -53,10 +53,12 @@ def train(scenario: Scenario, setup: Setup, use_ray: bool, on_progress: Progress
         state_ref, train_ref = ray.put(state), ray.put(data.train)  # once, shared by every actor on the node
         client_cls = ray.remote(num_cpus=0, max_restarts=-1)(ClientHost)
         server_cls = ray.remote(num_cpus=0, num_gpus=0)(ServerHost)
+        # Round-robin over the nodes, hard affinity: a soft one silently falls back to the head node while a
+        # just-joined node's resources are not yet known to the scheduler. (A lost node is not re-placed.)
         nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
         hosts = [client_cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)],
-                                                                                       soft=True))
-                 .remote(recipe, state_ref, hsetup, train_ref) for i in range(n_hosts)]  # round-robin over nodes
+                                                                                       soft=False))
+                 .remote(recipe, state_ref, hsetup, train_ref) for i in range(n_hosts)]
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         server = server_cls.options(num_gpus=gpus).remote(recipe, state_ref, hsetup, strategy.shared_server,
                                                           data.test)
