@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat
@@ -28,4 +27,3 @@ def test_timeline_notebook_executes(mode: str, write_scenario, tmp_path: Path, m
     assert len(images) == 3
     errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
-    assert os.environ["HSPLIT_RUN_DIR"] == str(out)
