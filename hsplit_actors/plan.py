@@ -36,6 +36,7 @@ class Setup:
     arch: ModelArch
     fleet: Fleet
     strategy: Strategy
+    server_memory_gb: float = 0.0  # per-GPU estimate for the first round's configuration
 
 
 def prepare(scenario: Scenario) -> Setup:
@@ -44,12 +45,12 @@ def prepare(scenario: Scenario) -> Setup:
     fleet = build_fleet(scenario)
     strategy = make_strategy(scenario.method, arch, scenario.data.batch_size, scenario.data.seq_len,
                              scenario.model.dtype)
-    check_feasibility(scenario, fleet, strategy)
-    return Setup(arch, fleet, strategy)
+    return Setup(arch, fleet, strategy, check_feasibility(scenario, fleet, strategy))
 
 
-def check_feasibility(scenario: Scenario, fleet: Fleet, strategy: Strategy) -> None:
-    """SPEC §8: a budget that no configuration fits is an error; SPEC §5: partly infeasible fleets warn."""
+def check_feasibility(scenario: Scenario, fleet: Fleet, strategy: Strategy) -> float:
+    """SPEC §8: a budget that no configuration fits is an error; SPEC §5: partly infeasible fleets warn.
+    Returns the server's per-GPU memory estimate (checked against its budget here)."""
     method = scenario.method
     for name, override in getattr(method, "per_device", {}).items():
         if override.split_point is None and override.rank is None:
@@ -72,13 +73,14 @@ def check_feasibility(scenario: Scenario, fleet: Fleet, strategy: Strategy) -> N
             f"no device's budget fits any {method.name} configuration (largest budget {fleet.memory_gb.max():.2f} "
             f"GiB, smallest configuration needs {smallest:.2f} GiB); raise memory_gb, lower data.batch_size / "
             "seq_len, or choose a split method", field="fleet[].memory_gb")
-    check_server_memory(scenario, assignment, strategy)
+    server_gb = check_server_memory(scenario, assignment, strategy)
     if not feasible.all():
         names, counts = np.unique(fleet.device[~feasible], return_counts=True)
         who = ", ".join(f"{n} x{c}" for n, c in zip(names, counts, strict=True))
         warnings.warn(f"{(~feasible).sum()} of {len(fleet)} clients ({who}) cannot hold {method.name}'s "
                       "configuration and are excluded (clients.feasible = false)", InfeasibleClientsWarning,
                       stacklevel=2)
+    return server_gb
 
 
 def server_memory_gb(scenario: Scenario, assignment, strategy: Strategy) -> float:
@@ -100,7 +102,7 @@ def server_memory_gb(scenario: Scenario, assignment, strategy: Strategy) -> floa
     return per_gpu / GIB
 
 
-def check_server_memory(scenario: Scenario, assignment, strategy: Strategy) -> None:
+def check_server_memory(scenario: Scenario, assignment, strategy: Strategy) -> float:
     """Warn when the server's GPUs cannot hold what the method puts on them (the run still goes on)."""
     _, servers = load_catalogue()
     budget = scenario.server.memory_gb or servers[scenario.server.profile].memory_gb
@@ -109,6 +111,7 @@ def check_server_memory(scenario: Scenario, assignment, strategy: Strategy) -> N
         warnings.warn(f"the server needs about {need:.1f} GiB per GPU but has {budget:.1f} GiB "
                       "(server.memory_gb); use more GPUs, a shared server side (sfl variant v2), or lower ranks",
                       ServerMemoryWarning, stacklevel=3)
+    return need
 
 
 def simulate(scenario: Scenario, setup: Setup, executor: Executor | None = None,
@@ -121,9 +124,8 @@ def simulate(scenario: Scenario, setup: Setup, executor: Executor | None = None,
     rounds = rounds_table(log)
     samples = np.full(len(setup.fleet), scenario.data.samples_per_client, dtype=np.int64)
     clients = clients_table(log, setup.fleet, setup.arch, samples)
-    first = setup.strategy.configure(0, setup.fleet)
     extra = {"server_busy_s": log.server_busy_s, "server_gpus": log.gpus, "n_clients": len(setup.fleet),
-             "server_memory_gb_estimate": server_memory_gb(scenario, first, setup.strategy)}
+             "server_memory_gb_estimate": setup.server_memory_gb}
     return RunTables(events, rounds, clients), timer() - start, extra
 
 

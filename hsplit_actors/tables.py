@@ -96,14 +96,11 @@ def rounds_table(log: SimulationLog) -> pd.DataFrame:
 
 def clients_table(log: SimulationLog, fleet: Fleet, arch: ModelArch, n_samples: np.ndarray) -> pd.DataFrame:
     """One row per device: budgets, its (last) configuration, trainable parameters, memory, feasibility."""
-    cfg = log.client_config
-    feasible = cfg >= 0
-    safe = np.where(feasible, cfg, 0)
+    feasible = log.client_config >= 0
+    index = np.where(feasible, log.client_config, len(log.configs))  # infeasible clients read the sentinel
 
     def per_config(values: list, empty) -> np.ndarray:
-        arr = np.array(values if values else [empty], dtype=object if isinstance(empty, str) else None)
-        out = arr[safe]
-        return np.where(feasible, out, empty) if not isinstance(empty, str) else np.where(feasible, out, "")
+        return np.array([*values, empty], dtype=object if isinstance(empty, str) else None)[index]
 
     costs, configs = log.costs, log.configs
     table = pd.DataFrame({

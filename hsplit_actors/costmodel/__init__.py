@@ -2,6 +2,6 @@
 
 from hsplit_actors.costmodel.arch import ModelArch
 from hsplit_actors.costmodel.config import ClientConfig
-from hsplit_actors.costmodel.costs import IterationCost, iteration_cost, memory_bytes
+from hsplit_actors.costmodel.costs import IterationCost, iteration_cost
 
-__all__ = ["ClientConfig", "IterationCost", "ModelArch", "iteration_cost", "memory_bytes"]
+__all__ = ["ClientConfig", "IterationCost", "ModelArch", "iteration_cost"]

@@ -190,7 +190,3 @@ def iteration_cost(
         server_frozen_bytes=int(server_frozen * act_bytes), server_activation_bytes=int(server_saved * act_bytes),
     )
 
-
-def memory_bytes(arch: ModelArch, config: ClientConfig, batch: int, seq: int, dtype: str = "float32") -> int:
-    """Client memory of a configuration: frozen weights + adapters x (param, grad, 2 Adam) + saved activations."""
-    return iteration_cost(arch, config, batch, seq, dtype).client_memory_bytes

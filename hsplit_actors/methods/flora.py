@@ -18,6 +18,3 @@ class FLoRA(Strategy):
         up, _ = super().aggregation_payload(assignment, participants)
         stack = int(up.sum())  # the stacked factors of all participants
         return up, np.full(len(participants), stack, dtype=np.int64)
-
-
-
