@@ -72,13 +72,14 @@ def write_run(directory: Path, scenario: Scenario, tables: RunTables, mode: str,
     staging.mkdir(parents=True)
     try:
         (staging / "scenario.yaml").write_text(dump_scenario(scenario))
-        for name in TABLES:
+        written = [name for name in TABLES if not (name == "faults" and mode == "plan")]  # plan has no actors
+        for name in written:
             getattr(tables, name).to_parquet(staging / f"{name}.parquet", index=False)
         meta = {
             "mode": mode, "scenario": scenario.name, "method": scenario.method.name, "seed": scenario.seed,
             "git_commit": _git_commit(), "versions": dict(_versions()), "wall_s": wall_s,
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "argv": sys.argv,
-            "rows": {name: len(getattr(tables, name)) for name in TABLES}, **(extra_meta or {}),
+            "rows": {name: len(getattr(tables, name)) for name in written}, **(extra_meta or {}),
         }
         (staging / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
         if in_progress:  # a training run's checkpoints stay with it

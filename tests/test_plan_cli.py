@@ -19,8 +19,9 @@ def test_plan_writes_a_complete_run_directory(write_scenario, tmp_path: Path, ca
     assert main(["plan", str(write_scenario(small_scenario())), "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "virtual time" in printed and "server utilisation" in printed and "stragglers" in printed
-    assert sorted(p.name for p in out.iterdir()) == ["clients.parquet", "events.parquet", "faults.parquet",
-                                                    "meta.json", "rounds.parquet", "scenario.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == ["clients.parquet", "events.parquet", "meta.json",
+                                                    "rounds.parquet", "scenario.yaml"]  # faults: run only
+    assert read_run(out).faults.empty
     meta = json.loads((out / "meta.json").read_text())
     assert meta["mode"] == "plan" and meta["seed"] == 1 and "simpy" in meta["versions"]
     tables = read_run(out)
