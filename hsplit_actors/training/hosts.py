@@ -60,6 +60,12 @@ def build_model(recipe: ModelRecipe, base_state: dict[str, np.ndarray] | dict[st
     return model.train()
 
 
+def encoded(arrays: dict[str, np.ndarray], device: torch.device | str = "cpu") -> Encoded:
+    """A data set shipped as numpy arrays (zero-copy from the object store) as tensors."""
+    return Encoded(*(torch.from_numpy(np.asarray(arrays[k])).to(device)
+                     for k in ("input_ids", "attention_mask", "labels")))
+
+
 def step_seed(*parts: int) -> int:
     """A seed that depends only on what is computed (run seed, client, round, iteration, side)."""
     digest = hashlib.blake2b(np.array(parts, dtype=np.int64).tobytes(), digest_size=8).digest()
@@ -187,8 +193,7 @@ class ClientHost(_Host):
 
     def __init__(self, recipe: ModelRecipe, base_state, setup: HostSetup, train: dict[str, np.ndarray]):
         super().__init__(recipe, base_state, setup)
-        self.data = Encoded(*(torch.from_numpy(np.asarray(train[k])) for k in ("input_ids", "attention_mask",
-                                                                                 "labels")))
+        self.data = encoded(train)
         self.clients: dict[int, VirtualClient] = {}
         self.pending: dict[int, torch.Tensor] = {}
 
@@ -290,8 +295,7 @@ class ServerHost(_Host):
         self.shared = shared
         self.states: dict[int, AdapterState] = {}
         self.split_points: dict[int, int] = {}
-        self.test = Encoded(*(torch.from_numpy(np.asarray(test[k])).to(self.device)
-                              for k in ("input_ids", "attention_mask", "labels")))
+        self.test = encoded(test, self.device)
 
     def add_client(self, cid: int, split_point: int, factors: Factors, head: dict[str, torch.Tensor] | None):
         self.split_points[cid] = split_point

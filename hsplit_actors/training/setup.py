@@ -19,7 +19,7 @@ from hsplit_actors.model.loading import load_model
 from hsplit_actors.model.lora import Key
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.training.hosts import HostSetup, ModelRecipe
-from hsplit_actors.training.slots import Slots, new_adapter
+from hsplit_actors.training.slots import head_parameters, new_adapter
 
 
 @dataclass
@@ -87,11 +87,10 @@ def initial_adapters(scenario: Scenario, model, arch: ModelArch, assignment: Ass
                                         f"{scenario.method.name} averages factors and needs one rank",
                                         field="method.rank")
     generator = torch.Generator().manual_seed(scenario.seed)
-    slots = Slots(model, sorted(ranks))
     alpha = scenario.method.alpha
-    factors = {key: new_adapter(slots.shapes[key], r, alpha or 2.0 * r, generator).factors()
-               for key, r in sorted(ranks.items())}
-    head = {name: p.detach().clone() for name, p in slots.head_parameters().items()}
+    factors = {(b, m): new_adapter(arch.matrix_shape(m)[::-1], r, alpha or 2.0 * r, generator).factors()
+               for (b, m), r in sorted(ranks.items())}  # matrix_shape is (in, out); an adapter wants (out, in)
+    head = {name: p.detach().clone() for name, p in head_parameters(model).items()}
     return factors, head, tuple(sorted(ranks))
 
 

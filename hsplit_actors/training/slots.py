@@ -47,6 +47,12 @@ def new_adapter(shape: tuple[int, int], rank: int, alpha: float, generator: torc
     return Adapter(nn.Parameter(A), nn.Parameter(torch.zeros(out_features, rank)), alpha)
 
 
+def head_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The trainable head's parameters, named `<module index>.<parameter>` (how adapter states key them)."""
+    modules = family_of(model).trainable_head(model)
+    return {f"{i}.{name}": p for i, m in enumerate(modules) for name, p in m.named_parameters()}
+
+
 class Slots:
     """The swappable LoRA modules (and trainable head parameters) of one model."""
 
@@ -60,9 +66,6 @@ class Slots:
                             nn.Parameter(torch.zeros(s[0], 0, device=device[key]), requires_grad=False))
                       for key, s in self.shapes.items()}
         self.head_modules = family_of(model).trainable_head(model)
-
-    def head_parameters(self) -> dict[str, torch.Tensor]:
-        return {f"{i}.{name}": p for i, m in enumerate(self.head_modules) for name, p in m.named_parameters()}
 
     def load(self, adapters: dict[Key, Adapter], head: dict[str, nn.Parameter] | None = None) -> None:
         """Make `adapters` (and `head`) the ones the model computes with; other slots become no-ops."""
