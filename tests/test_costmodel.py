@@ -37,11 +37,14 @@ def _model(family: str, pattern: dict[tuple[int, str], int]):
     return model, ModelArch.from_hf_config(config)
 
 
-def _measure(model, family: str) -> tuple[int, int]:
+def _inputs(family: str) -> dict[str, torch.Tensor]:
     ids = torch.randint(0, 500, (BATCH, SEQ))
-    kwargs = {"labels": torch.tensor([0, 1])} if family == "bert" else {"labels": ids}
+    return {"input_ids": ids, "labels": torch.tensor([0, 1]) if family == "bert" else ids}
+
+
+def _measure(model, family: str) -> tuple[int, int]:
     with FlopCounterMode(display=False) as fwd_counter:
-        loss = model(input_ids=ids, **kwargs).loss
+        loss = model(**_inputs(family)).loss
     with FlopCounterMode(display=False) as bwd_counter:
         loss.backward()
     return fwd_counter.get_total_flops(), bwd_counter.get_total_flops()
@@ -113,10 +116,8 @@ def _saved_activation_bytes(model, family: str) -> int:
             seen[ptr] = max(seen.get(ptr, 0), t.untyped_storage().nbytes())
         return t
 
-    ids = torch.randint(0, 500, (BATCH, SEQ))
-    kwargs = {"labels": torch.tensor([0, 1])} if family == "bert" else {"labels": ids}
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=ids, **kwargs).loss.backward()
+        model(**_inputs(family)).loss.backward()
     return sum(seen.values())
 
 
