@@ -59,13 +59,17 @@ PATTERNS = {
 }
 
 
+def _patterned(family: str, pattern: str):
+    """A model in training mode with one of PATTERNS' rank patterns: (model, arch, ranks)."""
+    ranks = PATTERNS[pattern](ModelArch.from_hf_config(build_config(*SMALL[family])))
+    model, arch = _model(family, ranks)
+    return model.train(), arch, ranks
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
 @pytest.mark.parametrize("pattern", sorted(PATTERNS))
 def test_whole_model_flops_match_flop_counter(family: str, pattern: str) -> None:
-    arch = ModelArch.from_hf_config(build_config(*SMALL[family]))
-    ranks = PATTERNS[pattern](arch)
-    model, arch = _model(family, ranks)
-    model.train()
+    model, arch, ranks = _patterned(family, pattern)
     fwd, bwd = _measure(model, family)
     cost = iteration_cost(arch, ClientConfig.from_pattern(arch, arch.n_layers, ranks), BATCH, SEQ)
     assert cost.client_fwd_flops == pytest.approx(fwd, rel=0.01)  # SPEC asks 10%; it is exact today
@@ -125,10 +129,7 @@ def _saved_activation_bytes(model, family: str) -> int:
 @pytest.mark.parametrize("pattern", sorted(PATTERNS))
 def test_activation_memory_estimate_is_close_to_what_autograd_saves(family: str, pattern: str) -> None:
     """The memory model's activation term (SPEC §2) against the tensors autograd really keeps."""
-    arch = ModelArch.from_hf_config(build_config(*SMALL[family]))
-    ranks = PATTERNS[pattern](arch)
-    model, arch = _model(family, ranks)
-    model.train()
+    model, arch, ranks = _patterned(family, pattern)
     measured = _saved_activation_bytes(model, family)
     cost = iteration_cost(arch, ClientConfig.from_pattern(arch, arch.n_layers, ranks), BATCH, SEQ)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
