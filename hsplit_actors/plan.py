@@ -15,7 +15,7 @@ from hsplit_actors.engine import Executor, Simulation
 from hsplit_actors.errors import ScenarioError
 from hsplit_actors.fleet import Fleet, build_fleet
 from hsplit_actors.fleet.devices import load_catalogue
-from hsplit_actors.methods import Strategy, make_strategy
+from hsplit_actors.methods import ServerInfo, Strategy, make_strategy
 from hsplit_actors.methods.base import GIB
 from hsplit_actors.runs import RunTables, new_run_dir, timer, write_run
 from hsplit_actors.scenario.load import architecture
@@ -43,8 +43,12 @@ def prepare(scenario: Scenario) -> Setup:
     """Model shape, sampled fleet and strategy; rejects scenarios in which nobody can train."""
     arch = architecture(scenario)
     fleet = build_fleet(scenario)
+    _, servers = load_catalogue()
+    profile = servers[scenario.server.profile]
+    server = ServerInfo(float(scenario.server.flops or profile.flops),
+                        float(scenario.server.memory_gb or profile.memory_gb), scenario.server.gpus)
     strategy = make_strategy(scenario.method, arch, scenario.data.batch_size, scenario.data.seq_len,
-                             scenario.model.dtype)
+                             scenario.model.dtype, scenario.seed, server)
     return Setup(arch, fleet, strategy, check_feasibility(scenario, fleet, strategy))
 
 

@@ -21,8 +21,10 @@ from hsplit_actors import __version__
 from hsplit_actors.scenario import dump_scenario
 from hsplit_actors.scenario.schema import Scenario
 
-TABLES = ("events", "rounds", "clients", "faults")
+TABLES = ("events", "rounds", "clients", "faults", "importance")
+RUN_ONLY = ("faults", "importance")  # tables a timing-only plan has nothing to put in
 FAULT_COLUMNS = ["round", "t", "actor", "what", "restored", "replayed_calls"]
+IMPORTANCE_COLUMNS = ["round", "block", "matrix", "score", "raw", "clients"]  # IWI, smoothed score and raw mean
 
 
 @dataclass
@@ -31,6 +33,7 @@ class RunTables:
     rounds: pd.DataFrame
     clients: pd.DataFrame
     faults: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FAULT_COLUMNS))
+    importance: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=IMPORTANCE_COLUMNS))
 
 
 def _git_commit() -> str | None:
@@ -72,7 +75,7 @@ def write_run(directory: Path, scenario: Scenario, tables: RunTables, mode: str,
     staging.mkdir(parents=True)
     try:
         (staging / "scenario.yaml").write_text(dump_scenario(scenario))
-        written = [name for name in TABLES if not (name == "faults" and mode == "plan")]  # plan has no actors
+        written = [name for name in TABLES if not (name in RUN_ONLY and mode == "plan")]  # plan trains nothing
         for name in written:
             getattr(tables, name).to_parquet(staging / f"{name}.parquet", index=False)
         meta = {

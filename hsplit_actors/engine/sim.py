@@ -112,7 +112,7 @@ class Simulation:
             self.uploaders: list[int] = []
             self.tick_every = max(1, len(participants) * sc.local_iterations // 200)
             for c, up in zip(participants.tolist(), up_bytes.tolist(), strict=True):
-                env.process(self.client_round(c, rnd, int(global_index[c]), up if aggregate else 0))
+                env.process(self.client_round(c, rnd, int(global_index[c]), up if aggregate else None))
             yield self.uploaded.event
             metrics: dict[str, float] = {}
             if self.uploaders:
@@ -121,8 +121,9 @@ class Simulation:
                 self.down_bytes = dict(zip(uploaders.tolist(), down.tolist(), strict=True))
                 t0 = env.now
                 flops = 2.0 * float(up.sum()) / ADAPTER_BYTES  # a weighted sum over every uploaded parameter
-                yield env.timeout(flops / self.server_flops)
-                self._record(FED_SERVER, rnd, AGGREGATE, t0, env.now, 0, flops)
+                if flops:  # centralised training aggregates nothing: no event, but the round still ends here
+                    yield env.timeout(flops / self.server_flops)
+                    self._record(FED_SERVER, rnd, AGGREGATE, t0, env.now, 0, flops)
                 metrics = self.executor.aggregate(rnd, uploaders)
                 self.downloaded = Barrier(env, len(uploaders))
                 self.aggregated.succeed()
@@ -143,7 +144,8 @@ class Simulation:
         return np.flatnonzero(take_part)
 
     # -- one client, one round: SPEC §1 top to bottom ------------------------------------------------------
-    def client_round(self, c: int, rnd: int, config_id: int, agg_up_bytes: int):
+    def client_round(self, c: int, rnd: int, config_id: int, agg_up_bytes: int | None):
+        """`agg_up_bytes` None: no aggregation this round; 0: aggregated without a transfer (centralised)."""
         env, timeout, ex, gpus = self.env, self.env.timeout, self.executor, self.gpus
         fleet, dev = self.fleet, self.device
         cost = self.log.costs[config_id]
@@ -198,19 +200,21 @@ class Simulation:
                 if self.done >= self.next_tick:
                     self.next_tick = self.done + self.tick_every
                     progress(self.done, rnd, env.now)
-        if not agg_up_bytes:
+        if agg_up_bytes is None:
             self.uploaded.arrive()
             return
-        t0 = env.now
-        yield timeout(agg_up_bytes * 8 / up_bps + lat)
-        self._record(c, rnd, AGG_UP, t0, env.now, agg_up_bytes, 0.0)
+        if agg_up_bytes:
+            t0 = env.now
+            yield timeout(agg_up_bytes * 8 / up_bps + lat)
+            self._record(c, rnd, AGG_UP, t0, env.now, agg_up_bytes, 0.0)
         self.uploaders.append(c)
         self.uploaded.arrive()
         yield self.aggregated
         down = self.down_bytes[c]
-        t0 = env.now
-        yield timeout(down * 8 / down_bps + lat)
-        self._record(c, rnd, AGG_DOWN, t0, env.now, down, 0.0)
+        if down:
+            t0 = env.now
+            yield timeout(down * 8 / down_bps + lat)
+            self._record(c, rnd, AGG_DOWN, t0, env.now, down, 0.0)
         self.downloaded.arrive()
 
     # -- bookkeeping ----------------------------------------------------------------------------------------

@@ -1,6 +1,9 @@
-"""The strategy protocol: a method configures clients each round and says what its aggregation moves.
+"""The strategy protocol: a method configures clients each round, says what its aggregation moves, and (in
+`hsplit run`) gives each client its starting adapters and aggregates what they trained.
 
-Flower-style: a method is a small object; adding a baseline is one file here plus one schema entry.
+Flower-style: a method is a small object; adding a baseline is one file here plus one schema entry. FedAvg, the
+default aggregation, lives here because four methods share it; stacking (NAA) lives in `hsplitlora.py`.
+Torch is imported only inside the training-side methods, so `hsplit plan` never loads it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,38 @@ from hsplit_actors.costmodel.costs import ADAPTER_BYTES
 from hsplit_actors.fleet import Fleet
 
 GIB = 2**30  # device memory figures are GiB (the "4 GB" of a Jetson Nano is 4 GiB of LPDDR4)
+
+
+Key = tuple[int, str]  # (block, matrix), blocks 0-based
+
+
+@dataclass
+class ServerInfo:
+    """What a strategy may know about the server when it configures clients."""
+
+    flops: float = 1e14
+    memory_gb: float = 40.0
+    gpus: int = 1
+
+
+@dataclass
+class Trained:
+    """One participant's trained adapters after a round: its device copy joined with its server-side copy."""
+
+    client: int
+    weight: float  # n_i, its number of training samples
+    factors: dict  # Key -> LoRAFactors
+    head: dict  # name -> tensor (a classification head; empty for language models)
+
+
+@dataclass
+class Aggregate:
+    """What an aggregation produces: the new global adapters, and (stacking methods) the stacked factors every
+    host folds into its frozen base, after which clients restart their adapters."""
+
+    factors: dict  # Key -> LoRAFactors; empty when everything was merged
+    head: dict
+    merge: dict | None = None  # Key -> LoRAFactors whose B @ A (scale folded into A) is added to the base
 
 
 @dataclass
@@ -34,9 +69,13 @@ class Strategy(ABC):
 
     name: str = ""
     shared_server: bool = False  # one server-side adapter set for all clients (SFL-V2 / SplitLoRA)
+    restarts_adapters: bool = False  # each round starts from fresh adapters (the aggregate was merged)
+    importance_iterations: int = 0  # calibration iterations per round whose |W * dL/dW| the hosts report
 
-    def __init__(self, spec, arch: ModelArch, batch: int, seq: int, dtype: str):
+    def __init__(self, spec, arch: ModelArch, batch: int, seq: int, dtype: str, seed: int = 0,
+                 server: ServerInfo | None = None):
         self.spec, self.arch, self.batch, self.seq, self.dtype = spec, arch, batch, seq, dtype
+        self.seed, self.server = seed, server or ServerInfo()
 
     def cost(self, config: ClientConfig) -> IterationCost:
         return iteration_cost(self.arch, config, self.batch, self.seq, self.dtype)
@@ -64,6 +103,108 @@ class Strategy(ABC):
         params = np.array([self.cost(c).adapter_params for c in assignment.configs], dtype=np.int64)
         own = params[assignment.index[participants]] * ADAPTER_BYTES
         return own, own.copy()
+
+    # -- training (`hsplit run`) ----------------------------------------------------------------------------
+    def alpha(self, rank: int) -> float:
+        return float(self.spec.alpha or 2.0 * rank)
+
+    def adapter_keys(self, assignment: Assignment) -> set[Key]:
+        """Every (block, matrix) some client may adapt during the run: the hosts inject one LoRA slot for each."""
+        return {key for config in _used(assignment) for key, _ in config_ranks(self.arch, config)}
+
+    def global_init(self, assignment: Assignment) -> dict:
+        """The global adapters at round 0: one rank per matrix, A random, B = 0 (seeded)."""
+        ranks: dict[Key, int] = {}
+        for config in _used(assignment):
+            for key, r in config_ranks(self.arch, config):
+                if ranks.setdefault(key, r) != r:
+                    raise ValueError(f"block {key[0]} {key[1]} has ranks {ranks[key]} and {r} across clients; "
+                                     f"{self.name} averages factors and needs one rank")
+        return fresh_adapters(self.arch, ranks, self.alpha, [self.seed])
+
+    def client_adapters(self, round_: int, client: int, config: ClientConfig, global_factors: dict) -> dict:
+        """The adapters `client` starts the round with (both sides of its split): here, the global ones."""
+        return {key: global_factors[key] for key, _ in config_ranks(self.arch, config)}
+
+    def aggregate(self, round_: int, trained: list[Trained]) -> Aggregate:
+        """FedAvg of A and of B separately, per matrix, over the participants that trained it."""
+        return Aggregate(*fedavg(trained))
+
+    def observe_importance(self, round_: int, scores: dict[int, dict[Key, float]], weights: dict[int, float]):
+        """Per-client |W * dL/dW| scores from the round's calibration iterations (only IWI methods use them)."""
+        return None
+
+    def importance_rows(self) -> list[dict]:
+        """The `importance` table (round, block, matrix, score, raw); empty for methods without IWI."""
+        return []
+
+    def client_regulariser(self, client: int, config: ClientConfig) -> tuple[float, int] | None:
+        """(weight, first rank) of a penalty on the client's tail ranks (HetLoRA self-pruning), or None."""
+        return None
+
+    def state_dict(self) -> dict:
+        """What the strategy learned during the run (checkpointed each round, so --resume replays it)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()`."""
+        return None
+
+
+def _used(assignment: Assignment) -> list[ClientConfig]:
+    return [assignment.configs[j] for j in np.unique(assignment.index[assignment.feasible])]
+
+
+def config_ranks(arch: ModelArch, config: ClientConfig):
+    """(key, rank) for every adapted matrix of a configuration, on both sides of its split."""
+    for b, row in enumerate(config.ranks):
+        for m, r in zip(arch.matrices, row, strict=True):
+            if r:
+                yield (b, m), r
+
+
+def fresh_adapters(arch: ModelArch, ranks: dict[Key, int], alpha, seed_parts: list[int]) -> dict:
+    """New adapters (A Kaiming-uniform as peft, B = 0) at `ranks`, seeded by `seed_parts` and the key alone, so
+    a client's starting point does not depend on which other keys or clients exist."""
+    import torch
+
+    from hsplit_actors.model.lora import LoRAFactors
+
+    out = {}
+    for (b, m), r in sorted(ranks.items()):
+        in_features, out_features = arch.matrix_shape(m)
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence([*seed_parts, b, arch.matrices.index(m)])
+                                              .generate_state(1)[0]))
+        bound = 1 / np.sqrt(in_features)  # kaiming_uniform_ with a = sqrt(5)
+        A = (torch.rand(r, in_features, generator=g) * 2 - 1) * bound
+        out[(b, m)] = LoRAFactors(A, torch.zeros(out_features, r), alpha(r))
+    return out
+
+
+def weighted_head(trained: list[Trained], weights: list[float] | None = None) -> dict:
+    """The data-weighted mean of each trainable head parameter over the participants that hold it."""
+    weights = weights or [t.weight for t in trained]
+    head = {}
+    for name in sorted({n for t in trained for n in t.head}):
+        holders = [(t.head[name], w) for t, w in zip(trained, weights, strict=True) if name in t.head]
+        head[name] = sum(w * x for x, w in holders) / sum(w for _, w in holders)
+    return head
+
+
+def fedavg(trained: list[Trained]) -> tuple[dict, dict]:
+    """Per matrix, the data-weighted mean of A and of B over the participants that hold it (one rank each)."""
+    from hsplit_actors.model.lora import LoRAFactors
+
+    factors = {}
+    for key in sorted({k for t in trained for k in t.factors}):
+        holders = [(t.factors[key], t.weight) for t in trained if key in t.factors]
+        ranks = {f.rank for f, _ in holders}
+        if len(ranks) > 1:
+            raise ValueError(f"FedAvg of block {key[0]} {key[1]} needs one rank, got {sorted(ranks)}")
+        total = sum(w for _, w in holders)
+        factors[key] = LoRAFactors(sum(w * f.A for f, w in holders) / total, sum(w * f.B for f, w in holders) / total,
+                                   holders[0][0].alpha)
+    return factors, weighted_head(trained)
 
 
 def single_config(config: ClientConfig, feasible: np.ndarray) -> Assignment:

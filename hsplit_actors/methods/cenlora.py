@@ -1,15 +1,17 @@
-"""Centralised LoRA: all data on the server, which trains the whole model; the upper reference, no aggregation."""
+"""Centralised LoRA: all data on the server, which trains the whole model; the upper reference, no aggregation.
+Every client's batches go to one shared adapter set, in virtual arrival order."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from hsplit_actors.fleet import Fleet
-from hsplit_actors.methods.base import Assignment, Strategy, single_config
+from hsplit_actors.methods.base import Aggregate, Assignment, Strategy, Trained, single_config
 
 
 class CenLoRA(Strategy):
     name = "cenlora"
+    shared_server = True
 
     def configure(self, round_: int, fleet: Fleet) -> Assignment:
         return single_config(self.uniform(0), np.ones(len(fleet), dtype=bool))
@@ -17,3 +19,7 @@ class CenLoRA(Strategy):
     def aggregation_payload(self, assignment: Assignment, participants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         zero = np.zeros(len(participants), dtype=np.int64)
         return zero, zero.copy()
+
+    def aggregate(self, round_: int, trained: list[Trained]) -> Aggregate:
+        """Nothing to aggregate: every participant's copy is the one shared server set."""
+        return Aggregate(dict(trained[0].factors), dict(trained[0].head)) if trained else Aggregate({}, {})

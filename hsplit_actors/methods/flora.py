@@ -1,20 +1,43 @@
-"""FLoRA: federated, per-client rank by budget, stacking aggregation (every client downloads the whole stack)."""
+"""FLoRA: federated, per-client rank by budget, stacking aggregation (HSplitLoRA's NAA without the split): every
+client downloads the whole stack, folds it into its base and restarts its adapters."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from hsplit_actors.costmodel import ClientConfig
 from hsplit_actors.fleet import Fleet
-from hsplit_actors.methods.base import Assignment, Strategy, largest_rank_that_fits
+from hsplit_actors.methods.base import (
+    Aggregate,
+    Assignment,
+    Strategy,
+    Trained,
+    config_ranks,
+    fresh_adapters,
+    largest_rank_that_fits,
+    weighted_head,
+)
+from hsplit_actors.methods.hsplitlora import stack
 
 
 class FLoRA(Strategy):
     name = "flora"
+    restarts_adapters = True
 
     def configure(self, round_: int, fleet: Fleet) -> Assignment:
         return largest_rank_that_fits(self, self.arch.n_layers, self.spec.ranks, fleet)
 
     def aggregation_payload(self, assignment: Assignment, participants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         up, _ = super().aggregation_payload(assignment, participants)
-        stack = int(up.sum())  # the stacked factors of all participants
-        return up, np.full(len(participants), stack, dtype=np.int64)
+        stacked = int(up.sum())  # the stacked factors of all participants
+        return up, np.full(len(participants), stacked, dtype=np.int64)
+
+    def global_init(self, assignment: Assignment) -> dict:
+        return {}
+
+    def client_adapters(self, round_: int, client: int, config: ClientConfig, global_factors: dict) -> dict:
+        return fresh_adapters(self.arch, dict(config_ranks(self.arch, config)), self.alpha,
+                              [self.seed, round_, client])
+
+    def aggregate(self, round_: int, trained: list[Trained]) -> Aggregate:
+        return Aggregate({}, weighted_head(trained), merge=stack(trained))

@@ -147,7 +147,7 @@ def _check(scenario: Scenario, lines: _Lines, source: str) -> None:
         arch = architecture(scenario)
     except (ValueError, TypeError) as exc:
         fail(("model",), str(exc))
-    for target in method.targets:
+    for target in method.targets or []:
         if target not in arch.matrices:
             fail(("method", "targets"),
                  f"{target!r} is not a matrix of a {arch.family} block; use {list(arch.matrices)}")

@@ -178,7 +178,20 @@ class FLoRASpec(_MethodBase):
 class HetLoRASpec(_MethodBase):
     name: Literal["hetlora"]
     ranks: RankSet = Field(default_factory=lambda: [2, 4, 8, 16])
-    prune_gamma: Annotated[float, Field(gt=0, le=1)] = 0.99  # self-pruning decay (training path)
+    prune_gamma: Annotated[float, Field(gt=0, le=1)] = 0.99  # self-pruning: the tail ranks are floor(gamma r)..r
+    prune_lambda: Annotated[float, Field(ge=0)] = 0.01  # weight of the tail-norm penalty in the local loss
+
+
+class HSplitLoRASpec(_MethodBase):
+    """SPEC §4: IWI + ARMSC + NAA. `targets` are the candidate matrices (default: every linear map of a block)."""
+
+    name: Literal["hsplitlora"]
+    targets: list[Matrix] | None = None  # type: ignore[assignment]
+    ranks: RankSet = Field(default_factory=lambda: [0, 2, 4, 8, 16])  # Q
+    beta: Annotated[float, Field(ge=0, lt=1)] = 0.85  # importance smoothing over rounds
+    reconfigure_threshold: Annotated[float, Field(ge=0, le=1)] = 0.1  # Kendall distance that triggers ARMSC
+    importance_iterations: Annotated[int, Field(ge=0)] = 1  # calibration iterations per round (0: IWI off)
+    time_target_s: PositiveFloat | None = None  # per-iteration latency target for the split choice
 
 
 class CenLoRASpec(_MethodBase):
@@ -186,8 +199,21 @@ class CenLoRASpec(_MethodBase):
 
 
 MethodSpec = Annotated[
-    SFLSpec | SplitLoRASpec | FedITSpec | FLoRASpec | HetLoRASpec | CenLoRASpec, Field(discriminator="name")
+    HSplitLoRASpec | SFLSpec | SplitLoRASpec | FedITSpec | FLoRASpec | HetLoRASpec | CenLoRASpec,
+    Field(discriminator="name"),
 ]
+METHOD_NAMES = ("hsplitlora", "splitlora", "hetlora", "fedit", "flora", "sfl", "cenlora")
+
+
+class CompareSpec(Strict):
+    """`hsplit compare`: which methods, their own settings (merged over each method's defaults), the target."""
+
+    methods: list[Literal["hsplitlora", "splitlora", "hetlora", "fedit", "flora", "sfl", "cenlora"]] = Field(
+        default_factory=lambda: list(METHOD_NAMES))
+    per_method: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # virtual time to reach this eval metric (accuracy: >=, perplexity: <=); default: the best metric that every
+    # method reached, so each time-to-target is defined
+    target: PositiveFloat | None = None
 
 
 class KillSpec(Strict):
@@ -237,3 +263,4 @@ class Scenario(Strict):
     progress: bool = True
     train: TrainSpec = Field(default_factory=TrainSpec)
     ray: RaySpec = Field(default_factory=RaySpec)
+    compare: CompareSpec = Field(default_factory=CompareSpec)

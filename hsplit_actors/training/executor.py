@@ -1,36 +1,14 @@
 """The executor that makes `hsplit run` train for real: the engine's hooks dispatch each phase's computation to
-the hosts, in virtual-time order, and the round's end aggregates adapters (FedAvg per matrix, over every copy a
-participant trained, on the device or on the server) and evaluates the global model."""
+the hosts, in virtual-time order. Each round starts with the adapters the method gives every participant; at its
+end the method aggregates every copy a participant trained (on the device or on the server), hosts fold a stacked
+aggregate into their base where the method merges (NAA, FLoRA), and the global model is evaluated."""
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from hsplit_actors.engine.executor import Executor
-from hsplit_actors.methods.base import Assignment
-from hsplit_actors.model.lora import Key, LoRAFactors
-from hsplit_actors.training.hosts import Factors
-
-
-def fedavg(sets: list[tuple[Factors, dict[str, torch.Tensor]]], weights: list[float]):
-    """Per matrix, the data-weighted mean of A and of B over the sets that hold it (equal ranks required)."""
-    factors: dict[Key, LoRAFactors] = {}
-    keys = {k for s, _ in sets for k in s}
-    for key in sorted(keys):
-        holders = [(s[key], w) for (s, _), w in zip(sets, weights, strict=True) if key in s]
-        ranks = {f.rank for f, _ in holders}
-        if len(ranks) > 1:
-            raise ValueError(f"FedAvg of block {key[0]} {key[1]} needs one rank, got {sorted(ranks)}")
-        total = sum(w for _, w in holders)
-        factors[key] = LoRAFactors(sum(w * f.A for f, w in holders) / total, sum(w * f.B for f, w in holders) / total,
-                                   holders[0][0].alpha)
-    head: dict[str, torch.Tensor] = {}
-    names = {n for _, h in sets for n in h}
-    for name in names:
-        holders = [(h[name], w) for (_, h), w in zip(sets, weights, strict=True) if name in h]
-        head[name] = sum(w * t for t, w in holders) / sum(w for _, w in holders)
-    return factors, head
+from hsplit_actors.methods.base import Assignment, Strategy, Trained
 
 
 class TrainingExecutor(Executor):
@@ -42,11 +20,11 @@ class TrainingExecutor(Executor):
     clock only, with their recorded metrics, then the checkpointed state is restored and training goes on.
     """
 
-    def __init__(self, runtime, client_hosts: list, server, partitions: list[np.ndarray], global_init,
-                 n_layers: int, eval_every: int, metric: str, checkpoint_dir=None, resume: dict | None = None,
-                 kills: list | None = None):
+    def __init__(self, runtime, client_hosts: list, server, partitions: list[np.ndarray], strategy: Strategy,
+                 global_init, n_layers: int, eval_every: int, metric: str, checkpoint_dir=None,
+                 resume: dict | None = None, kills: list | None = None):
         self.rt, self.client_hosts, self.server = runtime, client_hosts, server
-        self.partitions = partitions
+        self.partitions, self.strategy = partitions, strategy
         self.factors, self.head = global_init
         self.n_layers, self.eval_every, self.metric = n_layers, eval_every, metric
         self.checkpoint_dir = checkpoint_dir
@@ -62,6 +40,8 @@ class TrainingExecutor(Executor):
         self.kills = list(kills or [])
         self.steps_this_round = 0
         self.metrics: dict[int, dict] = dict(resume["metrics"]) if resume else {}
+        self.strategy_states: dict[int, dict] = dict(resume.get("strategy", {})) if resume else {}
+        self.calibrate = strategy.importance_iterations
 
     def host(self, client: int):
         return self.client_hosts[client % len(self.client_hosts)]
@@ -71,35 +51,37 @@ class TrainingExecutor(Executor):
         return self.resume is not None and round_ <= self.resume["round"]
 
     def begin_round(self, round_: int, assignment: Assignment, participants) -> None:
-        calls = []
-        for c in participants.tolist():
-            k = assignment.configs[assignment.index[c]].split_point
-            if c in self.registered and self.split_point[c] != k:
-                raise NotImplementedError("changing a client's split point between rounds needs adaptive "
-                                          "reconfiguration (HSplitLoRA), not FedAvg")
-            if c not in self.registered:
-                self.split_point[c] = k
-                calls.append(self.rt.call(self.host(c), "add_client", c, k, self.partitions[c], self.factors,
-                                          self.head))
-                calls.append(self.rt.call(self.server, "add_client", c, k, self.factors, self.head))
-                self.registered.add(c)
-        self.rt.get(calls)
         self.losses, self.calls, self.steps_this_round = [], [], 0
-        if not self.replaying(round_):
-            self.saved = self._capture()  # after registration: a fault this round restores exactly this
+        if self.replaying(round_):
+            return
+        calls = []
+        keep = not self.strategy.restarts_adapters
+        for c in participants.tolist():
+            config = assignment.configs[assignment.index[c]]
+            k = self.split_point[c] = config.split_point
+            factors = self.strategy.client_adapters(round_, c, config, self.factors)
+            regulariser = self.strategy.client_regulariser(c, config)
+            indices = None if c in self.registered else self.partitions[c]
+            calls.append(self.rt.call(self.host(c), "load_client", c, k, indices, factors, self.head, keep,
+                                      regulariser))
+            calls.append(self.rt.call(self.server, "load_client", c, k, factors, self.head, keep))
+            self.registered.add(c)
+        self.rt.get(calls)
+        self.saved = self._capture()  # the round's starting state: a fault this round restores exactly this
 
     def client_forward(self, client: int, round_: int, iteration: int) -> None:
         if self.replaying(round_):
             return
         self.calls.append(("client_forward", client, round_, iteration))
-        self.forward_out[client] = self.rt.call(self.host(client), "forward", client, round_, iteration)
+        self.forward_out[client] = self.rt.call(self.host(client), "forward", client, round_, iteration,
+                                                iteration < self.calibrate)
 
     def server_step(self, client: int, round_: int, iteration: int) -> None:
         if self.replaying(round_):
             return
         self.calls.append(("server_step", client, round_, iteration))
         grad, loss = self.rt.call(self.server, "step", client, round_, iteration, self.forward_out.pop(client),
-                                  returns=2)
+                                  iteration < self.calibrate, returns=2)
         self.gradients[client] = grad
         self.losses.append(loss)
 
@@ -108,7 +90,7 @@ class TrainingExecutor(Executor):
             return
         self.calls.append(("client_backward", client, round_, iteration))
         result = self.rt.call(self.host(client), "backward", client, round_, iteration,
-                              self.gradients.pop(client, None))
+                              self.gradients.pop(client, None), iteration < self.calibrate)
         self.forward_out.pop(client, None)
         if self.split_point[client] == self.n_layers:
             self.losses.append(result)
@@ -121,20 +103,23 @@ class TrainingExecutor(Executor):
 
     # -- faults -----------------------------------------------------------------------------------------
     def _capture(self) -> dict:
-        """Everything needed to redo a round: every host's state and the global adapters."""
-        return {"clients": self.rt.get([self.rt.call(h, "snapshot") for h in self.client_hosts]),
+        """Everything needed to redo a round: every host's state (merged base included) and the global adapters.
+        Client states are pooled by client id, so a resume may use a different number of client actors."""
+        snaps = self.rt.get([self.rt.call(h, "snapshot") for h in self.client_hosts])
+        clients = {c: s for snap in snaps for c, s in snap["clients"].items()}
+        return {"clients": clients, "merged": snaps[0]["merged"],
                 "server": self.rt.get(self.rt.call(self.server, "snapshot")),
                 "factors": self.factors, "head": self.head}
 
     def _restore(self, saved: dict) -> None:
-        for h, host in enumerate(self.client_hosts):
-            mine = [c for c in sorted(self.registered) if c % len(self.client_hosts) == h]
-            known = self.rt.get(self.rt.call(host, "client_ids"))
-            calls = [self.rt.call(host, "add_client", c, self.split_point[c], self.partitions[c], saved["factors"],
-                                  saved["head"]) for c in mine if c not in known]
-            self.rt.get(calls)
-            self.rt.get(self.rt.call(host, "restore", {c: s for c, s in saved["clients"][h].items() if c in mine}))
-        self.rt.get(self.rt.call(self.server, "restore", saved["server"]))
+        n = len(self.client_hosts)
+        calls = [self.rt.call(host, "restore", {"clients": {c: s for c, s in saved["clients"].items() if c % n == h},
+                                                "merged": saved["merged"]})
+                 for h, host in enumerate(self.client_hosts)]
+        calls.append(self.rt.call(self.server, "restore", saved["server"]))
+        self.rt.get(calls)
+        self.registered |= set(saved["clients"])
+        self.split_point |= {c: s["split_point"] for c, s in saved["clients"].items()}
         self.factors, self.head = saved["factors"], saved["head"]
 
     def _results_of_round(self, round_: int, attempts: int = 3) -> list:
@@ -158,42 +143,63 @@ class TrainingExecutor(Executor):
 
     def aggregate(self, round_: int, participants) -> dict[str, float]:
         if self.replaying(round_):
+            self.strategy.load_state_dict(self.resume["strategy"][round_])  # what it learned in that round
             if round_ == self.resume["round"]:
                 self._restore(self.resume["state"])
             return self.resume["metrics"][round_]
         cids = [int(c) for c in participants]
         losses = [x for x in self._results_of_round(round_) if x is not None]
+        trained = self._trained(cids)
+        weights = {c: float(len(self.partitions[c])) for c in cids}
+        if self.calibrate:
+            self.strategy.observe_importance(round_, self._importance(cids), weights)
+        result = self.strategy.aggregate(round_, trained)
+        self.factors, self.head = result.factors, result.head
+        if result.merge:  # every host folds the stacked factors into its base (participants download them)
+            self.rt.get([self.rt.call(h, "merge", result.merge) for h in self.client_hosts + [self.server]])
+        metrics = {"train_loss": float(np.mean(losses)) if losses else float("nan")}
+        if (round_ + 1) % self.eval_every == 0:
+            scores = self.rt.get(self.rt.call(self.server, "evaluate", self.factors, self.head))
+            metrics["eval_loss"] = scores["loss"]
+            metrics["eval_metric"] = scores[self.metric]
+        self.metrics[round_] = metrics
+        self.strategy_states[round_] = self.strategy.state_dict()
+        if self.checkpoint_dir is not None:
+            save_checkpoint(self.checkpoint_dir, round_, self._capture(), self.metrics, self.strategy_states)
+        return metrics
+
+    def _by_host(self, cids: list[int]) -> dict[int, list[int]]:
         by_host: dict[int, list[int]] = {}
         for c in cids:
             by_host.setdefault(c % len(self.client_hosts), []).append(c)
-        exports = self.rt.get([self.rt.call(self.client_hosts[h], "export", cs) for h, cs in by_host.items()])
+        return by_host
+
+    def _trained(self, cids: list[int]) -> list[Trained]:
+        """Each participant's trained copy: its device-side adapters joined with its server-side ones."""
+        exports = self.rt.get([self.rt.call(self.client_hosts[h], "export", cs)
+                               for h, cs in self._by_host(cids).items()])
         client_side = {c: e for part in exports for c, e in part.items()}
         server_side = self.rt.get(self.rt.call(self.server, "export", cids))
-        sets, weights = [], []
+        trained = []
         for c in cids:
             factors, head = client_side[c]
             if c in server_side:
                 s_factors, s_head = server_side[c]
-                k = self.split_point[c]
-                factors = factors | {key: f for key, f in s_factors.items() if key[0] >= k}
+                factors = factors | {key: f for key, f in s_factors.items() if key[0] >= self.split_point[c]}
                 head = head | s_head
-            sets.append((factors, head))
-            weights.append(float(len(self.partitions[c])))
-        self.factors, self.head = fedavg(sets, weights)
-        everyone = sorted(self.registered)
-        calls = [self.rt.call(host, "assign", [c for c in everyone if c % len(self.client_hosts) == h],
-                              self.factors, self.head) for h, host in enumerate(self.client_hosts)]
-        calls.append(self.rt.call(self.server, "assign", everyone, self.factors, self.head))
-        self.rt.get(calls)
-        metrics = {"train_loss": float(np.mean(losses)) if losses else float("nan")}
-        if (round_ + 1) % self.eval_every == 0:
-            result = self.rt.get(self.rt.call(self.server, "evaluate", self.factors, self.head))
-            metrics["eval_loss"] = result["loss"]
-            metrics["eval_metric"] = result[self.metric]
-        self.metrics[round_] = metrics
-        if self.checkpoint_dir is not None:
-            save_checkpoint(self.checkpoint_dir, round_, self._capture(), self.metrics)
-        return metrics
+            trained.append(Trained(c, float(len(self.partitions[c])), factors, head))
+        return trained
+
+    def _importance(self, cids: list[int]) -> dict[int, dict]:
+        """IWI scores per participant: its device's blocks from its host, the rest from the server."""
+        parts = self.rt.get([self.rt.call(self.client_hosts[h], "importance", cs)
+                             for h, cs in self._by_host(cids).items()])
+        parts.append(self.rt.get(self.rt.call(self.server, "importance", cids)))
+        scores: dict[int, dict] = {}
+        for part in parts:
+            for c, s in part.items():
+                scores.setdefault(c, {}).update(s)
+        return scores
 
 
 def _which(exc: Exception) -> str:
@@ -201,19 +207,24 @@ def _which(exc: Exception) -> str:
     return text.split("actor_id=")[1].split(",")[0][:16] if "actor_id=" in text else type(exc).__name__
 
 
-def save_checkpoint(directory, round_: int, state: dict, metrics: dict) -> None:
-    """`checkpoints/round_NNNN.pt`, written atomically; the newest one is what --resume continues from."""
+def save_checkpoint(directory, round_: int, state: dict, metrics: dict, strategy: dict) -> None:
+    """`checkpoints/round_NNNN.pt`, written atomically; the newest one is what --resume continues from. It holds
+    the hosts' state, every round's metrics and what the strategy had learned after each round."""
     from pathlib import Path
+
+    import torch
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".round_{round_:04d}.pt.tmp"
-    torch.save({"round": round_, "state": state, "metrics": dict(metrics)}, tmp)
+    torch.save({"round": round_, "state": state, "metrics": dict(metrics), "strategy": dict(strategy)}, tmp)
     tmp.rename(directory / f"round_{round_:04d}.pt")
 
 
 def load_checkpoint(directory) -> dict | None:
     from pathlib import Path
+
+    import torch
 
     files = sorted(Path(directory).glob("round_*.pt"))
     return torch.load(files[-1], weights_only=False, map_location="cpu") if files else None

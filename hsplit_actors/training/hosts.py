@@ -21,6 +21,7 @@ from hsplit_actors.data.datasets import Encoded
 from hsplit_actors.metrics import evaluate
 from hsplit_actors.model.lora import Key, LoRAFactors
 from hsplit_actors.model.split import SplitModel
+from hsplit_actors.training.importance import ImportanceProbe
 from hsplit_actors.training.slots import Adapter, Slots
 
 Factors = dict[Key, LoRAFactors]
@@ -113,15 +114,34 @@ class AdapterState:
             for n, p in self.head.items():
                 p.copy_(head[n])
 
+    def same_shapes(self, factors: Factors, head: dict[str, torch.Tensor] | None) -> bool:
+        """Whether `factors` (and `head`) fit these parameters as they are (then the optimiser can stay)."""
+        return (set(self.adapters) == set(factors) and set(self.head) == set(head or {})
+                and all(a.A.shape == factors[k].A.shape and a.alpha == factors[k].alpha
+                        for k, a in self.adapters.items()))
+
     def state_dict(self) -> dict:
         """A copy (the optimiser's own state dict shares tensors that later steps change in place)."""
         optimizer = copy.deepcopy(self.optimizer.state_dict()) if self.optimizer else None
         return {"factors": self.export(), "optimizer": optimizer}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.assign(*state["factors"])
-        if self.optimizer is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
+    @classmethod
+    def from_state_dict(cls, state: dict, lr: float, device: torch.device | str = "cpu") -> AdapterState:
+        factors, head = state["factors"]
+        new = cls(_clone_parameters(factors, factors, device), _clone_head(head, device), lr)
+        if new.optimizer is not None:
+            new.optimizer.load_state_dict(state["optimizer"])
+        return new
+
+
+def load_state(current: AdapterState | None, factors: Factors, head: dict[str, torch.Tensor] | None, lr: float,
+               keep_optimizer: bool, device: torch.device | str = "cpu") -> AdapterState:
+    """A round's starting adapters: assigned in place (optimiser state kept) when allowed and the shapes match,
+    otherwise a new set with a new optimiser (new ranks, or a method that restarts adapters each round)."""
+    if keep_optimizer and current is not None and current.same_shapes(factors, head):
+        current.assign(factors, head or {})
+        return current
+    return AdapterState(_clone_parameters(factors, factors, device), _clone_head(head, device), lr)
 
 
 @dataclass
@@ -133,6 +153,14 @@ class VirtualClient:
     cursor: int = 0
     epoch: int = 0
     order: np.ndarray | None = None
+    regulariser: tuple[float, int] | None = None  # (weight, first tail rank): HetLoRA's self-pruning penalty
+
+    def penalty(self) -> torch.Tensor | float:
+        """`weight * sum ||s B[:, t:] A[t:]||_F` over the client's adapters (0 without a regulariser)."""
+        if self.regulariser is None:
+            return 0.0
+        weight, start = self.regulariser
+        return weight * sum((a.scale * (a.B[:, start:] @ a.A[start:])).norm() for a in self.state.adapters.values())
 
     def next_batch(self, batch_size: int, seed: int) -> np.ndarray:
         """The next `batch_size` of this client's samples; reshuffled (seeded) every epoch."""
@@ -157,6 +185,41 @@ class _Host:
         self.slots = Slots(self.model, list(setup.keys))
         self._splits: dict[int, SplitModel] = {}
         self.busy: dict[str, float] = {}  # seconds spent per method, for "where does the time go"
+        self.merged: dict[Key, torch.Tensor] = {}  # sum of every aggregate folded into the base (fp64)
+        self.original: dict[Key, torch.Tensor] = {}  # the shared base weight of each merged matrix
+        self.scores: dict[int, dict[Key, list[float]]] = {}  # IWI: per client, per matrix, this round
+
+    def merge(self, stacked: Factors) -> None:
+        """Fold an aggregate `B @ A` into this host's frozen base (NAA / FLoRA). The shared weight is never
+        written: a merged matrix gets one private copy per host (not per client), recomputed as base + sum."""
+        for key, f in stacked.items():
+            delta = f.scale * (f.B.to(self.device, torch.float64) @ f.A.to(self.device, torch.float64))
+            self.merged[key] = self.merged[key] + delta if key in self.merged else delta
+        self._apply_merged(stacked)
+
+    def _apply_merged(self, keys) -> None:
+        for key in keys:
+            base = self.slots.modules[key].get_base_layer()
+            if key not in self.original:
+                self.original[key] = base.weight
+                base.weight = nn.Parameter(torch.empty_like(base.weight), requires_grad=False)
+            with torch.no_grad():
+                base.weight.copy_((self.original[key].to(torch.float64) + self.merged[key]).to(base.weight.dtype))
+
+    def _restore_merged(self, merged: dict[Key, torch.Tensor]) -> None:
+        self.merged = {k: v.to(self.device) for k, v in merged.items()}
+        self._apply_merged(list(self.merged))
+
+    def probe(self, cid: int, blocks: range, embeddings: bool) -> ImportanceProbe:
+        from hsplit_actors.model.families import family_of
+
+        modules = family_of(self.model).embedding_modules(self.model) if embeddings else None
+        return ImportanceProbe(self.slots.modules, blocks, self.scores.setdefault(cid, {}), modules)
+
+    def importance(self, cids: list[int]) -> dict[int, dict[Key, float]]:
+        """This round's mean score per matrix for each of `cids`, then forgotten."""
+        out = {c: {k: float(np.mean(v)) for k, v in self.scores.pop(c, {}).items()} for c in cids}
+        return {c: s for c, s in out.items() if s}
 
     def timed(self, method: str, start: float) -> None:
         self.busy[method] = self.busy.get(method, 0.0) + time.perf_counter() - start
@@ -197,19 +260,29 @@ class ClientHost(_Host):
         self.clients: dict[int, VirtualClient] = {}
         self.pending: dict[int, torch.Tensor] = {}
 
-    def add_client(self, cid: int, split_point: int, indices: np.ndarray, factors: Factors,
-                   head: dict[str, torch.Tensor] | None) -> None:
-        """Register a virtual client with its initial (global) client-side adapters."""
+    def load_client(self, cid: int, split_point: int, indices: np.ndarray | None, factors: Factors,
+                    head: dict[str, torch.Tensor] | None, keep_optimizer: bool = True,
+                    regulariser: tuple[float, int] | None = None) -> None:
+        """A round's start: the client's split point and device-side adapters (registered on first use; its data
+        cursor stays across rounds)."""
         federated = split_point == len(self._blocks())
-        keys = [k for k in factors if k[0] < split_point]
-        state = AdapterState(_clone_parameters(factors, keys), _clone_head(head) if federated else {},
-                             self.setup.lr)
-        self.clients[cid] = VirtualClient(cid, split_point, np.asarray(indices), state)
+        own = {k: f for k, f in factors.items() if k[0] < split_point}
+        own_head = head if federated else None
+        vc = self.clients.get(cid)
+        if vc is None:
+            vc = VirtualClient(cid, split_point, np.asarray(indices), None)
+            self.clients[cid] = vc
+        vc.state = load_state(vc.state if vc.split_point == split_point else None, own, own_head, self.setup.lr,
+                              keep_optimizer)
+        vc.split_point, vc.regulariser = split_point, regulariser
 
-    def forward(self, cid: int, rnd: int, it: int):
+    def forward(self, cid: int, rnd: int, it: int, calibrate: bool = False):
         """Client forward of the next batch: the payload for the server, or (federated) nothing."""
         start = time.perf_counter()
         try:
+            if calibrate:
+                with self.probe(cid, range(self.clients[cid].split_point), embeddings=True):
+                    return self._forward(cid, rnd, it)
             return self._forward(cid, rnd, it)
         finally:
             self.timed("client_forward", start)
@@ -234,10 +307,14 @@ class ClientHost(_Host):
         self.pending[cid] = out
         return out.detach(), mask, labels
 
-    def backward(self, cid: int, rnd: int, it: int, grad: torch.Tensor | None = None) -> float | None:
+    def backward(self, cid: int, rnd: int, it: int, grad: torch.Tensor | None = None,
+                 calibrate: bool = False) -> float | None:
         """Back-propagate the returned activation gradient (or, federated, the local loss); optimiser step."""
         start = time.perf_counter()
         try:
+            if calibrate and self.setup.recompute:  # the forward that keeps a graph runs here
+                with self.probe(cid, range(self.clients[cid].split_point), embeddings=True):
+                    return self._backward(cid, rnd, it, grad)
             return self._backward(cid, rnd, it, grad)
         finally:
             self.timed("client_backward", start)
@@ -253,7 +330,7 @@ class ClientHost(_Host):
             torch.manual_seed(step_seed(self.setup.seed, cid, rnd_, it_, 0))
             out = self.split(vc.split_point).client(ids, mask)
         if grad is None:
-            out.backward()
+            (out + vc.penalty()).backward()
             loss = float(out.detach())
         else:
             out.backward(grad)
@@ -267,20 +344,21 @@ class ClientHost(_Host):
     def export(self, cids: list[int]) -> dict[int, tuple[Factors, dict[str, torch.Tensor]]]:
         return {c: self.clients[c].state.export() for c in cids}
 
-    def assign(self, cids: list[int], factors: Factors, head: dict[str, torch.Tensor]) -> None:
-        for c in cids:
-            self.clients[c].state.assign(factors, head)
-
     def snapshot(self) -> dict:
-        return {c: {"state": vc.state.state_dict(), "cursor": vc.cursor, "epoch": vc.epoch, "order": vc.order}
-                for c, vc in self.clients.items()}
+        """Everything this host holds, enough to rebuild it from nothing (after a restart or on resume)."""
+        clients = {c: {"split_point": vc.split_point, "indices": vc.indices, "state": vc.state.state_dict(),
+                       "cursor": vc.cursor, "epoch": vc.epoch, "order": vc.order, "regulariser": vc.regulariser}
+                   for c, vc in self.clients.items()}
+        return {"clients": clients, "merged": {k: v.cpu() for k, v in self.merged.items()}}
 
     def restore(self, snapshot: dict) -> None:
         self.pending.clear()
-        for c, s in snapshot.items():
-            vc = self.clients[c]
-            vc.state.load_state_dict(s["state"])
-            vc.cursor, vc.epoch, vc.order = s["cursor"], s["epoch"], s["order"]
+        self.scores.clear()
+        for c, s in snapshot["clients"].items():
+            state = AdapterState.from_state_dict(s["state"], self.setup.lr)
+            self.clients[c] = VirtualClient(c, s["split_point"], s["indices"], state, s["cursor"], s["epoch"],
+                                            s["order"], s["regulariser"])
+        self._restore_merged(snapshot["merged"])
 
 
 class ServerHost(_Host):
@@ -297,23 +375,30 @@ class ServerHost(_Host):
         self.split_points: dict[int, int] = {}
         self.test = encoded(test, self.device)
 
-    def add_client(self, cid: int, split_point: int, factors: Factors, head: dict[str, torch.Tensor] | None):
+    def load_client(self, cid: int, split_point: int, factors: Factors, head: dict[str, torch.Tensor] | None,
+                    keep_optimizer: bool = True) -> None:
+        """A round's start: the server-side adapters for `cid` (its own set, or the shared one)."""
         self.split_points[cid] = split_point
-        if split_point == len(self._blocks()):
-            return
         owner = -1 if self.shared else cid
-        if owner not in self.states:
-            keys = [k for k in factors if (k[0] >= split_point or self.shared)]
-            self.states[owner] = AdapterState(_clone_parameters(factors, keys, self.device),
-                                              _clone_head(head, self.device), self.setup.lr)
+        if split_point == len(self._blocks()):
+            if not self.shared:
+                self.states.pop(owner, None)
+            return
+        own = {k: f for k, f in factors.items() if k[0] >= split_point or self.shared}
+        self.states[owner] = load_state(self.states.get(owner), own, head, self.setup.lr, keep_optimizer,
+                                        self.device)
 
     def state_of(self, cid: int) -> AdapterState:
         return self.states[-1 if self.shared else cid]
 
-    def step(self, cid: int, rnd: int, it: int, payload) -> tuple[torch.Tensor | None, float]:
+    def step(self, cid: int, rnd: int, it: int, payload, calibrate: bool = False) -> tuple[torch.Tensor | None, float]:
         """Server forward, loss, backward and adapter step for one client's activations (in submission order)."""
         start = time.perf_counter()
         try:
+            if calibrate:  # the server scores the blocks after this client's split, on the client's behalf
+                k = self.split_points[cid]
+                with self.probe(cid, range(k, len(self._blocks())), embeddings=k == 0):
+                    return self._step(cid, rnd, it, payload)
             return self._step(cid, rnd, it, payload)
         finally:
             self.timed("server_step", start)
@@ -339,12 +424,6 @@ class ServerHost(_Host):
     def export(self, cids: list[int]) -> dict[int, tuple[Factors, dict[str, torch.Tensor]]]:
         return {c: self.state_of(c).export() for c in cids if (-1 if self.shared else c) in self.states}
 
-    def assign(self, cids: list[int], factors: Factors, head: dict[str, torch.Tensor]) -> None:
-        owners = {-1} if self.shared else {c for c in cids if c in self.states}
-        for owner in owners:
-            if owner in self.states:
-                self.states[owner].assign(factors, head)
-
     def evaluate(self, factors: Factors, head: dict[str, torch.Tensor], batch_size: int = 64) -> dict[str, float]:
         """The global model (base + `factors`, `head`) on the held-out data."""
         adapters = _clone_parameters(factors, factors, self.device)
@@ -352,8 +431,12 @@ class ServerHost(_Host):
         return evaluate(self.split(len(self._blocks())), self.test, batch_size)
 
     def snapshot(self) -> dict:
-        return {owner: state.state_dict() for owner, state in self.states.items()}
+        return {"states": {owner: state.state_dict() for owner, state in self.states.items()},
+                "split_points": dict(self.split_points), "merged": {k: v.cpu() for k, v in self.merged.items()}}
 
     def restore(self, snapshot: dict) -> None:
-        for owner, state in snapshot.items():
-            self.states[owner].load_state_dict(state)
+        self.scores.clear()
+        self.states = {owner: AdapterState.from_state_dict(state, self.setup.lr, self.device)
+                       for owner, state in snapshot["states"].items()}
+        self.split_points = dict(snapshot["split_points"])
+        self._restore_merged(snapshot["merged"])

@@ -20,7 +20,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from hsplit_actors.errors import ScenarioError
 from hsplit_actors.plan import Setup, prepare, simulate
-from hsplit_actors.runs import FAULT_COLUMNS, RunTables, new_run_dir, write_run
+from hsplit_actors.runs import FAULT_COLUMNS, IMPORTANCE_COLUMNS, RunTables, new_run_dir, write_run
 from hsplit_actors.scenario import dump_scenario
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.training.executor import TrainingExecutor, load_checkpoint
@@ -44,7 +44,7 @@ def train(scenario: Scenario, setup: Setup, use_ray: bool, on_progress: Progress
     arch, fleet, strategy = setup.arch, setup.fleet, setup.strategy
     data = training_data(scenario, len(fleet))
     model, state, recipe = base_model(scenario, arch)
-    factors, head, keys = initial_adapters(scenario, model, arch, strategy.configure(0, fleet))
+    factors, head, keys = initial_adapters(scenario, model, strategy, strategy.configure(0, fleet))
     del model
     hsetup = host_setup(scenario, keys)
     n_hosts = client_actor_count(scenario, len(fleet))
@@ -74,7 +74,7 @@ def train(scenario: Scenario, setup: Setup, use_ray: bool, on_progress: Progress
         if kill.actor >= n_hosts:
             raise ScenarioError(f"there are {n_hosts} client actors (0..{n_hosts - 1}), not {kill.actor + 1}",
                                 field="train.kill_actor")
-    executor = TrainingExecutor(runtime, hosts, server, data.partitions, (factors, head), arch.n_layers,
+    executor = TrainingExecutor(runtime, hosts, server, data.partitions, strategy, (factors, head), arch.n_layers,
                                 scenario.train.eval_every, data.metric, checkpoint_dir=checkpoint_dir,
                                 resume=resume, kills=[k.model_dump() for k in scenario.train.kill_actor])
     try:
@@ -83,6 +83,7 @@ def train(scenario: Scenario, setup: Setup, use_ray: bool, on_progress: Progress
         if not use_ray:
             torch.set_num_threads(threads)
     tables.faults = pd.DataFrame(executor.faults, columns=FAULT_COLUMNS)
+    tables.importance = pd.DataFrame(strategy.importance_rows(), columns=IMPORTANCE_COLUMNS)
     extra |= {"client_actors": n_hosts, "ray": use_ray, "metric": data.metric, "faults": len(executor.faults),
               "resumed_from_round": resume["round"] if resume else None}
     busy = runtime.get([runtime.call(h, "busy_seconds") for h in hosts] + [runtime.call(server, "busy_seconds")])

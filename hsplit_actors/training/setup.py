@@ -13,13 +13,12 @@ from hsplit_actors.data import DATA_DIR, train_file
 from hsplit_actors.data.datasets import Encoded, encode_e2e, encode_sst2, read_e2e, read_sst2
 from hsplit_actors.data.partition import partition
 from hsplit_actors.errors import ScenarioError
-from hsplit_actors.methods.base import Assignment
+from hsplit_actors.methods.base import Assignment, Key, Strategy
 from hsplit_actors.model.families import family_of
 from hsplit_actors.model.loading import load_model
-from hsplit_actors.model.lora import Key
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.training.hosts import HostSetup, ModelRecipe
-from hsplit_actors.training.slots import head_parameters, new_adapter
+from hsplit_actors.training.slots import head_parameters
 
 
 @dataclass
@@ -75,23 +74,15 @@ def base_model(scenario: Scenario, arch: ModelArch):
     return model, state, ModelRecipe(model.config, arch.task)
 
 
-def initial_adapters(scenario: Scenario, model, arch: ModelArch, assignment: Assignment):
-    """The global adapters every participant starts from: one rank per matrix (A random, B = 0), seeded."""
-    ranks: dict[Key, int] = {}
-    for j in np.unique(assignment.index[assignment.feasible]):
-        config = assignment.configs[j]
-        for b, row in enumerate(config.ranks):
-            for m, r in zip(arch.matrices, row, strict=True):
-                if r and ranks.setdefault((b, m), r) != r:
-                    raise ScenarioError(f"block {b} {m} has ranks {ranks[(b, m)]} and {r} across clients; "
-                                        f"{scenario.method.name} averages factors and needs one rank",
-                                        field="method.rank")
-    generator = torch.Generator().manual_seed(scenario.seed)
-    alpha = scenario.method.alpha
-    factors = {(b, m): new_adapter(arch.matrix_shape(m)[::-1], r, alpha or 2.0 * r, generator).factors()
-               for (b, m), r in sorted(ranks.items())}  # matrix_shape is (in, out); an adapter wants (out, in)
+def initial_adapters(scenario: Scenario, model, strategy: Strategy, assignment: Assignment):
+    """The global adapters the method starts from, the trainable head, and every (block, matrix) that needs a
+    LoRA slot on the hosts."""
+    try:
+        factors = strategy.global_init(assignment)
+    except ValueError as exc:
+        raise ScenarioError(str(exc), field="method.rank") from None
     head = {name: p.detach().clone() for name, p in head_parameters(model).items()}
-    return factors, head, tuple(sorted(ranks))
+    return factors, head, tuple(sorted(strategy.adapter_keys(assignment)))
 
 
 def host_setup(scenario: Scenario, keys: tuple[Key, ...]) -> HostSetup:

@@ -1,0 +1,282 @@
+"""HSplitLoRA (SPEC §4), all of it in this file: important-weight identification (IWI), adaptive rank and split
+configuration (ARMSC) and noise-free adapter aggregation (NAA, stacking). The baselines sit beside it.
+
+IWI   the hosts report `s_m = mean(|W * dL/dW|)` per (block, matrix) from hooks during ordinary iterations
+      (`training/importance.py`); `Importance` normalises by the per-rank cost `in + out`, combines clients by data
+      size and smooths over rounds.
+ARMSC per client: the split point with the lowest estimated iteration latency among those its memory holds
+      (ties: deeper), then ranks from Q greedily by importance gained per byte, until the budget is spent; the
+      server-side matrices the same way under the client's share of the server's memory. Reconfigured only when
+      the importance ranking has moved past a threshold since the last configuration (hysteresis).
+NAA   per matrix, `A = concat(p_i s_i A_i)`, `B = concat(B_i)`, so `B A = sum p_i s_i B_i A_i` exactly for any
+      mix of ranks and split points; every host folds it into its frozen base and clients restart their adapters.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from hsplit_actors.costmodel import ClientConfig, ModelArch, iteration_cost
+from hsplit_actors.costmodel.arch import DTYPE_BYTES
+from hsplit_actors.costmodel.costs import ADAM_COPIES, ADAPTER_BYTES
+from hsplit_actors.fleet import Fleet
+from hsplit_actors.methods.base import (
+    GIB,
+    Aggregate,
+    Assignment,
+    Key,
+    Strategy,
+    Trained,
+    config_ranks,
+    fresh_adapters,
+    weighted_head,
+)
+
+
+# -- IWI ------------------------------------------------------------------------------------------------------
+class Importance:
+    """`I_m(t) = beta I_m(t-1) + (1 - beta) s_m(t) / (in_m + out_m)`, starting from the first observation.
+    Before any training (and in `plan`) every matrix scores 1 / (in + out): cheaper matrices first."""
+
+    def __init__(self, arch: ModelArch, beta: float, matrices: tuple[str, ...]):
+        self.arch, self.beta = arch, beta
+        self.keys = [(b, m) for b in range(arch.n_layers) for m in matrices]
+        self.per_rank_cost = {m: sum(arch.matrix_shape(m)) for m in matrices}
+        self.scores: dict[Key, float] = {k: 1.0 / self.per_rank_cost[k[1]] for k in self.keys}
+        self.observed = False
+        self.rows: list[dict] = []
+
+    def update(self, round_: int, per_client: dict[int, dict[Key, float]], weights: dict[int, float]) -> None:
+        """Combine the clients' (and the server's on their behalf) raw scores by data size, normalise, smooth."""
+        for key in self.keys:
+            held = [(s[key], weights[c]) for c, s in per_client.items() if key in s]
+            if not held:
+                continue
+            raw = sum(s * w for s, w in held) / sum(w for _, w in held)
+            normalised = raw / self.per_rank_cost[key[1]]
+            previous = self.scores[key] if self.observed else normalised
+            self.scores[key] = self.beta * previous + (1 - self.beta) * normalised
+            self.rows.append({"round": round_, "block": key[0], "matrix": key[1], "score": self.scores[key],
+                              "raw": raw, "clients": len(held)})
+        self.observed = self.observed or bool(per_client)
+
+    def snapshot(self) -> dict[Key, float]:
+        return dict(self.scores)
+
+
+def ranking_distance(a: dict[Key, float], b: dict[Key, float]) -> float:
+    """Normalised Kendall distance: the fraction of matrix pairs the two importance maps order differently."""
+    keys = sorted(a)
+    x, y = np.array([a[k] for k in keys]), np.array([b[k] for k in keys])
+    dx, dy = np.sign(x[:, None] - x[None, :]), np.sign(y[:, None] - y[None, :])
+    pairs = len(keys) * (len(keys) - 1)
+    return float((dx * dy < 0).sum() / pairs) if pairs else 0.0
+
+
+# -- ARMSC ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Device:
+    flops: float
+    memory_gb: float
+    uplink_mbps: float
+    downlink_mbps: float
+    latency_ms: float
+
+
+def greedy_ranks(arch: ModelArch, importance: dict[Key, float], keys: list[Key], levels: list[int],
+                 fits, start: dict[Key, int] | None = None) -> dict[Key, int]:
+    """Raise ranks through `levels` (ascending) in order of importance gained per parameter byte,
+    `I_m (log(1 + r') - log(1 + r)) / bytes`, accepting each step that `fits(ranks)`; a rejected matrix stops."""
+    ranks = {k: 0 for k in keys} | dict(start or {})
+    steps = [lv for lv in levels if lv > 0]
+
+    def push(heap, key):
+        above = [lv for lv in steps if lv > ranks[key]]
+        if above:
+            nxt = above[0]
+            gain = importance[key] * (math.log1p(nxt) - math.log1p(ranks[key]))
+            nbytes = (nxt - ranks[key]) * sum(arch.matrix_shape(key[1])) * ADAPTER_BYTES * ADAM_COPIES
+            heapq.heappush(heap, (-gain / nbytes, key, nxt))
+
+    heap: list = []
+    for key in keys:
+        push(heap, key)
+    while heap:
+        _, key, nxt = heapq.heappop(heap)
+        trial = ranks | {key: nxt}
+        if fits(trial):
+            ranks = trial
+            push(heap, key)
+    return ranks
+
+
+class HSplitLoRA(Strategy):
+    name = "hsplitlora"
+    restarts_adapters = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.matrices = tuple(self.spec.targets or self.arch.matrices)
+        self.levels = sorted(set(self.spec.ranks) | {0})
+        self.importance = Importance(self.arch, self.spec.beta, self.matrices)
+        self.importance_iterations = self.spec.importance_iterations
+        self.reference: dict[Key, float] | None = None  # the importance the current configuration was built on
+        self.assignment: Assignment | None = None
+        self.fleet_id: int | None = None
+        self.reconfigurations: list[int] = []
+
+    # -- configuration ---------------------------------------------------------------------------------
+    def configure(self, round_: int, fleet: Fleet) -> Assignment:
+        current = self.importance.snapshot()
+        moved = self.reference is None or ranking_distance(current, self.reference) > self.spec.reconfigure_threshold
+        if self.assignment is None or moved or self.fleet_id != id(fleet):
+            self.assignment = self.configure_all(fleet, current)
+            self.reference, self.fleet_id = current, id(fleet)
+            self.reconfigurations.append(round_)
+        return self.assignment
+
+    def configure_all(self, fleet: Fleet, importance: dict[Key, float]) -> Assignment:
+        """ARMSC for every client (clients with the same device figures share one computation)."""
+        n = len(fleet)
+        share = self.server_share_bytes(n)
+        columns = np.stack([fleet.flops, fleet.memory_gb, fleet.uplink_mbps, fleet.downlink_mbps, fleet.latency_ms], 1)
+        unique, inverse = np.unique(columns, axis=0, return_inverse=True)
+        configs: list[ClientConfig] = []
+        index = np.full(n, -1, dtype=np.int64)
+        per_row = []
+        for row in unique:
+            config = self.configure_client(Device(*map(float, row)), importance, share, n)
+            if config is not None and config not in configs:
+                configs.append(config)
+            per_row.append(configs.index(config) if config is not None else -1)
+        index[:] = np.array(per_row, dtype=np.int64)[inverse.ravel()]
+        return Assignment(configs, index)
+
+    def server_share_bytes(self, n_clients: int) -> float:
+        """Adapter bytes (with Adam state) each client may use on the server: the server's memory minus its
+        frozen part and one job's activations, split evenly."""
+        frozen = (self.arch.n_layers - 1) * self.arch.block_params + self.arch.head_params
+        free = self.server.memory_gb * GIB * self.server.gpus - frozen * DTYPE_BYTES[self.dtype]
+        probe = iteration_cost(self.arch, self.zero_config(1), self.batch, self.seq, self.dtype)
+        return max(0.0, free - probe.server_activation_bytes * self.server.gpus) / max(1, n_clients)
+
+    def zero_config(self, k: int) -> ClientConfig:
+        return ClientConfig(k, tuple((0,) * len(self.arch.matrices) for _ in range(self.arch.n_layers)))
+
+    def latency(self, k: int, device: Device, n_clients: int) -> float:
+        """Estimated iteration latency at split k: client compute, both transfers, and the server's time for this
+        job times the jobs it competes with (participants per GPU). Adapter FLOPs (a few percent) are left out so
+        the choice depends on the device alone: a weaker device never gets a deeper split."""
+        cost = iteration_cost(self.arch, self.zero_config(k), self.batch, self.seq, self.dtype)
+        client = (cost.client_fwd_flops + cost.client_bwd_flops) / device.flops
+        network = 0.0 if k == self.arch.n_layers else (
+            cost.uplink_bytes * 8 / (device.uplink_mbps * 1e6) + cost.downlink_bytes * 8
+            / (device.downlink_mbps * 1e6) + 2 * device.latency_ms / 1e3)
+        contention = max(1.0, n_clients / self.server.gpus)
+        return client + network + cost.server_flops / self.server.flops * contention
+
+    def memory(self, k: int, ranks: dict[Key, int]) -> int:
+        rows = [[0] * len(self.arch.matrices) for _ in range(self.arch.n_layers)]
+        for (b, m), r in ranks.items():
+            rows[b][self.arch.matrices.index(m)] = r
+        config = ClientConfig(k, tuple(tuple(r) for r in rows))
+        return iteration_cost(self.arch, config, self.batch, self.seq, self.dtype).client_memory_bytes
+
+    def split_point(self, device: Device, n_clients: int) -> int | None:
+        """The feasible split with the lowest latency (ties: the deeper); None when the budget holds none.
+        k = L (the whole model on the device, no per-iteration transfers) is a candidate when it fits."""
+        budget = device.memory_gb * GIB
+        feasible = [k for k in range(1, self.arch.n_layers + 1) if self.memory(k, {}) <= budget]
+        target = self.spec.time_target_s
+        if target is not None:
+            feasible = [k for k in feasible if self.latency(k, device, n_clients) <= target] or feasible[:1]
+        best, best_t = None, math.inf
+        for k in feasible:
+            t = self.latency(k, device, n_clients)
+            if t <= best_t * (1 + 1e-12):
+                best, best_t = k, min(t, best_t)
+        return best
+
+    def configure_client(self, device: Device, importance: dict[Key, float], server_share: float,
+                         n_clients: int) -> ClientConfig | None:
+        k = self.split_point(device, n_clients)
+        if k is None:
+            return None
+        budget = device.memory_gb * GIB
+        client_keys = [key for key in self.importance.keys if key[0] < k]
+        server_keys = [key for key in self.importance.keys if key[0] >= k]
+        ranks = greedy_ranks(self.arch, importance, client_keys, self.levels,
+                             lambda r: self.memory(k, r) <= budget)
+        per_rank = {key: sum(self.arch.matrix_shape(key[1])) * ADAPTER_BYTES * ADAM_COPIES for key in server_keys}
+        ranks |= greedy_ranks(self.arch, importance, server_keys, self.levels,
+                              lambda r: sum(per_rank[key] * r[key] for key in server_keys) <= server_share)
+        return ClientConfig.from_pattern(self.arch, k, {key: r for key, r in ranks.items() if r})
+
+    def aggregation_payload(self, assignment: Assignment, participants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Up: the client's own adapters. Down: the stacked factors of every matrix on its side of the split,
+        i.e. the ranks all participants trained there (on their devices or on the server), times in + out."""
+        up, _ = super().aggregation_payload(assignment, participants)
+        rank_sum = np.zeros((self.arch.n_layers, len(self.arch.matrices)), dtype=np.int64)
+        counts = np.bincount(assignment.index[participants], minlength=len(assignment.configs))
+        for config, count in zip(assignment.configs, counts, strict=True):
+            rank_sum += np.array(config.ranks, dtype=np.int64) * int(count)
+        width = np.array([sum(self.arch.matrix_shape(m)) for m in self.arch.matrices], dtype=np.int64)
+        per_block = (rank_sum * width).sum(axis=1) * ADAPTER_BYTES
+        cumulative = np.concatenate([[0], np.cumsum(per_block)])
+        ks = np.array([c.split_point for c in assignment.configs], dtype=np.int64)[assignment.index[participants]]
+        return up, cumulative[ks]
+
+    # -- training -------------------------------------------------------------------------------------
+    def adapter_keys(self, assignment: Assignment) -> set[Key]:
+        return set(self.importance.keys)  # configurations change between rounds: every candidate gets a slot
+
+    def global_init(self, assignment: Assignment) -> dict:
+        return {}  # adapters start fresh each round; the global model lives in the merged base
+
+    def client_adapters(self, round_: int, client: int, config: ClientConfig, global_factors: dict) -> dict:
+        return fresh_adapters(self.arch, dict(config_ranks(self.arch, config)), self.alpha,
+                              [self.seed, round_, client])
+
+    def aggregate(self, round_: int, trained: list[Trained]) -> Aggregate:
+        return Aggregate({}, weighted_head(trained), merge=stack(trained))
+
+    def observe_importance(self, round_: int, scores: dict[int, dict[Key, float]], weights: dict[int, float]):
+        self.importance.update(round_, scores, weights)
+
+    def importance_rows(self) -> list[dict]:
+        return list(self.importance.rows)
+
+    def state_dict(self) -> dict:
+        return {"scores": self.importance.snapshot(), "observed": self.importance.observed,
+                "rows": list(self.importance.rows), "reference": self.reference, "assignment": self.assignment,
+                "reconfigurations": list(self.reconfigurations)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.importance.scores, self.importance.observed = dict(state["scores"]), state["observed"]
+        self.importance.rows = list(state["rows"])
+        self.reference, self.assignment = state["reference"], state["assignment"]
+        self.reconfigurations = list(state["reconfigurations"])
+
+
+# -- NAA ------------------------------------------------------------------------------------------------------
+def stack(trained: list[Trained]) -> dict:
+    """Per matrix, over the participants that trained it: A = concat(p_i s_i A_i), B = concat(B_i), returned as
+    factors of scale 1 (alpha = their total rank), so `B @ A = sum_i p_i s_i B_i A_i` with nothing dropped."""
+    import torch
+
+    from hsplit_actors.model.lora import LoRAFactors
+
+    out = {}
+    for key in sorted({k for t in trained for k in t.factors}):
+        holders = [(t.factors[key], t.weight) for t in trained if key in t.factors and t.factors[key].rank > 0]
+        if not holders:
+            continue
+        total = sum(w for _, w in holders)
+        A = torch.cat([(w / total) * f.scale * f.A for f, w in holders], dim=0)
+        B = torch.cat([f.B for f, _ in holders], dim=1)
+        out[key] = LoRAFactors(A, B, float(A.shape[0]))
+    return out
