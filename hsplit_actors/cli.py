@@ -1,4 +1,5 @@
-"""The `hsplit` command: validate a scenario, plan it (timing only) or run it (real training on Ray)."""
+"""The `hsplit` command: validate a scenario, plan it (timing only), run it (real training on Ray), or compare
+methods on it."""
 
 from __future__ import annotations
 
@@ -95,6 +96,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from hsplit_actors.compare import compare, parse_methods
+    from hsplit_actors.scenario import load_scenario
+
+    scenario = _with_overrides(load_scenario(args.scenario), args)
+    methods = parse_methods(args.methods, scenario)
+    if args.local:
+        scenario = scenario.model_copy(update={"train": scenario.train.model_copy(update={"local": True})})
+    total = sum(g.count for g in scenario.fleet) * scenario.rounds * scenario.local_iterations
+    show = scenario.progress and not args.quiet and sys.stderr.isatty()
+    bars: list = []
+
+    def on_method(name: str):
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        if not show:
+            return None
+        progress, update = _progress(scenario, total, f"{name} training steps")
+        progress.start()
+        bars.append(progress)
+        return update
+
+    try:
+        directory, table = compare(scenario, methods, args.out, args.address, on_method)
+    finally:
+        for progress in bars:
+            progress.stop()
+    from hsplit_actors.compare import to_markdown
+
+    print(to_markdown(table, "metric"))
+    print(f"comparison: {directory}/comparison.csv, comparison.md, comparison.png; one run directory per method")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hsplit", description="Heterogeneous split LoRA fine-tuning, simulated.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,6 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--local", action="store_true", help="hosts in this process instead of Ray actors")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
+    c = sub.add_parser("compare", help="run several methods on the same fleet, data and seed; table and plot")
+    c.add_argument("scenario", type=Path)
+    c.add_argument("--methods", help="comma-separated, e.g. hsplitlora,splitlora (default: compare.methods)")
+    c.add_argument("--out", help="directory to write (default: <output_dir>/<name>-compare-<time>)")
+    c.add_argument("--output-dir", help="parent folder (overrides the scenario)")
+    c.add_argument("--seed", type=int, help="override the scenario seed")
+    c.add_argument("--address", help="join a running Ray cluster (e.g. auto); default: start one locally")
+    c.add_argument("--local", action="store_true", help="hosts in this process instead of Ray actors")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=cmd_compare)
     return parser
 
 

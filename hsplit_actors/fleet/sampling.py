@@ -30,6 +30,20 @@ class Fleet:
     def __len__(self) -> int:
         return len(self.device)
 
+    @classmethod
+    def explicit(cls, device: list[str], flops: list[float], memory_gb: list[float],
+                 uplink_mbps: list[float] | None = None, downlink_mbps: list[float] | None = None,
+                 latency_ms: list[float] | None = None) -> Fleet:
+        """A fleet given column by column (for notebooks and tests); always on-line, one group per device."""
+        n = len(device)
+
+        def column(values, default: float) -> np.ndarray:
+            return np.asarray(values if values is not None else [default] * n, dtype=float)
+
+        return cls(np.array(device, dtype=object), np.arange(n), column(flops, 0), column(memory_gb, 0),
+                   column(uplink_mbps, 50.0), column(downlink_mbps, 100.0), column(latency_ms, 15.0),
+                   np.ones(n), np.zeros(n, dtype=np.int64), [None] * n)
+
     def online(self, client: int, t: float) -> bool:
         """Whether device `client` is on-line at virtual time `t` (always, unless it has windows)."""
         return self.group_online(int(self.group[client]), t)

@@ -167,11 +167,18 @@ class HSplitLoRA(Strategy):
     def zero_config(self, k: int) -> ClientConfig:
         return ClientConfig(k, tuple((0,) * len(self.arch.matrices) for _ in range(self.arch.n_layers)))
 
+    def reference_config(self, k: int) -> ClientConfig:
+        """The smallest adapters (least positive rank of Q on every candidate matrix): what latency is estimated
+        on, so the backward through adapted blocks counts but the estimate does not depend on the budget."""
+        low = min(r for r in self.levels if r > 0)
+        return ClientConfig.uniform(self.arch, k, low, self.matrices)
+
     def latency(self, k: int, device: Device, n_clients: int) -> float:
         """Estimated iteration latency at split k: client compute, both transfers, and the server's time for this
-        job times the jobs it competes with (participants per GPU). Adapter FLOPs (a few percent) are left out so
-        the choice depends on the device alone: a weaker device never gets a deeper split."""
-        cost = iteration_cost(self.arch, self.zero_config(k), self.batch, self.seq, self.dtype)
+        job times the jobs it competes with (participants per GPU), on `reference_config(k)`. Because that
+        configuration is the same for every device, a weaker device (less compute and memory, the same network)
+        never gets a deeper split than a stronger one."""
+        cost = iteration_cost(self.arch, self.reference_config(k), self.batch, self.seq, self.dtype)
         client = (cost.client_fwd_flops + cost.client_bwd_flops) / device.flops
         network = 0.0 if k == self.arch.n_layers else (
             cost.uplink_bytes * 8 / (device.uplink_mbps * 1e6) + cost.downlink_bytes * 8
