@@ -16,11 +16,17 @@ from hsplit_actors.costmodel import ClientConfig, ModelArch, iteration_cost
 from hsplit_actors.costmodel.presets import build_config
 from hsplit_actors.fleet import Fleet
 from hsplit_actors.methods import METHODS, make_strategy
-from hsplit_actors.methods.base import GIB, ServerInfo, Trained, fedavg
+from hsplit_actors.methods.base import GIB, ServerInfo, Trained, fedavg, fresh_adapters
 from hsplit_actors.methods.hetlora import tail_norm, zero_pad_aggregate
 from hsplit_actors.methods.hsplitlora import Importance, ranking_distance, stack
+from hsplit_actors.model.families import family_of
 from hsplit_actors.model.lora import LoRAFactors
+from hsplit_actors.model.split import SplitModel
 from hsplit_actors.scenario.schema import HetLoRASpec, HSplitLoRASpec
+from hsplit_actors.training.hosts import _clone_parameters
+from hsplit_actors.training.importance import ImportanceProbe
+from hsplit_actors.training.slots import Slots
+from tests.test_split import batch, small_model
 
 MINILM = ModelArch.from_hf_config(build_config("minilm-l6"))
 
@@ -224,28 +230,14 @@ def test_importance_normalises_by_per_rank_cost_weights_by_data_and_smooths() ->
 def test_importance_hooks_measure_mean_abs_w_times_the_true_weight_gradient() -> None:
     """The probe's score equals mean(|W * W.grad|) from autograd with W made trainable, on every matrix,
     including block 0 whose inputs need no gradient during ordinary training."""
-    from hsplit_actors.model.split import SplitModel
-    from hsplit_actors.training.importance import ImportanceProbe
-    from hsplit_actors.training.slots import Slots
-    from tests.test_split import batch, small_model
-
-    model = small_model("bert").eval()
-    family_model = model
-    from hsplit_actors.model.families import family_of
-
-    family = family_of(family_model)
+    model = small_model("bert").eval()  # eval: no dropout, so the two passes compute the same thing
+    family = family_of(model)
     family.prepare(model)
     for p in model.parameters():
         p.requires_grad_(False)
-    keys = [(b, m) for b in range(4) for m in family.matrix_paths]
-    slots = Slots(model, keys)
-    from hsplit_actors.methods.base import fresh_adapters
-
-    arch = ModelArch.from_hf_config(model.config)
-    init = fresh_adapters(arch, {(2, "value"): 4}, lambda r: 8.0, [0])
-    from hsplit_actors.training.hosts import _clone_parameters
-
-    adapters = _clone_parameters(init, init)
+    slots = Slots(model, [(b, m) for b in range(4) for m in family.matrix_paths])
+    init = fresh_adapters(ModelArch.from_hf_config(model.config), {(2, "value"): 4}, lambda r: 8.0, [0])
+    adapters = _clone_parameters(init, init)  # one trained adapter; every other slot is empty
     with torch.no_grad():
         adapters[(2, "value")].B.normal_(0, 0.1)
     slots.load(adapters)
@@ -254,7 +246,7 @@ def test_importance_hooks_measure_mean_abs_w_times_the_true_weight_gradient() ->
     sink: dict = {}
     with ImportanceProbe(slots.modules, range(4), sink, family.embedding_modules(model)):
         split.loss(split.client(ids, mask), labels).backward()
-    for key, module in slots.modules.items():
+    for module in slots.modules.values():
         module.get_base_layer().weight.requires_grad_(True)
     split.loss(split.client(ids, mask), labels).backward()
     for key, module in slots.modules.items():
