@@ -97,3 +97,38 @@ def phase_breakdown_plot(events: pd.DataFrame, clients: pd.DataFrame, ax=None):
     ax.set_title("time per phase by device type")
     ax.legend(fontsize=8, ncol=3)
     return ax
+
+
+def importance_matrix(importance: pd.DataFrame, round_: int | None = None) -> pd.DataFrame:
+    """IWI's smoothed score per block (rows) and matrix (columns) after `round_` (default: the last round)."""
+    if importance.empty:
+        return pd.DataFrame()
+    chosen = importance["round"].max() if round_ is None else round_
+    last = importance[importance["round"] == chosen]
+    return last.pivot(index="block", columns="matrix", values="score")
+
+
+def importance_heatmap(importance: pd.DataFrame, round_: int | None = None, ax=None):
+    """Where HSplitLoRA found importance (score per unit of rank cost): darker is more important."""
+    table = importance_matrix(importance, round_)
+    ax = _axes(ax, figsize=(6, 4))
+    image = ax.imshow(table.to_numpy(), cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(table.columns)), table.columns, rotation=30)
+    ax.set_yticks(range(len(table.index)), [f"block {b + 1}" for b in table.index])
+    ax.figure.colorbar(image, ax=ax, label="importance I_m")
+    ax.set_title("IWI importance" + ("" if round_ is None else f", round {round_}"))
+    return ax
+
+
+def rank_map(clients: pd.DataFrame) -> pd.DataFrame:
+    """Each client's split point and total rank per matrix, from the clients table's `ranks` JSON."""
+    import json
+
+    rows = []
+    for row in clients.itertuples(index=False):
+        if not row.feasible:
+            continue
+        ranks = json.loads(row.ranks)
+        rows.append({"client": row.client, "device": row.device, "split_point": row.split_point,
+                     **{m: int(sum(r)) for m, r in ranks.items()}})
+    return pd.DataFrame(rows)

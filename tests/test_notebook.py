@@ -27,3 +27,21 @@ def test_timeline_notebook_executes(mode: str, write_scenario, tmp_path: Path, m
     assert len(images) == 3
     errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+
+
+def test_compare_notebook_executes(write_scenario, tmp_path: Path, monkeypatch) -> None:
+    """On a two-method comparison: the table, the metric plot and HSplitLoRA's importance heatmap."""
+    from tests.test_run_methods import MIXED
+
+    out = tmp_path / "cmp"
+    raw = tiny_training_scenario(**MIXED, rounds=1)
+    assert main(["compare", str(write_scenario(raw)), "--methods", "hsplitlora,fedit", "--out", str(out),
+                 "--local", "--quiet"]) == 0
+    notebook = nbformat.read(REPO / "analysis" / "compare.ipynb", as_version=4)
+    monkeypatch.setenv("HSPLIT_COMPARE_DIR", str(out))
+    NotebookClient(notebook, timeout=180, kernel_name="python3",
+                   resources={"metadata": {"path": str(REPO / "analysis")}}).execute()
+    errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    images = [o for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) == 2
