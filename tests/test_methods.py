@@ -167,7 +167,7 @@ def test_a_weaker_device_never_gets_a_deeper_split(a, b, up) -> None:
 
 def test_splits_follow_compute_and_network() -> None:
     """Fast devices on slow links keep the whole model; slow devices on fast links send activations early."""
-    strategy = hsplit()
+    strategy = hsplit(allow_federated=True)
     fleet = Fleet.explicit(["slow_fast_link", "fast_slow_link"], flops=[1.4e11, 1.4e12], memory_gb=[0.3, 0.3],
                            uplink_mbps=[500.0, 20.0], downlink_mbps=[1000.0, 40.0])
     assignment = strategy.configure(0, fleet)
@@ -258,3 +258,18 @@ def test_importance_hooks_measure_mean_abs_w_times_the_true_weight_gradient() ->
 def test_every_method_is_registered_and_selected_by_name() -> None:
     assert set(METHODS) == {"hsplitlora", "splitlora", "hetlora", "fedit", "flora", "sfl", "cenlora"}
     assert math.isclose(hsplit().importance.beta, 0.85)
+
+
+def test_armsc_splits_every_device_unless_federated_is_allowed_and_the_server_set_is_shared() -> None:
+    fleet = Fleet.explicit(["fast_slow_link"] * 2, flops=[1.4e12, 5e12], memory_gb=[0.3, 0.3],
+                           uplink_mbps=[20.0, 20.0], downlink_mbps=[40.0, 40.0])
+    strategy = hsplit()
+    assignment = strategy.configure(0, fleet)
+    configs = [assignment.configs[j] for j in assignment.index]
+    assert all(1 <= c.split_point < MINILM.n_layers for c in configs)
+    # the blocks after each split carry the one server set's ranks, chosen under the server's memory
+    for c in configs:
+        for b in range(c.split_point, MINILM.n_layers):
+            for j, m in enumerate(MINILM.matrices):
+                assert c.ranks[b][j] == strategy.server_ranks.get((b, m), 0)
+    assert strategy.shared_server and set(strategy.server_adapters(0)) == set(strategy.server_ranks)

@@ -126,6 +126,11 @@ class Strategy(ABC):
         """The adapters `client` starts the round with (both sides of its split): here, the global ones."""
         return {key: global_factors[key] for key, _ in config_ranks(self.arch, config)}
 
+    def server_adapters(self, round_: int) -> dict | None:
+        """A shared server set of the method's own making for this round (HSplitLoRA), or None: the shared set
+        then starts from each participant's `client_adapters` (SplitLoRA, SFL-V2, CenLoRA)."""
+        return None
+
     def aggregate(self, round_: int, trained: list[Trained]) -> Aggregate:
         """FedAvg of A and of B separately, per matrix, over the participants that trained it."""
         return Aggregate(*fedavg(trained))

@@ -5,9 +5,11 @@ IWI   the hosts report `s_m = mean(|W * dL/dW|)` per (block, matrix) from hooks 
       (`training/importance.py`); `Importance` normalises by the per-rank cost `in + out`, combines clients by data
       size and smooths over rounds.
 ARMSC per client: the split point with the lowest estimated iteration latency among those its memory holds
-      (ties: deeper), then ranks from Q greedily by importance gained per byte, until the budget is spent; the
-      server-side matrices the same way under the client's share of the server's memory. Reconfigured only when
-      the importance ranking has moved past a threshold since the last configuration (hysteresis).
+      (ties: deeper), then ranks from Q greedily by importance gained per byte, until the budget is spent. The
+      server keeps one adapter set for the blocks after the splits, trained on every client's activations in
+      arrival order (as SplitLoRA's server side, so it sees all clients' data); its ranks follow the same rule
+      under the server's memory. Reconfigured only when the importance ranking has moved past a threshold since
+      the last configuration (hysteresis).
 NAA   per matrix, `A = concat(p_i s_i A_i)`, `B = concat(B_i)`, so `B A = sum p_i s_i B_i A_i` exactly for any
       mix of ranks and split points; every host folds it into its frozen base and clients restart their adapters.
 """
@@ -117,6 +119,7 @@ def greedy_ranks(arch: ModelArch, importance: dict[Key, float], keys: list[Key],
 class HSplitLoRA(Strategy):
     name = "hsplitlora"
     restarts_adapters = True
+    shared_server = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -126,6 +129,7 @@ class HSplitLoRA(Strategy):
         self.importance_iterations = self.spec.importance_iterations
         self.reference: dict[Key, float] | None = None  # the importance the current configuration was built on
         self.assignment: Assignment | None = None
+        self.server_ranks: dict[Key, int] = {}  # the shared server-side set (blocks 2..L can be on the server)
         self.fleet_id: int | None = None
         self.reconfigurations: list[int] = []
 
@@ -142,27 +146,31 @@ class HSplitLoRA(Strategy):
     def configure_all(self, fleet: Fleet, importance: dict[Key, float]) -> Assignment:
         """ARMSC for every client (clients with the same device figures share one computation)."""
         n = len(fleet)
-        share = self.server_share_bytes(n)
+        self.server_ranks = self.allocate_server(importance)
         columns = np.stack([fleet.flops, fleet.memory_gb, fleet.uplink_mbps, fleet.downlink_mbps, fleet.latency_ms], 1)
         unique, inverse = np.unique(columns, axis=0, return_inverse=True)
         configs: list[ClientConfig] = []
         index = np.full(n, -1, dtype=np.int64)
         per_row = []
         for row in unique:
-            config = self.configure_client(Device(*map(float, row)), importance, share, n)
+            config = self.configure_client(Device(*map(float, row)), importance, n)
             if config is not None and config not in configs:
                 configs.append(config)
             per_row.append(configs.index(config) if config is not None else -1)
         index[:] = np.array(per_row, dtype=np.int64)[inverse.ravel()]
         return Assignment(configs, index)
 
-    def server_share_bytes(self, n_clients: int) -> float:
-        """Adapter bytes (with Adam state) each client may use on the server: the server's memory minus its
-        frozen part and one job's activations, split evenly."""
+    def allocate_server(self, importance: dict[Key, float]) -> dict[Key, int]:
+        """Ranks of the shared server-side set: greedy by importance per byte under the server's memory, less
+        its largest frozen part and one job's activations."""
         frozen = (self.arch.n_layers - 1) * self.arch.block_params + self.arch.head_params
-        free = self.server.memory_gb * GIB * self.server.gpus - frozen * DTYPE_BYTES[self.dtype]
         probe = iteration_cost(self.arch, self.zero_config(1), self.batch, self.seq, self.dtype)
-        return max(0.0, free - probe.server_activation_bytes * self.server.gpus) / max(1, n_clients)
+        free = (self.server.memory_gb * GIB - frozen * DTYPE_BYTES[self.dtype] - probe.server_activation_bytes) \
+            * self.server.gpus
+        keys = [key for key in self.importance.keys if key[0] >= 1]
+        per_rank = {key: sum(self.arch.matrix_shape(key[1])) * ADAPTER_BYTES * ADAM_COPIES for key in keys}
+        return greedy_ranks(self.arch, importance, keys, self.levels,
+                            lambda r: sum(per_rank[key] * r[key] for key in keys) <= free)
 
     def zero_config(self, k: int) -> ClientConfig:
         return ClientConfig(k, tuple((0,) * len(self.arch.matrices) for _ in range(self.arch.n_layers)))
@@ -195,9 +203,11 @@ class HSplitLoRA(Strategy):
 
     def split_point(self, device: Device, n_clients: int) -> int | None:
         """The feasible split with the lowest latency (ties: the deeper); None when the budget holds none.
-        k = L (the whole model on the device, no per-iteration transfers) is a candidate when it fits."""
+        k = L (the whole model on the device, no per-iteration transfers) is a candidate only with
+        `allow_federated`: a device that trains alone on its own data drifts under non-iid data."""
         budget = device.memory_gb * GIB
-        feasible = [k for k in range(1, self.arch.n_layers + 1) if self.memory(k, {}) <= budget]
+        deepest = self.arch.n_layers if self.spec.allow_federated else self.arch.n_layers - 1
+        feasible = [k for k in range(1, deepest + 1) if self.memory(k, {}) <= budget]
         target = self.spec.time_target_s
         if target is not None:
             feasible = [k for k in feasible if self.latency(k, device, n_clients) <= target] or feasible[:1]
@@ -208,19 +218,16 @@ class HSplitLoRA(Strategy):
                 best, best_t = k, min(t, best_t)
         return best
 
-    def configure_client(self, device: Device, importance: dict[Key, float], server_share: float,
-                         n_clients: int) -> ClientConfig | None:
+    def configure_client(self, device: Device, importance: dict[Key, float], n_clients: int) -> ClientConfig | None:
+        """The device's split and ranks; the blocks after its split carry the shared server set's ranks."""
         k = self.split_point(device, n_clients)
         if k is None:
             return None
         budget = device.memory_gb * GIB
         client_keys = [key for key in self.importance.keys if key[0] < k]
-        server_keys = [key for key in self.importance.keys if key[0] >= k]
         ranks = greedy_ranks(self.arch, importance, client_keys, self.levels,
                              lambda r: self.memory(k, r) <= budget)
-        per_rank = {key: sum(self.arch.matrix_shape(key[1])) * ADAPTER_BYTES * ADAM_COPIES for key in server_keys}
-        ranks |= greedy_ranks(self.arch, importance, server_keys, self.levels,
-                              lambda r: sum(per_rank[key] * r[key] for key in server_keys) <= server_share)
+        ranks |= {key: r for key, r in self.server_ranks.items() if key[0] >= k}
         return ClientConfig.from_pattern(self.arch, k, {key: r for key, r in ranks.items() if r})
 
     def aggregation_payload(self, assignment: Assignment, participants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -245,10 +252,18 @@ class HSplitLoRA(Strategy):
         return {}  # adapters start fresh each round; the global model lives in the merged base
 
     def client_adapters(self, round_: int, client: int, config: ClientConfig, global_factors: dict) -> dict:
-        return fresh_adapters(self.arch, dict(config_ranks(self.arch, config)), self.alpha,
-                              [self.seed, round_, client])
+        """Fresh adapters for the device's blocks (the server side is the shared set)."""
+        ranks = {key: r for key, r in config_ranks(self.arch, config) if key[0] < config.split_point}
+        return fresh_adapters(self.arch, ranks, self.alpha, [self.seed, round_, client])
+
+    def server_adapters(self, round_: int) -> dict | None:
+        """The shared server-side set for this round, fresh (its previous round was merged)."""
+        server_id = 2**31 - 1  # seeds the server's set apart from every client's
+        return fresh_adapters(self.arch, dict(self.server_ranks), self.alpha, [self.seed, round_, server_id])
 
     def aggregate(self, round_: int, trained: list[Trained]) -> Aggregate:
+        """NAA. The shared server copy appears in the trained set of every client that used it, each time with
+        that client's weight: its contribution is exactly (sum of their p_i) s B A."""
         return Aggregate({}, weighted_head(trained), merge=stack(trained))
 
     def observe_importance(self, round_: int, scores: dict[int, dict[Key, float]], weights: dict[int, float]):
@@ -260,13 +275,14 @@ class HSplitLoRA(Strategy):
     def state_dict(self) -> dict:
         return {"scores": self.importance.snapshot(), "observed": self.importance.observed,
                 "rows": list(self.importance.rows), "reference": self.reference, "assignment": self.assignment,
-                "reconfigurations": list(self.reconfigurations)}
+                "reconfigurations": list(self.reconfigurations), "server_ranks": dict(self.server_ranks)}
 
     def load_state_dict(self, state: dict) -> None:
         self.importance.scores, self.importance.observed = dict(state["scores"]), state["observed"]
         self.importance.rows = list(state["rows"])
         self.reference, self.assignment = state["reference"], state["assignment"]
         self.reconfigurations = list(state["reconfigurations"])
+        self.server_ranks = dict(state["server_ranks"])
 
 
 # -- NAA ------------------------------------------------------------------------------------------------------

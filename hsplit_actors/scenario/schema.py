@@ -147,6 +147,7 @@ class _MethodBase(Strict):
     targets: list[Matrix] = Field(default_factory=lambda: ["query", "value"])
     rank: PositiveInt = 4
     alpha: PositiveFloat | None = None  # LoRA alpha; default 2 x rank
+    lr: PositiveFloat | None = None  # this method's learning rate (default: train.lr); for `hsplit compare`
 
 
 class SFLSpec(_MethodBase):
@@ -192,6 +193,7 @@ class HSplitLoRASpec(_MethodBase):
     reconfigure_threshold: Annotated[float, Field(ge=0, le=1)] = 0.1  # Kendall distance that triggers ARMSC
     importance_iterations: Annotated[int, Field(ge=0)] = 1  # calibration iterations per round (0: IWI off)
     time_target_s: PositiveFloat | None = None  # per-iteration latency target for the split choice
+    allow_federated: bool = False  # may ARMSC put the whole model on a device (k = L) when that is fastest
 
 
 class CenLoRASpec(_MethodBase):

@@ -56,6 +56,9 @@ class TrainingExecutor(Executor):
             return
         calls = []
         keep = not self.strategy.restarts_adapters
+        shared = self.strategy.server_adapters(round_) if self.strategy.shared_server else None
+        if shared is not None:
+            calls.append(self.rt.call(self.server, "load_shared", shared, self.head, keep))
         for c in participants.tolist():
             config = assignment.configs[assignment.index[c]]
             k = self.split_point[c] = config.split_point
@@ -64,7 +67,10 @@ class TrainingExecutor(Executor):
             indices = None if c in self.registered else self.partitions[c]
             calls.append(self.rt.call(self.host(c), "load_client", c, k, indices, factors, self.head, keep,
                                       regulariser))
-            calls.append(self.rt.call(self.server, "load_client", c, k, factors, self.head, keep))
+            if shared is None:
+                calls.append(self.rt.call(self.server, "load_client", c, k, factors, self.head, keep))
+            else:
+                calls.append(self.rt.call(self.server, "register", c, k))
             self.registered.add(c)
         self.rt.get(calls)
         self.saved = self._capture()  # the round's starting state: a fault this round restores exactly this

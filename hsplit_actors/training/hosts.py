@@ -388,6 +388,14 @@ class ServerHost(_Host):
         self.states[owner] = load_state(self.states.get(owner), own, head, self.setup.lr, keep_optimizer,
                                         self.device)
 
+    def load_shared(self, factors: Factors, head: dict[str, torch.Tensor] | None, keep_optimizer: bool) -> None:
+        """A round's start for the shared server set, when the method makes it itself (HSplitLoRA)."""
+        self.states[-1] = load_state(self.states.get(-1), factors, head, self.setup.lr, keep_optimizer, self.device)
+
+    def register(self, cid: int, split_point: int) -> None:
+        """Where `cid` splits this round (its server side is the shared set)."""
+        self.split_points[cid] = split_point
+
     def state_of(self, cid: int) -> AdapterState:
         return self.states[-1 if self.shared else cid]
 

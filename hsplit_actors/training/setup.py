@@ -86,7 +86,8 @@ def initial_adapters(scenario: Scenario, model, strategy: Strategy, assignment: 
 
 
 def host_setup(scenario: Scenario, keys: tuple[Key, ...]) -> HostSetup:
-    return HostSetup(seed=scenario.seed, batch_size=scenario.data.batch_size, lr=scenario.train.lr,
+    lr = scenario.method.lr or scenario.train.lr  # a method may have its own (hsplit compare)
+    return HostSetup(seed=scenario.seed, batch_size=scenario.data.batch_size, lr=lr,
                      threads=scenario.train.threads_per_actor, keys=keys,
                      recompute=scenario.train.recompute_activations)
 
