@@ -126,6 +126,7 @@ def plot_comparison(results: dict[str, tuple[RunTables, dict, Path]], metric: st
     ax.set_xlabel("virtual time (s)")
     ax.set_ylabel(metric)
     ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -113,3 +113,20 @@ def test_compare_rejects_unknown_methods_and_bad_method_settings(tmp_path: Path,
     err = capsys.readouterr().err
     assert "compare.per_method.hetlora" in err and "rnk" in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_the_recorded_experiment_reproduces(tmp_path: Path) -> None:
+    """RESULTS.md's numbers come from `hsplit compare scenarios/hetero_minilm_sst2.yaml`; a seeded rerun of two of
+    its methods gives the same metrics and virtual times (about 15 minutes on 2 cores)."""
+    from tests.conftest import REPO
+
+    recorded = pd.read_csv(REPO / "results" / "hetero_minilm_sst2" / "comparison.csv").set_index("method")
+    out = tmp_path / "cmp"
+    assert main(["compare", str(REPO / "scenarios" / "hetero_minilm_sst2.yaml"), "--methods",
+                 "hsplitlora,splitlora", "--out", str(out), "--local", "--quiet"]) == 0
+    rerun = pd.read_csv(out / "comparison.csv").set_index("method")
+    for method in ("hsplitlora", "splitlora"):
+        for column in ("final_metric", "best_metric", "time_to_target_s", "virtual_time_s", "bytes_moved",
+                       "participants"):
+            assert rerun.loc[method, column] == recorded.loc[method, column], (method, column)
