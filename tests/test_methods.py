@@ -22,7 +22,7 @@ from hsplit_actors.methods.hsplitlora import Importance, ranking_distance, stack
 from hsplit_actors.model.families import family_of
 from hsplit_actors.model.lora import LoRAFactors
 from hsplit_actors.model.split import SplitModel
-from hsplit_actors.scenario.schema import HetLoRASpec, HSplitLoRASpec
+from hsplit_actors.scenario.schema import CenLoRASpec, HetLoRASpec, HSplitLoRASpec
 from hsplit_actors.training.hosts import _clone_parameters
 from hsplit_actors.training.importance import ImportanceProbe
 from hsplit_actors.training.slots import Slots
@@ -273,3 +273,19 @@ def test_armsc_splits_every_device_unless_federated_is_allowed_and_the_server_se
             for j, m in enumerate(MINILM.matrices):
                 assert c.ranks[b][j] == strategy.server_ranks.get((b, m), 0)
     assert strategy.shared_server and set(strategy.server_adapters(0)) == set(strategy.server_ranks)
+
+
+def test_fedavg_is_the_data_weighted_mean_over_holders_and_needs_one_rank() -> None:
+    """FedIT / SplitLoRA / SFL's law, A and B averaged separately; CenLoRA's single shared set passes through."""
+    a, b = factors(4, 1), factors(4, 2)
+    trained = [Trained(0, 1.0, {(0, "query"): a, (1, "value"): a}, {"0.w": torch.ones(2)}),
+               Trained(1, 3.0, {(0, "query"): b}, {"0.w": torch.zeros(2)})]
+    out, head = fedavg(trained)
+    torch.testing.assert_close(out[(0, "query")].A, 0.25 * a.A + 0.75 * b.A)
+    torch.testing.assert_close(out[(0, "query")].B, 0.25 * a.B + 0.75 * b.B)
+    torch.testing.assert_close(out[(1, "value")].A, a.A)  # held by one participant: kept as it is
+    torch.testing.assert_close(head["0.w"], torch.full((2,), 0.25))
+    with pytest.raises(ValueError, match="needs one rank"):
+        fedavg([Trained(0, 1.0, {(0, "query"): a}, {}), Trained(1, 1.0, {(0, "query"): factors(2, 3)}, {})])
+    cen = make_strategy(CenLoRASpec(name="cenlora"), MINILM, 16, 48, "float32")
+    assert cen.aggregate(0, trained).factors[(0, "query")] is a
