@@ -113,6 +113,17 @@ def test_make_run_default_scenario_reaches_good_accuracy(tmp_path: Path) -> None
     assert read_run(tmp_path / "q").rounds["eval_metric"].iloc[-1] > 0.75
 
 
+def interrupted_copy(full_dir: Path, cut: Path, rounds: int) -> Path:
+    """An interrupted run: the scenario and the first `rounds` checkpoints of `full_dir`, no tables, no meta."""
+    import shutil
+
+    (cut / "checkpoints").mkdir(parents=True)
+    shutil.copy(full_dir / "scenario.yaml", cut / "scenario.yaml")
+    for r in range(rounds):
+        shutil.copy(full_dir / "checkpoints" / f"round_{r:04d}.pt", cut / "checkpoints")
+    return cut
+
+
 def _same_tables(a, b) -> None:
     pd.testing.assert_frame_equal(a.events, b.events)
     pd.testing.assert_frame_equal(a.rounds.drop(columns="wall_s"), b.rounds.drop(columns="wall_s"))
@@ -132,18 +143,11 @@ def test_a_killed_client_actor_is_restarted_and_the_run_ends_as_without_the_faul
 
 
 def test_resume_from_a_checkpoint_ends_with_the_tables_of_an_uninterrupted_run(tmp_path: Path) -> None:
-    import shutil
-
     raw = tiny_training_scenario(rounds=3, train={"eval_samples": 32, "lr": 0.01, "local": True})
     full_dir, full, _ = _run(raw, tmp_path / "full")
     assert sorted(p.name for p in (full_dir / "checkpoints").iterdir()) == [
         "round_0000.pt", "round_0001.pt", "round_0002.pt"]
-    # an interrupted run: its scenario and the checkpoints of rounds 0 and 1, no tables, no meta.json
-    cut = tmp_path / "cut"
-    (cut / "checkpoints").mkdir(parents=True)
-    shutil.copy(full_dir / "scenario.yaml", cut / "scenario.yaml")
-    for name in ("round_0000.pt", "round_0001.pt"):
-        shutil.copy(full_dir / "checkpoints" / name, cut / "checkpoints" / name)
+    cut = interrupted_copy(full_dir, tmp_path / "cut", rounds=2)
     directory, resumed, extra = run(None, resume=cut)
     assert extra["resumed_from_round"] == 1 and directory == cut
     _same_tables(full, resumed)
@@ -152,14 +156,9 @@ def test_resume_from_a_checkpoint_ends_with_the_tables_of_an_uninterrupted_run(t
 
 
 def test_cli_resume(tmp_path: Path, write_scenario, capsys) -> None:
-    import shutil
-
     raw = tiny_training_scenario(rounds=2, train={"eval_samples": 32, "lr": 0.01, "local": True})
     assert main(["run", str(write_scenario(raw)), "--out", str(tmp_path / "a"), "--quiet"]) == 0
-    cut = tmp_path / "b"
-    (cut / "checkpoints").mkdir(parents=True)
-    shutil.copy(tmp_path / "a" / "scenario.yaml", cut / "scenario.yaml")
-    shutil.copy(tmp_path / "a" / "checkpoints" / "round_0000.pt", cut / "checkpoints")
+    cut = interrupted_copy(tmp_path / "a", tmp_path / "b", rounds=1)
     assert main(["run", "--resume", str(cut), "--quiet"]) == 0
     _same_tables(read_run(tmp_path / "a"), read_run(cut))
     assert main(["run", "--resume", str(tmp_path / "nowhere"), "--quiet"]) == 2

@@ -3,7 +3,6 @@ merges into the base, IWI) is as deterministic and resumable as a FedAvg run; `h
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from hsplit_actors.runs import read_run
 from hsplit_actors.scenario import parse_scenario
 from hsplit_actors.training.run import run
 from tests.conftest import tiny_training_scenario
-from tests.test_run import _same_tables
+from tests.test_run import _same_tables, interrupted_copy
 
 # A slow device on a fast link and a fast device on a slow link: ARMSC splits the first early and keeps the
 # whole model on the second, so one run mixes split points (and ranks) and NAA stacks across them.
@@ -53,12 +52,7 @@ def test_hsplitlora_mixes_split_points_and_is_identical_on_two_actors_and_in_pro
 def test_hsplitlora_resumes_to_the_tables_of_an_uninterrupted_run(tmp_path: Path) -> None:
     raw = tiny_training_scenario(**MIXED, rounds=3, train={"eval_samples": 32, "lr": 0.01, "local": True})
     full_dir, full, _ = _run(raw, tmp_path / "full")
-    cut = tmp_path / "cut"
-    (cut / "checkpoints").mkdir(parents=True)
-    shutil.copy(full_dir / "scenario.yaml", cut / "scenario.yaml")
-    for name in ("round_0000.pt", "round_0001.pt"):
-        shutil.copy(full_dir / "checkpoints" / name, cut / "checkpoints" / name)
-    _, resumed, _ = run(None, resume=cut)
+    _, resumed, _ = run(None, resume=interrupted_copy(full_dir, tmp_path / "cut", rounds=2))
     _same_tables(full, resumed)
     pd.testing.assert_frame_equal(full.importance, resumed.importance)
 

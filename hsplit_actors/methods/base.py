@@ -169,8 +169,8 @@ def config_ranks(arch: ModelArch, config: ClientConfig):
 
 
 def fresh_adapters(arch: ModelArch, ranks: dict[Key, int], alpha, seed_parts: list[int]) -> dict:
-    """New adapters (A Kaiming-uniform as peft, B = 0) at `ranks`, seeded by `seed_parts` and the key alone, so
-    a client's starting point does not depend on which other keys or clients exist."""
+    """New adapters (A Kaiming-uniform as peft, B = 0: a no-op to start) at `ranks`, seeded by `seed_parts` and
+    the key alone, so a client's starting point does not depend on which other keys or clients exist."""
     import torch
 
     from hsplit_actors.model.lora import LoRAFactors

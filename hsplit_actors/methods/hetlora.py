@@ -40,8 +40,7 @@ class HetLoRA(Strategy):
         configs: list[ClientConfig] = []
         index = np.full(len(fleet), -1, dtype=np.int64)
         for c in np.flatnonzero(by_budget.feasible).tolist():
-            rank = by_budget.configs[by_budget.index[c]].ranks
-            r = max(max(row) for row in rank)
+            r = self.rank_of(by_budget.configs[by_budget.index[c]])
             config = self.uniform(self.arch.n_layers, min(r, self.pruned.get(c, r)))
             if config not in configs:
                 configs.append(config)

@@ -338,9 +338,6 @@ class ClientHost(_Host):
         vc.state.step()
         return loss
 
-    def client_ids(self) -> list[int]:
-        return sorted(self.clients)
-
     def export(self, cids: list[int]) -> dict[int, tuple[Factors, dict[str, torch.Tensor]]]:
         return {c: self.clients[c].state.export() for c in cids}
 

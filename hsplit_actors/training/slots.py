@@ -8,7 +8,6 @@ Autograd keeps the tensors a forward pass used, so a client's pending backward i
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -37,14 +36,6 @@ class Adapter:
         with torch.no_grad():
             self.A.copy_(factors.A)
             self.B.copy_(factors.B)
-
-
-def new_adapter(shape: tuple[int, int], rank: int, alpha: float, generator: torch.Generator) -> Adapter:
-    """peft's initialisation: A Kaiming-uniform, B = 0 (the adapter starts as a no-op)."""
-    out_features, in_features = shape
-    bound = 1 / math.sqrt(in_features)  # kaiming_uniform_ with a = sqrt(5)
-    A = (torch.rand(rank, in_features, generator=generator) * 2 - 1) * bound
-    return Adapter(nn.Parameter(A), nn.Parameter(torch.zeros(out_features, rank)), alpha)
 
 
 def head_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
