@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hsplit_actors.costmodel import ClientConfig, ModelArch, iteration_cost
 from hsplit_actors.costmodel.costs import _block_pass
-from hsplit_actors.costmodel.presets import PRESETS, build_config
+from hsplit_actors.costmodel.presets import PRESETS, build_config, preset_fields
 from hsplit_actors.model import apply_lora
 
 BATCH, SEQ = 2, 24
@@ -107,6 +107,19 @@ def test_presets_have_their_published_sizes(preset: str) -> None:
                 "minilm-l6": 22.7e6}[preset]
     arch = ModelArch.from_hf_config(build_config(preset))
     assert arch.total_params == pytest.approx(expected, rel=0.02)
+
+
+OVERRIDES = [{}, {"num_hidden_layers": 2}, {"n_layer": 3, "n_inner": 256}, {"hidden_size": 128, "num_labels": 3},
+             {"num_attention_heads": 4, "max_position_embeddings": 64}, {"num_key_value_heads": 4, "head_dim": 64},
+             {"intermediate_size": 100, "tie_word_embeddings": True}]
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("overrides", OVERRIDES, ids=lambda o: ",".join(o) or "none")
+def test_validation_reads_the_architecture_transformers_builds(preset: str, overrides: dict) -> None:
+    """Scenario validation reads presets without transformers; it must see exactly the model hosts build."""
+    assert ModelArch.from_hf_config(preset_fields(preset, overrides)) == \
+        ModelArch.from_hf_config(build_config(preset, overrides))
 
 
 def _saved_activation_bytes(model, family: str) -> int:

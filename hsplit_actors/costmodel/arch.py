@@ -93,7 +93,8 @@ class ModelArch:
             return cls(
                 family="gpt2", n_layers=config.n_layer, hidden=config.n_embd, n_heads=config.n_head,
                 n_kv_heads=config.n_head, head_dim=config.n_embd // config.n_head,
-                ffn=config.n_inner or 4 * config.n_embd, vocab=config.vocab_size, max_positions=config.n_positions,
+                ffn=getattr(config, "n_inner", None) or 4 * config.n_embd, vocab=config.vocab_size,
+                max_positions=config.n_positions,
                 task=task or "causal_lm", num_labels=getattr(config, "num_labels", 2),
                 tie_embeddings=getattr(config, "tie_word_embeddings", True),
             )

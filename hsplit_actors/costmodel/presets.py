@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 # Each preset is the keyword set of its transformers config class; sizes are the published ones.
@@ -21,6 +22,21 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         vocab_size=30522, max_position_embeddings=512, num_labels=2,
     )),
 }
+
+
+# transformers' own aliases (each config class's `attribute_map`), so overrides name fields either way.
+_ALIASES = {"gpt2": {"hidden_size": "n_embd", "num_hidden_layers": "n_layer", "num_attention_heads": "n_head",
+                     "max_position_embeddings": "n_positions"}}
+
+
+def preset_fields(preset: str, overrides: dict[str, Any] | None = None) -> SimpleNamespace:
+    """The preset's fields as plain attributes, enough for `ModelArch.from_hf_config` without importing
+    transformers (and torch): validating a scenario stays fast. tests/test_costmodel.py checks that it reads the
+    same architecture as `build_config` for every preset."""
+    family, fields = PRESETS[preset]
+    aliases = _ALIASES.get(family, {})
+    merged = {**fields, **{aliases.get(k, k): v for k, v in (overrides or {}).items()}}
+    return SimpleNamespace(model_type=family, **merged)
 
 
 def build_config(preset: str, overrides: dict[str, Any] | None = None) -> Any:

@@ -7,12 +7,15 @@ import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 
 from hsplit_actors.errors import ScenarioError
+
+if TYPE_CHECKING:  # pandas only where files are read: hosts import this module for `Encoded` alone
+    import pandas as pd
 
 E2E_SEPARATOR = " ||"  # prompt = MR + separator; the model learns to continue with the reference text
 IGNORE = -100
@@ -40,6 +43,8 @@ def _missing(path: Path, what: str) -> ScenarioError:
 
 def read_sst2(path: str | Path) -> pd.DataFrame:
     """`sentence<TAB>label` with a header line; labels 0/1. Malformed lines are named by number."""
+    import pandas as pd
+
     path = Path(path)
     if not path.is_file():
         raise _missing(path, "SST-2")
@@ -64,6 +69,8 @@ _ATTRIBUTE = re.compile(r"([A-Za-z][\w ]*)\[([^\]]*)\]")  # "customer rating[hig
 
 def read_e2e(path: str | Path) -> pd.DataFrame:
     """E2E CSV (`mr`, `ref`); adds one column per MR attribute (name, eatType, food, area, ...)."""
+    import pandas as pd
+
     path = Path(path)
     if not path.is_file():
         raise _missing(path, "E2E")

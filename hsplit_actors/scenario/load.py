@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from hsplit_actors.costmodel.arch import ModelArch
-from hsplit_actors.costmodel.presets import build_config, load_config
+from hsplit_actors.costmodel.presets import load_config, preset_fields
 from hsplit_actors.data import E2E_ATTRIBUTES, train_file
 from hsplit_actors.errors import ScenarioError
 from hsplit_actors.fleet.devices import load_catalogue
@@ -110,7 +110,7 @@ def _format(exc: ValidationError, lines: _Lines, source: str) -> ScenarioError:
 def architecture(scenario: Scenario) -> ModelArch:
     """The model's shape from its preset or local config (no weights are read)."""
     spec = scenario.model
-    config = build_config(spec.preset, spec.overrides) if spec.preset else load_config(spec.path)
+    config = preset_fields(spec.preset, spec.overrides) if spec.preset else load_config(spec.path)
     if spec.path:
         for key, value in spec.overrides.items():
             setattr(config, key, value)
