@@ -80,6 +80,20 @@ def test_synthetic_data_cannot_be_trained(write_scenario, tmp_path: Path, capsys
     assert "hsplit run trains on real data" in capsys.readouterr().err
 
 
+def test_bad_data_found_by_the_coordinator_is_one_line_and_leaves_no_directory(ray_session, write_scenario,
+                                                                               tmp_path: Path, capsys) -> None:
+    """The data is read inside the Coordinator actor; its ScenarioError still reaches the user as one line."""
+    small = tmp_path / "three.tsv"
+    small.write_text("sentence\tlabel\ngood\t1\nbad\t0\nfine\t1\n")
+    raw = tiny_training_scenario(data={"dataset": "sst2", "path": str(small), "batch_size": 2, "seq_len": 8,
+                                       "samples_per_client": 1})
+    out = tmp_path / "never"
+    assert main(["run", str(write_scenario(raw)), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "data.samples_per_client: 3 samples cannot give each of 4 clients one" in err
+    assert "Traceback" not in err and not out.exists()
+
+
 CLUSTER_SCRIPT = """
 import json, sys, yaml
 from ray.cluster_utils import Cluster

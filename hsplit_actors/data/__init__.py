@@ -20,3 +20,12 @@ def train_file(dataset: str, path: str | None = None) -> Path | None:
     if dataset not in TRAIN_FILES:
         return None
     return Path(path) if path else DATA_DIR / TRAIN_FILES[dataset]
+
+
+def require_real_data(dataset: str) -> None:
+    """Real training needs real samples; checked before a run starts anything."""
+    if dataset not in TRAIN_FILES:
+        from hsplit_actors.errors import ScenarioError
+
+        raise ScenarioError(f"hsplit run trains on real data; set data.dataset to {' or '.join(TRAIN_FILES)}",
+                            field="data.dataset")

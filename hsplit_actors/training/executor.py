@@ -31,6 +31,8 @@ class TrainingExecutor(Executor):
         self.split_point: dict[int, int] = {}
         self.forward_out: dict[int, object] = {}
         self.gradients: dict[int, object] = {}
+        self.last_step: dict[int, object] = {}  # each client's latest backward result: its next forward's input
+        self.steps: list = []  # this round's backward results: the round-end barrier
         self.losses: list = []
         self.registered: set[int] = set()
         self.calls: list[tuple] = []  # this round's hook calls, for replay after a fault
@@ -51,7 +53,8 @@ class TrainingExecutor(Executor):
         return self.resume is not None and round_ <= self.resume["round"]
 
     def begin_round(self, round_: int, assignment: Assignment, participants) -> None:
-        self.losses, self.calls, self.steps_this_round = [], [], 0
+        self.losses, self.calls, self.steps, self.steps_this_round = [], [], [], 0
+        self.last_step.clear()
         if self.replaying(round_):
             return
         calls = []
@@ -80,7 +83,7 @@ class TrainingExecutor(Executor):
             return
         self.calls.append(("client_forward", client, round_, iteration))
         self.forward_out[client] = self.rt.call(self.host(client), "forward", client, round_, iteration,
-                                                iteration < self.calibrate)
+                                                iteration < self.calibrate, self.last_step.get(client))
 
     def server_step(self, client: int, round_: int, iteration: int) -> None:
         if self.replaying(round_):
@@ -95,11 +98,14 @@ class TrainingExecutor(Executor):
         if self.replaying(round_):
             return
         self.calls.append(("client_backward", client, round_, iteration))
+        # with no server step (federated), the forward's result is the dependency that orders backward after it
         result = self.rt.call(self.host(client), "backward", client, round_, iteration,
-                              self.gradients.pop(client, None), iteration < self.calibrate)
-        self.forward_out.pop(client, None)
+                              self.gradients.pop(client, None), iteration < self.calibrate,
+                              self.forward_out.pop(client, None))
         if self.split_point[client] == self.n_layers:
             self.losses.append(result)
+        self.last_step[client] = result
+        self.steps.append(result)
         self.rt.bound(result)
         self.steps_this_round += 1
         for kill in list(self.kills):
@@ -132,6 +138,7 @@ class TrainingExecutor(Executor):
         """The round's losses; after a host failure, restore the last state and replay the round's calls."""
         for attempt in range(attempts + 1):
             try:
+                self.rt.get(self.steps)  # every client step has finished before anything reads the adapters
                 return self.rt.get(self.losses)
             except self.rt.errors as exc:
                 if attempt == attempts:
@@ -139,7 +146,8 @@ class TrainingExecutor(Executor):
                 self.rt.wait_until_alive(self.client_hosts + [self.server])
                 calls, self.calls = self.calls, []
                 self._restore(self.saved)
-                self.losses, self.forward_out, self.gradients = [], {}, {}
+                self.losses, self.forward_out, self.gradients, self.steps = [], {}, {}, []
+                self.last_step.clear()
                 for hook, *args in calls:
                     getattr(self, hook)(*args)
                 self.faults.append({"round": round_, "t": self.clock.now, "actor": _which(exc),

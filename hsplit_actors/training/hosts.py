@@ -276,8 +276,10 @@ class ClientHost(_Host):
                               keep_optimizer)
         vc.split_point, vc.regulariser = split_point, regulariser
 
-    def forward(self, cid: int, rnd: int, it: int, calibrate: bool = False):
-        """Client forward of the next batch: the payload for the server, or (federated) nothing."""
+    def forward(self, cid: int, rnd: int, it: int, calibrate: bool = False, after: object = None):
+        """Client forward of the next batch: the payload for the server, or (federated) nothing. `after` is the
+        client's previous step's result, passed only as a dependency: client actors run whichever virtual
+        client's work is ready (out of order), and this keeps each client's own steps in order."""
         start = time.perf_counter()
         try:
             if calibrate:
@@ -308,8 +310,9 @@ class ClientHost(_Host):
         return out.detach(), mask, labels
 
     def backward(self, cid: int, rnd: int, it: int, grad: torch.Tensor | None = None,
-                 calibrate: bool = False) -> float | None:
-        """Back-propagate the returned activation gradient (or, federated, the local loss); optimiser step."""
+                 calibrate: bool = False, after: object = None) -> float | None:
+        """Back-propagate the returned activation gradient (or, federated, the local loss); optimiser step.
+        `after`: the forward's result when no gradient comes back (federated), only as a dependency."""
         start = time.perf_counter()
         try:
             if calibrate and self.setup.recompute:  # the forward that keeps a graph runs here

@@ -40,7 +40,7 @@ class RayRuntime:
         self.in_flight: deque = deque()
 
     def call(self, host: Any, method: str, *args: Any, returns: int = 1) -> Any:
-        return getattr(host, method).options(num_returns=returns).remote(*args)
+        return host.call.options(num_returns=returns).remote(method, *args)  # a HostActor (actors.py)
 
     def get(self, value: Any) -> Any:
         return self.ray.get(value)
@@ -66,7 +66,7 @@ class RayRuntime:
         for host in hosts:
             while True:
                 try:
-                    self.ray.get(host.ping.remote(), timeout=10)
+                    self.ray.get(host.call.remote("ping"), timeout=10)
                     break
                 except self.errors + (self.ray.exceptions.GetTimeoutError,):
                     if time.monotonic() > deadline:

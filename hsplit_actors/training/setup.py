@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from hsplit_actors.costmodel import ModelArch
-from hsplit_actors.data import DATA_DIR, train_file
+from hsplit_actors.data import DATA_DIR, require_real_data, train_file
 from hsplit_actors.data.datasets import Encoded, encode_e2e, encode_sst2, read_e2e, read_sst2
 from hsplit_actors.data.partition import partition
 from hsplit_actors.errors import ScenarioError
@@ -39,8 +39,7 @@ def training_data(scenario: Scenario, n_clients: int) -> TrainingData:
     from hsplit_actors.data.tokenizers import bert_tokenizer, gpt2_tokenizer
 
     data = scenario.data
-    if data.dataset == "synthetic":
-        raise ScenarioError("hsplit run trains on real data; set data.dataset to sst2 or e2e", field="data.dataset")
+    require_real_data(data.dataset)
     path = train_file(data.dataset, data.path)
     rng = np.random.default_rng(scenario.seed)
     if data.dataset == "sst2":

@@ -1,0 +1,131 @@
+"""The Ray side of `hsplit run`: the Coordinator actor (owns the SimPy clock, the only submitter of work) and the
+host actors (client hosts with many virtual clients each, and the server host).
+
+Start-up is overlapped: the driver creates every actor at once, so their processes import torch side by side
+while the coordinator prepares the shared assets; a host's constructor then asks the coordinator for them (and
+waits). Constructors take no object-store arguments, so a restarted host rebuilds itself the same way. Heavy
+imports happen inside the actors, which keeps the driver light.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from hsplit_actors.scenario.schema import Scenario
+
+
+def client_actor_count(scenario: Scenario, n_clients: int) -> int:
+    if scenario.train.actors:
+        return min(scenario.train.actors, n_clients)
+    spare = max(1, (os.cpu_count() or 2) - 1)  # one CPU for the server
+    return max(1, min(n_clients, spare))
+
+
+class HostActor:
+    """A ClientHost or ServerHost in its own process; `call` runs one of its methods (ObjectRef arguments arrive
+    resolved, results stay in the object store until someone needs them)."""
+
+    def __init__(self, kind: str, coordinator: str) -> None:
+        from hsplit_actors.training.hosts import ClientHost, ServerHost
+
+        self.host, self.error = None, None
+        try:  # the coordinator by name: an argument that is a handle would count as held in the object store
+            assets = ray.get(ray.get_actor(coordinator).assets.remote())  # waits for the coordinator's preparation
+            common = (assets["recipe"], ray.get(assets["state"]), assets["setup"])
+            if kind == "client":
+                self.host = ClientHost(*common, ray.get(assets["train"]))
+            else:
+                self.host = ServerHost(*common, assets["shared_server"], ray.get(assets["test"]))
+        except Exception as exc:  # noqa: BLE001 - the coordinator reports why set-up failed; the host just stops
+            self.error = exc
+
+    def call(self, method: str, *args: Any) -> Any:
+        if self.host is None:
+            raise RuntimeError(f"this host could not be set up: {self.error}")
+        return getattr(self.host, method)(*args)
+
+
+@ray.remote(num_cpus=0, max_concurrency=3, concurrency_groups={"hosts": 16})
+class Coordinator:
+    """Owns the SimPy environment (the only clock) and submits all work. `prepare`, `run` and `progress` share
+    the default threads; hosts asking for their assets wait in a group of their own, so they never hold those."""
+
+    def __init__(self) -> None:
+        self.state = {"done": 0, "round": 0, "t": 0.0}
+        self.prepared = threading.Event()
+        self.shared: dict | None = None
+        self.error: BaseException | None = None
+
+    def prepare(self, scenario: Scenario) -> None:
+        """Encode the data, load the frozen model and the initial adapters; what the hosts are built from goes
+        into the object store once (the hosts on a node share it zero-copy). A failure is kept for `run` and
+        `assets` to raise (nobody waits on this call's own result)."""
+        from hsplit_actors.plan import prepare
+        from hsplit_actors.training.trainer import prepare_assets
+
+        try:
+            self.setup = prepare(scenario)
+            self.assets = prepare_assets(scenario, self.setup)
+            self.shared = {"recipe": self.assets.recipe, "setup": self.assets.host_setup,
+                           "state": ray.put(self.assets.state), "train": ray.put(self.assets.data.train),
+                           "test": ray.put(self.assets.data.test), "shared_server": self.setup.strategy.shared_server}
+        except Exception as exc:  # noqa: BLE001 - raised again by run() and assets()
+            self.error = exc
+        finally:
+            self.prepared.set()
+
+    def _wait_prepared(self) -> None:
+        self.prepared.wait()
+        if self.error is not None:
+            raise self.error
+
+    @ray.method(concurrency_group="hosts")
+    def assets(self) -> dict:
+        """What a host is built from (references into the object store), once `prepare` has made it."""
+        self._wait_prepared()
+        return self.shared
+
+    def run(self, scenario: Scenario, hosts: list, server, checkpoint_dir: str | None, resume: dict | None):
+        """Train on `hosts` and `server`, after `prepare`."""
+        from hsplit_actors.training.runtime import RayRuntime
+        from hsplit_actors.training.trainer import train
+
+        self._wait_prepared()
+
+        def note(done: int, rnd: int, now: float) -> None:
+            self.state = {"done": done, "round": rnd, "t": now}
+
+        runtime = RayRuntime(scenario.train.max_in_flight)
+        return train(scenario, self.setup, self.assets, runtime, hosts, server, note, checkpoint_dir, resume)
+
+    def progress(self) -> dict:
+        return self.state
+
+
+def start_actors(scenario: Scenario, n_hosts: int):
+    """Create the coordinator (on this machine: checkpoints land here), the client host actors (round-robin over
+    the nodes) and the server host (with a GPU when the cluster has one), all at once."""
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    name = f"hsplit-coordinator-{uuid.uuid4().hex}"
+    coordinator = Coordinator.options(scheduling_strategy=here, name=name).remote()
+    coordinator.prepare.remote(scenario)
+    # Client actors run whichever virtual client's step is ready: a client's own steps stay in order through
+    # data dependencies (gradient -> backward -> next forward), and results do not depend on the order between
+    # clients (each step is seeded by what it computes). In submission order, every client's backward would
+    # wait behind the slowest server step of its iteration (a pipeline bubble on the client actor).
+    client_cls = ray.remote(num_cpus=0, max_restarts=-1, allow_out_of_order_execution=True)(HostActor)
+    # Round-robin over the nodes, hard affinity: a soft one silently falls back to the head node while a
+    # just-joined node's resources are not yet known to the scheduler. (A lost node is not re-placed.)
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+    hosts = [client_cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)],
+                                                                                   soft=False))
+             .remote("client", name) for i in range(n_hosts)]
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    server = ray.remote(num_cpus=0, num_gpus=gpus)(HostActor).remote("server", name)
+    return coordinator, hosts, server

@@ -1,0 +1,68 @@
+"""What a training run does once its hosts exist: prepare the shared assets (frozen weights, encoded data,
+initial adapters), then run the SimPy engine with the executor that dispatches real work, and build the tables.
+Used in-process (`train.local`) and inside the Ray Coordinator actor alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from hsplit_actors.plan import Setup, simulate
+from hsplit_actors.runs import FAULT_COLUMNS, IMPORTANCE_COLUMNS
+from hsplit_actors.scenario.schema import Scenario
+from hsplit_actors.training.executor import TrainingExecutor
+from hsplit_actors.training.hosts import ClientHost, HostSetup, ModelRecipe, ServerHost
+from hsplit_actors.training.setup import TrainingData, base_model, host_setup, initial_adapters, training_data
+
+Progress = Callable[[int, int, float], None]
+
+
+@dataclass
+class Assets:
+    """Everything the hosts are built from, and the global adapters the coordinator starts with."""
+
+    data: TrainingData
+    state: dict  # frozen weights as numpy arrays: shared zero-copy by every host on a node
+    recipe: ModelRecipe
+    host_setup: HostSetup
+    factors: dict
+    head: dict
+
+
+def prepare_assets(scenario: Scenario, setup: Setup) -> Assets:
+    data = training_data(scenario, len(setup.fleet))
+    model, state, recipe = base_model(scenario, setup.arch)
+    factors, head, keys = initial_adapters(scenario, model, setup.strategy, setup.strategy.configure(0, setup.fleet))
+    return Assets(data, state, recipe, host_setup(scenario, keys), factors, head)
+
+
+def local_hosts(assets: Assets, n_hosts: int, shared_server: bool) -> tuple[list[ClientHost], ServerHost]:
+    """In-process hosts (`train.local`): the same classes the Ray actors wrap."""
+    hosts = [ClientHost(assets.recipe, assets.state, assets.host_setup, assets.data.train) for _ in range(n_hosts)]
+    return hosts, ServerHost(assets.recipe, assets.state, assets.host_setup, shared_server, assets.data.test)
+
+
+def train(scenario: Scenario, setup: Setup, assets: Assets, runtime, hosts: list, server,
+          on_progress: Progress | None = None, checkpoint_dir: str | None = None, resume: dict | None = None):
+    """Run the engine with real work on `hosts` and `server`; returns (tables, wall seconds, meta extras)."""
+    runtime.get([runtime.call(h, "ping") for h in hosts] + [runtime.call(server, "ping")])
+    executor = TrainingExecutor(runtime, hosts, server, assets.data.partitions, setup.strategy,
+                                (assets.factors, assets.head), setup.arch.n_layers, scenario.train.eval_every,
+                                assets.data.metric, checkpoint_dir=checkpoint_dir, resume=resume,
+                                kills=[k.model_dump() for k in scenario.train.kill_actor])
+    threads = torch.get_num_threads()  # in-process hosts set their own count; give the process its own back after
+    try:
+        tables, wall_s, extra = simulate(scenario, setup, executor, on_progress)
+    finally:
+        torch.set_num_threads(threads)
+    tables.faults = pd.DataFrame(executor.faults, columns=FAULT_COLUMNS)
+    tables.importance = pd.DataFrame(setup.strategy.importance_rows(), columns=IMPORTANCE_COLUMNS)
+    extra |= {"client_actors": len(hosts), "metric": assets.data.metric, "faults": len(executor.faults),
+              "resumed_from_round": resume["round"] if resume else None}
+    busy = runtime.get([runtime.call(h, "busy_seconds") for h in hosts] + [runtime.call(server, "busy_seconds")])
+    extra["host_busy_s"] = {"client_hosts": busy[:-1], "server": busy[-1]}
+    extra["client_nodes"] = sorted(set(runtime.get([runtime.call(h, "node") for h in hosts])))
+    return tables, wall_s, extra
