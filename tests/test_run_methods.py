@@ -74,13 +74,18 @@ def test_each_baseline_trains_and_evaluates(method: dict, tmp_path: Path) -> Non
         assert tables.clients["trainable_params"].nunique() == 2  # heterogeneous ranks in one run
 
 
-def test_compare_writes_one_run_per_method_a_table_and_a_plot(tmp_path: Path, write_scenario, capsys) -> None:
+def test_compare_writes_one_run_per_method_a_table_and_a_plot(ray_session, tmp_path: Path, write_scenario,
+                                                               capsys) -> None:
+    """On Ray actors, as users run it: one coordinator and its hosts per method, ended before the next starts."""
     raw = tiny_training_scenario(**MIXED, rounds=2, train={"eval_samples": 32, "lr": 0.01})
     raw["compare"] = {"per_method": {"splitlora": {"rank": 2, "split_point": 1}}}
     out = tmp_path / "cmp"
     code = main(["compare", str(write_scenario(raw)), "--methods", "hsplitlora,splitlora", "--out", str(out),
-                 "--local", "--quiet"])
+                 "--quiet"])
     assert code == 0
+    from ray._private.state import actors  # GCS's actor table (the state API needs the dashboard)
+
+    assert not [a for a in actors().values() if a["State"] == "ALIVE"]
     table = pd.read_csv(out / "comparison.csv")
     assert list(table["method"]) == ["hsplitlora", "splitlora"]
     assert (table["participants"] == "4/4").all()
