@@ -129,3 +129,18 @@ def test_the_recorded_experiment_reproduces(tmp_path: Path) -> None:
         for column in ("final_metric", "best_metric", "time_to_target_s", "virtual_time_s", "bytes_moved",
                        "participants"):
             assert rerun.loc[method, column] == recorded.loc[method, column], (method, column)
+
+
+def test_hsplitlora_with_partial_participation_recovers_a_killed_actor_exactly(ray_session, tmp_path) -> None:
+    """Fault recovery keeps only what changed each round: clients sitting a round out must come back from an
+    older capture, the base from the replayed merges. The run must still end exactly as one without the fault."""
+    fleet = [entry | {"availability": 0.5} for entry in MIXED["fleet"]]
+    raw = tiny_training_scenario(**(MIXED | {"fleet": fleet}), rounds=4, train={"eval_samples": 32, "lr": 0.01})
+    _, clean, _ = _run(raw, tmp_path / "clean", local=True)
+    # round 2 trains clients 0 and 3 only: client 1, on the killed actor, comes back from the round-1 capture
+    assert clean.rounds["participants"].tolist()[2] == 2
+    faulty = raw | {"train": raw["train"] | {"actors": 2, "kill_actor": [{"round": 2, "after_steps": 2, "actor": 1}]}}
+    _, tables, extra = _run(faulty, tmp_path / "faulty")
+    assert extra["faults"] == 1
+    _same_tables(clean, tables)
+    pd.testing.assert_frame_equal(clean.importance, tables.importance)

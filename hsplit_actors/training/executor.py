@@ -37,6 +37,9 @@ class TrainingExecutor(Executor):
         self.registered: set[int] = set()
         self.calls: list[tuple] = []  # this round's hook calls, for replay after a fault
         self.saved: dict | None = None  # the state after the last aggregation
+        self.known: dict = {"clients": {}, "server": {}, "split_points": {}}  # last captured state of each
+        self.changed: set[int] = set()  # clients whose state changed since the last capture
+        self.merges: list = []  # every aggregate folded into the base so far (low-rank), in order
         self.faults: list[dict] = []
         self.resume = resume
         self.kills = list(kills or [])
@@ -76,6 +79,7 @@ class TrainingExecutor(Executor):
                 calls.append(self.rt.call(self.server, "register", c, k))
             self.registered.add(c)
         self.rt.get(calls)
+        self.changed |= set(participants.tolist())
         self.saved = self._capture()  # the round's starting state: a fault this round restores exactly this
 
     def client_forward(self, client: int, round_: int, iteration: int) -> None:
@@ -115,21 +119,38 @@ class TrainingExecutor(Executor):
 
     # -- faults -----------------------------------------------------------------------------------------
     def _capture(self) -> dict:
-        """Everything needed to redo a round: every host's state (merged base included) and the global adapters.
-        Client states are pooled by client id, so a resume may use a different number of client actors."""
-        snaps = self.rt.get([self.rt.call(h, "snapshot") for h in self.client_hosts])
-        clients = {c: s for snap in snaps for c, s in snap["clients"].items()}
-        return {"clients": clients, "merged": snaps[0]["merged"],
-                "server": self.rt.get(self.rt.call(self.server, "snapshot")),
-                "factors": self.factors, "head": self.head}
+        """Everything needed to redo a round: every host's state, the merges and the global adapters. Only the
+        clients whose state changed since the last capture are fetched (a round's participants), so the cost
+        follows the round, not the fleet. Client states are pooled by client id, so a resume may use a different
+        number of client actors."""
+        changed = sorted(self.changed)
+        parts = self.rt.get([self.rt.call(self.client_hosts[h], "snapshot", cs)
+                             for h, cs in self._by_host(changed).items()])
+        for part in parts:
+            self.known["clients"].update(part)
+        server = self.rt.get(self.rt.call(self.server, "snapshot", changed))
+        for owner, state in server["states"].items():
+            if state is None:
+                self.known["server"].pop(owner, None)
+            else:
+                self.known["server"][owner] = state
+        self.known["split_points"] = server["split_points"]
+        self.changed.clear()
+        return {"clients": dict(self.known["clients"]),
+                "server": {"states": dict(self.known["server"]), "split_points": self.known["split_points"]},
+                "merges": list(self.merges), "factors": self.factors, "head": self.head}
 
     def _restore(self, saved: dict) -> None:
         n = len(self.client_hosts)
-        calls = [self.rt.call(host, "restore", {"clients": {c: s for c, s in saved["clients"].items() if c % n == h},
-                                                "merged": saved["merged"]})
+        calls = [self.rt.call(host, "restore", {c: s for c, s in saved["clients"].items() if c % n == h},
+                              saved["merges"])
                  for h, host in enumerate(self.client_hosts)]
-        calls.append(self.rt.call(self.server, "restore", saved["server"]))
+        calls.append(self.rt.call(self.server, "restore", saved["server"], saved["merges"]))
         self.rt.get(calls)
+        self.known = {"clients": dict(saved["clients"]), "server": dict(saved["server"]["states"]),
+                      "split_points": saved["server"]["split_points"]}
+        self.changed.clear()
+        self.merges = list(saved["merges"])
         self.registered |= set(saved["clients"])
         self.split_point |= {c: s["split_point"] for c, s in saved["clients"].items()}
         self.factors, self.head = saved["factors"], saved["head"]
@@ -163,6 +184,7 @@ class TrainingExecutor(Executor):
             return self.resume["metrics"][round_]
         cids = [int(c) for c in participants]
         losses = [x for x in self._results_of_round(round_) if x is not None]
+        self.changed |= set(cids)  # they trained
         trained = self._trained(cids)
         weights = {c: float(len(self.partitions[c])) for c in cids}
         if self.calibrate:
@@ -171,6 +193,7 @@ class TrainingExecutor(Executor):
         self.factors, self.head = result.factors, result.head
         if result.merge:  # every host folds the stacked factors into its base (participants download them)
             self.rt.get([self.rt.call(h, "merge", result.merge) for h in self.client_hosts + [self.server]])
+            self.merges.append(result.merge)
         metrics = {"train_loss": float(np.mean(losses)) if losses else float("nan")}
         if (round_ + 1) % self.eval_every == 0:
             scores = self.rt.get(self.rt.call(self.server, "evaluate", self.factors, self.head))

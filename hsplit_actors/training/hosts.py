@@ -192,10 +192,13 @@ class _Host:
     def merge(self, stacked: Factors) -> None:
         """Fold an aggregate `B @ A` into this host's frozen base (NAA / FLoRA). The shared weight is never
         written: a merged matrix gets one private copy per host (not per client), recomputed as base + sum."""
+        self._accumulate(stacked)
+        self._apply_merged(stacked)
+
+    def _accumulate(self, stacked: Factors) -> None:
         for key, f in stacked.items():
             delta = f.scale * (f.B.to(self.device, torch.float64) @ f.A.to(self.device, torch.float64))
             self.merged[key] = self.merged[key] + delta if key in self.merged else delta
-        self._apply_merged(stacked)
 
     def _apply_merged(self, keys) -> None:
         for key in keys:
@@ -204,11 +207,18 @@ class _Host:
                 self.original[key] = base.weight
                 base.weight = nn.Parameter(torch.empty_like(base.weight), requires_grad=False)
             with torch.no_grad():
-                base.weight.copy_((self.original[key].to(torch.float64) + self.merged[key]).to(base.weight.dtype))
+                merged = self.merged.get(key)
+                base.weight.copy_(self.original[key] if merged is None else
+                                  (self.original[key].to(torch.float64) + merged).to(base.weight.dtype))
 
-    def _restore_merged(self, merged: dict[Key, torch.Tensor]) -> None:
-        self.merged = {k: v.to(self.device) for k, v in merged.items()}
-        self._apply_merged(list(self.merged))
+    def replay_merges(self, merges: list[Factors]) -> None:
+        """The base as it is after `merges` (every aggregate folded so far, in order), whatever this host held:
+        recomputed exactly as `merge` did it, so a restored host equals one that never stopped. The coordinator
+        keeps the (low-rank) merges, so snapshots never carry dense merged matrices."""
+        self.merged = {}
+        for stacked in merges:
+            self._accumulate(stacked)
+        self._apply_merged(set(self.merged) | set(self.original))
 
     def probe(self, cid: int, blocks: range, embeddings: bool) -> ImportanceProbe:
         from hsplit_actors.model.families import family_of
@@ -344,21 +354,21 @@ class ClientHost(_Host):
     def export(self, cids: list[int]) -> dict[int, tuple[Factors, dict[str, torch.Tensor]]]:
         return {c: self.clients[c].state.export() for c in cids}
 
-    def snapshot(self) -> dict:
-        """Everything this host holds, enough to rebuild it from nothing (after a restart or on resume)."""
-        clients = {c: {"split_point": vc.split_point, "indices": vc.indices, "state": vc.state.state_dict(),
-                       "cursor": vc.cursor, "epoch": vc.epoch, "order": vc.order, "regulariser": vc.regulariser}
-                   for c, vc in self.clients.items()}
-        return {"clients": clients, "merged": {k: v.cpu() for k, v in self.merged.items()}}
+    def snapshot(self, cids: list[int]) -> dict[int, dict]:
+        """The state of `cids` (those it holds), enough to rebuild them from nothing (after a restart, on resume)."""
+        wanted = set(cids)
+        return {c: {"split_point": vc.split_point, "indices": vc.indices, "state": vc.state.state_dict(),
+                    "cursor": vc.cursor, "epoch": vc.epoch, "order": vc.order, "regulariser": vc.regulariser}
+                for c, vc in self.clients.items() if c in wanted}
 
-    def restore(self, snapshot: dict) -> None:
+    def restore(self, clients: dict[int, dict], merges: list[Factors]) -> None:
         self.pending.clear()
         self.scores.clear()
-        for c, s in snapshot["clients"].items():
+        for c, s in clients.items():
             state = AdapterState.from_state_dict(s["state"], self.setup.lr)
             self.clients[c] = VirtualClient(c, s["split_point"], s["indices"], state, s["cursor"], s["epoch"],
                                             s["order"], s["regulariser"])
-        self._restore_merged(snapshot["merged"])
+        self.replay_merges(merges)
 
 
 class ServerHost(_Host):
@@ -438,13 +448,15 @@ class ServerHost(_Host):
         self.slots.load(adapters, _clone_head(head, self.device) or None)
         return evaluate(self.split(len(self._blocks())), self.test, batch_size)
 
-    def snapshot(self) -> dict:
-        return {"states": {owner: state.state_dict() for owner, state in self.states.items()},
-                "split_points": dict(self.split_points), "merged": {k: v.cpu() for k, v in self.merged.items()}}
+    def snapshot(self, cids: list[int]) -> dict:
+        """The server-side state of `cids` (None where it holds none) and the shared set, if any."""
+        owners = [-1] if self.shared else cids
+        return {"states": {o: self.states[o].state_dict() if o in self.states else None for o in owners},
+                "split_points": dict(self.split_points)}
 
-    def restore(self, snapshot: dict) -> None:
+    def restore(self, snapshot: dict, merges: list[Factors]) -> None:
         self.scores.clear()
         self.states = {owner: AdapterState.from_state_dict(state, self.setup.lr, self.device)
                        for owner, state in snapshot["states"].items()}
         self.split_points = dict(snapshot["split_points"])
-        self._restore_merged(snapshot["merged"])
+        self.replay_merges(merges)
