@@ -71,7 +71,8 @@ def test_beam_search_finds_a_continuation_at_least_as_likely_as_greedy() -> None
 
     def logprob(tokens):
         ids = torch.tensor([prompt + tokens])
-        logp = torch.log_softmax(split.logits(ids, torch.ones_like(ids))[0, :-1], -1)
+        with torch.no_grad():
+            logp = torch.log_softmax(split.logits(ids, torch.ones_like(ids))[0, :-1], -1)
         return float(sum(logp[len(prompt) - 1 + i, t] for i, t in enumerate(tokens)))
 
     greedy = generate(split, prompt, 6, eos_id=299, num_beams=1)
