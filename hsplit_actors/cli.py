@@ -13,15 +13,22 @@ from hsplit_actors.errors import ScenarioError
 EXIT_BAD_INPUT = 2
 
 
-def _progress(scenario, total: int, label: str = "client-iterations"):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _progress(scenario, label: str = "client iterations"):
+    """A bar over the rounds (each filled by its participants' iterations), with the virtual time and the latest
+    loss and metric; the count of client iterations beside it."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn(label), TimeElapsedColumn(), transient=True)
-    task = progress.add_task("starting", total=total)
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[steps]}"),
+                        TimeElapsedColumn(), transient=True)
+    task = progress.add_task("starting", total=scenario.rounds, steps="")
 
-    def update(done: int, rnd: int, now: float) -> None:
-        progress.update(task, completed=done, description=f"round {rnd + 1}/{scenario.rounds}  t={now:,.1f}s")
+    def update(p) -> None:
+        text = f"round {min(p.round + 1, p.rounds)}/{p.rounds}  t={p.t:,.1f}s"
+        if "train_loss" in p.last:
+            text += f"  loss {p.last['train_loss']:.3f}"
+        if "eval_metric" in p.last:
+            text += f"  {p.metric or 'metric'} {p.last['eval_metric']:.3f}"
+        progress.update(task, completed=p.completed, description=text, steps=f"{p.steps:,} {label}")
 
     return progress, update
 
@@ -47,12 +54,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from hsplit_actors.summary import render, summarise
 
     scenario = _with_overrides(load_scenario(args.scenario), args)
-    total = sum(g.count for g in scenario.fleet) * scenario.rounds * scenario.local_iterations
     show = scenario.progress and not args.quiet and sys.stderr.isatty()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if show:
-            progress, update = _progress(scenario, total)
+            progress, update = _progress(scenario)
             with progress:
                 directory, tables, extra = plan(scenario, args.out, on_progress=update)
         else:
@@ -78,12 +84,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         scenario = _with_overrides(load_scenario(args.scenario), args)
     if args.local:
         scenario = scenario.model_copy(update={"train": scenario.train.model_copy(update={"local": True})})
-    total = sum(g.count for g in scenario.fleet) * scenario.rounds * scenario.local_iterations
     show = scenario.progress and not args.quiet and sys.stderr.isatty()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if show:
-            progress, update = _progress(scenario, total, "training steps")
+            progress, update = _progress(scenario, "training steps")
             with progress:
                 directory, tables, extra = run(scenario, args.out, args.address, on_progress=update,
                                                resume=args.resume)
@@ -104,7 +109,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     methods = parse_methods(args.methods, scenario)
     if args.local:
         scenario = scenario.model_copy(update={"train": scenario.train.model_copy(update={"local": True})})
-    total = sum(g.count for g in scenario.fleet) * scenario.rounds * scenario.local_iterations
     show = scenario.progress and not args.quiet and sys.stderr.isatty()
     bars: list = []
 
@@ -112,7 +116,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"{name} ...", file=sys.stderr, flush=True)
         if not show:
             return None
-        progress, update = _progress(scenario, total, f"{name} training steps")
+        progress, update = _progress(scenario, f"{name} training steps")
         progress.start()
         bars.append(progress)
         return update

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 
 from hsplit_actors.costmodel import ModelArch
 from hsplit_actors.costmodel.costs import ADAM_COPIES, ADAPTER_BYTES
-from hsplit_actors.engine import Executor, Simulation
+from hsplit_actors.engine import Executor, ProgressCallback, Simulation
 from hsplit_actors.errors import ScenarioError
 from hsplit_actors.fleet import Fleet, build_fleet
 from hsplit_actors.fleet.devices import load_catalogue
@@ -119,7 +118,7 @@ def check_server_memory(scenario: Scenario, assignment, strategy: Strategy) -> f
 
 
 def simulate(scenario: Scenario, setup: Setup, executor: Executor | None = None,
-             on_progress: Callable[[int, int, float], None] | None = None) -> tuple[RunTables, float, dict]:
+             on_progress: ProgressCallback | None = None) -> tuple[RunTables, float, dict]:
     """Run the engine and build the tables."""
     start = timer()
     sim = Simulation(scenario, setup.arch, setup.fleet, setup.strategy, executor, on_progress)
@@ -134,7 +133,7 @@ def simulate(scenario: Scenario, setup: Setup, executor: Executor | None = None,
 
 
 def plan(scenario: Scenario, out: str | Path | None = None,
-         on_progress: Callable[[int, int, float], None] | None = None) -> tuple[Path, RunTables, dict]:
+         on_progress: ProgressCallback | None = None) -> tuple[Path, RunTables, dict]:
     """Simulate and write the run directory; returns (directory, tables, meta extras)."""
     setup = prepare(scenario)
     directory = new_run_dir(scenario, "plan", str(out) if out else None)

@@ -231,3 +231,22 @@ def test_server_memory_over_budget_warns_and_is_recorded() -> None:
         warnings.simplefilter("ignore")
         _, _, v2 = simulate(shared, prepare(shared))
     assert v1["server_memory_gb_estimate"] > v2["server_memory_gb_estimate"] > 0
+
+
+def test_progress_fills_each_round_whatever_its_participants_and_never_goes_back() -> None:
+    import yaml
+
+    raw = small_scenario(fleet=[{"profile": "orin_nano", "count": 50, "availability": 0.3}], rounds=4,
+                         local_iterations=3)
+    scenario = parse_scenario(yaml.safe_dump(raw))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        setup = prepare(scenario)
+    seen = []
+    tables, _, _ = simulate(scenario, setup, on_progress=seen.append)
+    assert [p.completed for p in seen] == sorted(p.completed for p in seen)
+    ends = list({p.round: p for p in seen}.values())  # the last report of each round: at its end, full
+    assert [p.round for p in ends] == [0, 1, 2, 3] and all(p.round_done == 1.0 for p in ends)  # ~30% take part
+    assert [p.t for p in ends] == tables.rounds["t_end"].tolist()
+    assert seen[-1].completed == 4 and seen[-1].steps == tables.rounds["participants"].sum() * 3
+    assert seen[-1].last == {} and seen[-1].metric == ""  # plan trains nothing

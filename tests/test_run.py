@@ -183,3 +183,24 @@ def test_recomputing_activations_changes_nothing_but_memory(tmp_path: Path) -> N
     _, kept, _ = _run(raw, tmp_path / "kept")
     _, recomputed, _ = _run(raw, tmp_path / "recomputed", recompute_activations=True)
     _same_tables(kept, recomputed)
+
+
+def test_progress_shows_round_virtual_time_loss_and_accuracy_locally_and_on_ray(ray_session, tmp_path) -> None:
+    from hsplit_actors.cli import _progress
+
+    raw = tiny_training_scenario(rounds=2)
+    for name, train in (("local", {"local": True}), ("ray", {"actors": 1})):
+        seen = []
+        _, tables, _ = run(parse_scenario(yaml.safe_dump(raw | {"train": raw["train"] | train})), tmp_path / name,
+                           on_progress=seen.append)
+        last = seen[-1]
+        assert last.completed == 2 and last.t == tables.rounds["t_end"].iloc[-1] and last.metric == "accuracy"
+        assert last.last["train_loss"] == tables.rounds["train_loss"].iloc[-1]
+        assert last.last["eval_metric"] == tables.rounds["eval_metric"].iloc[-1]
+        assert [p.completed for p in seen] == sorted(p.completed for p in seen)
+    bar, update = _progress(parse_scenario(yaml.safe_dump(raw)), "training steps")
+    update(last)
+    task = bar.tasks[0]
+    assert task.completed == task.total == 2
+    assert task.description == (f"round 2/2  t={last.t:,.1f}s  loss {last.last['train_loss']:.3f}  "
+                                f"accuracy {last.last['eval_metric']:.3f}")

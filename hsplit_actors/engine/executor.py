@@ -10,6 +10,7 @@ class Executor:
     """Hooks the engine calls in virtual-time order. The base class does nothing (timing only)."""
 
     clock = None  # the SimPy environment, attached by the engine (for timestamps, never for durations)
+    metric = ""  # what `eval_metric` measures (accuracy, ...), where anything is evaluated
 
     def attach(self, env) -> None:
         self.clock = env

@@ -47,6 +47,29 @@ class Barrier:
             self.event.succeed()
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where a run stands, for a progress bar: the round and how much of it is done (its participants'
+    iterations, so a round of few participants still fills), the virtual time, and the last finished round's
+    known metrics (train_loss of the last round, eval_loss / eval_metric of the last evaluation; empty in `plan`)."""
+
+    round: int  # 0-based, the round in progress (or just finished)
+    rounds: int
+    round_done: float  # 0..1
+    steps: int  # client iterations dispatched so far, all rounds
+    t: float
+    last: dict[str, float] = field(default_factory=dict)
+    metric: str = ""  # what last["eval_metric"] measures
+
+    @property
+    def completed(self) -> float:
+        """Rounds done, fractional: what a bar of `rounds` steps shows."""
+        return self.round + self.round_done
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
 @dataclass
 class SimulationLog:
     """Everything a run records; `tables.py` turns it into the events / rounds / clients tables."""
@@ -67,7 +90,7 @@ class Simulation:
     """One run of a scenario on the virtual clock. `executor` decides whether anything is really computed."""
 
     def __init__(self, scenario: Scenario, arch: ModelArch, fleet: Fleet, strategy: Strategy,
-                 executor: Executor | None = None, on_progress: Callable[[int, int, float], None] | None = None):
+                 executor: Executor | None = None, on_progress: ProgressCallback | None = None):
         self.scenario, self.arch, self.fleet, self.strategy = scenario, arch, fleet, strategy
         self.executor = executor or TimingExecutor()
         self.env = simpy.Environment()
@@ -86,6 +109,8 @@ class Simulation:
         self.done = 0
         self.next_tick = 0
         self.tick_every = 1
+        self.round_done, self.round_steps = 0, 1
+        self.last: dict[str, float] = {}
 
     # -- the rounds -------------------------------------------------------------------------------------------
     def run(self) -> SimulationLog:
@@ -111,6 +136,7 @@ class Simulation:
             self.aggregated = env.event()
             self.uploaders: list[int] = []
             self.tick_every = max(1, len(participants) * sc.local_iterations // 200)
+            self.round_done, self.round_steps = 0, max(1, len(participants) * sc.local_iterations)
             for c, up in zip(participants.tolist(), up_bytes.tolist(), strict=True):
                 env.process(self.client_round(c, rnd, int(global_index[c]), up if aggregate else None))
             yield self.uploaded.event
@@ -133,6 +159,14 @@ class Simulation:
                 "participants": int(len(participants)), "infeasible": int((~feasible).sum()),
                 "aggregated": bool(self.uploaders), **metrics,
             })
+            if self.on_progress is not None:
+                self.last = self.last | {k: v for k, v in metrics.items() if v == v}  # the latest of each
+                self.round_done = self.round_steps
+                self._report(rnd)
+
+    def _report(self, rnd: int) -> None:
+        self.on_progress(Progress(rnd, self.scenario.rounds, min(1.0, self.round_done / self.round_steps),
+                                  self.done, self.env.now, dict(self.last), self.executor.metric))
 
     def participants(self, rnd: int, feasible: np.ndarray) -> np.ndarray:
         """Feasible clients that take part this round: per-round availability draw, on-line now."""
@@ -197,9 +231,10 @@ class Simulation:
             ints.extend((c, rnd, it, config_id, queue_len))
             if progress is not None:
                 self.done += 1
+                self.round_done += 1
                 if self.done >= self.next_tick:
                     self.next_tick = self.done + self.tick_every
-                    progress(self.done, rnd, env.now)
+                    self._report(rnd)
         if agg_up_bytes is None:
             self.uploaded.arrive()
             return

@@ -57,7 +57,7 @@ class Coordinator:
     the default threads; hosts asking for their assets wait in a group of their own, so they never hold those."""
 
     def __init__(self) -> None:
-        self.state = {"done": 0, "round": 0, "t": 0.0}
+        self.state = None  # the engine's latest Progress, for the driver's bar
         self.prepared = threading.Event()
         self.shared: dict | None = None
         self.error: BaseException | None = None
@@ -98,13 +98,13 @@ class Coordinator:
 
         self._wait_prepared()
 
-        def note(done: int, rnd: int, now: float) -> None:
-            self.state = {"done": done, "round": rnd, "t": now}
+        def note(progress) -> None:
+            self.state = progress
 
         runtime = RayRuntime(scenario.train.max_in_flight)
         return train(scenario, self.setup, self.assets, runtime, hosts, server, note, checkpoint_dir, resume)
 
-    def progress(self) -> dict:
+    def progress(self):
         return self.state
 
 

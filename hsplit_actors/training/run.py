@@ -12,20 +12,18 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import ray
 
 from hsplit_actors.data import require_real_data
+from hsplit_actors.engine import ProgressCallback
 from hsplit_actors.errors import ScenarioError
 from hsplit_actors.plan import prepare
 from hsplit_actors.runs import RunTables, new_run_dir, write_run
 from hsplit_actors.scenario import dump_scenario
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.training.actors import client_actor_count, start_actors
-
-Progress = Callable[[int, int, float], None]
 
 
 def _check_run(scenario: Scenario, n_hosts: int) -> None:
@@ -51,7 +49,7 @@ def _train_local(scenario: Scenario, setup, n_hosts: int, on_progress, checkpoin
 def _train_on_ray(scenario: Scenario, n_hosts: int, on_progress, checkpoint_dir, resume):
     coordinator, hosts, server = start_actors(scenario, n_hosts)
     result = coordinator.run.remote(scenario, hosts, server, checkpoint_dir, resume)
-    stop = threading.Event()
+    stop, poller = threading.Event(), None
     if on_progress is not None:
         def poll() -> None:
             while not stop.wait(0.5):
@@ -59,11 +57,18 @@ def _train_on_ray(scenario: Scenario, n_hosts: int, on_progress, checkpoint_dir,
                     p = ray.get(coordinator.progress.remote())
                 except ray.exceptions.RayActorError:  # the run ended (or failed) meanwhile
                     return
-                on_progress(p["done"], p["round"], p["t"])
+                if p is not None:
+                    on_progress(p)
 
-        threading.Thread(target=poll, daemon=True).start()
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
     try:
-        return ray.get(result)
+        outcome = ray.get(result)
+        stop.set()
+        if poller is not None:  # the final state, after the poller's last: the bar ends full, with the metrics
+            poller.join()
+            on_progress(ray.get(coordinator.progress.remote()))
+        return outcome
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, ScenarioError):  # bad input found while preparing (e.g. too little data)
             raise exc.cause from None
@@ -102,7 +107,7 @@ def resume_state(directory: str | Path) -> tuple[Scenario, dict]:
 
 
 def run(scenario: Scenario | None, out: str | Path | None = None, address: str | None = None,
-        on_progress: Progress | None = None, resume: str | Path | None = None) -> tuple[Path, RunTables, dict]:
+        on_progress: ProgressCallback | None = None, resume: str | Path | None = None) -> tuple[Path, RunTables, dict]:
     """Train a scenario and write its run directory; with `resume`, continue an interrupted one."""
     checkpoint = None
     if resume is not None:

@@ -4,20 +4,18 @@ Used in-process (`train.local`) and inside the Ray Coordinator actor alike."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
+from hsplit_actors.engine import ProgressCallback
 from hsplit_actors.plan import Setup, simulate
 from hsplit_actors.runs import FAULT_COLUMNS, IMPORTANCE_COLUMNS
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.training.executor import TrainingExecutor
 from hsplit_actors.training.hosts import ClientHost, HostSetup, ModelRecipe, ServerHost
 from hsplit_actors.training.setup import TrainingData, base_model, host_setup, initial_adapters, training_data
-
-Progress = Callable[[int, int, float], None]
 
 
 @dataclass
@@ -46,7 +44,7 @@ def local_hosts(assets: Assets, n_hosts: int, shared_server: bool) -> tuple[list
 
 
 def train(scenario: Scenario, setup: Setup, assets: Assets, runtime, hosts: list, server,
-          on_progress: Progress | None = None, checkpoint_dir: str | None = None, resume: dict | None = None):
+          on_progress: ProgressCallback | None = None, checkpoint_dir: str | None = None, resume: dict | None = None):
     """Run the engine with real work on `hosts` and `server`; returns (tables, wall seconds, meta extras)."""
     runtime.get([runtime.call(h, "ping") for h in hosts] + [runtime.call(server, "ping")])
     executor = TrainingExecutor(runtime, hosts, server, assets.data.partitions, setup.strategy,
