@@ -83,6 +83,19 @@ def test_stacking_skips_nobody_across_split_points() -> None:
     torch.testing.assert_close(out[(1, "query")].delta(), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_the_shared_server_set_is_stacked_once_with_the_summed_weight() -> None:
+    """Three clients split before block 1 all carry the one server set there: it is downloaded and merged once."""
+    server = factors(4, 9, alpha=8.0)
+    trained = [Trained(i, w, {(0, "query"): factors(2, i), (1, "query"): server}, {})
+               for i, w in enumerate([1.0, 2.0, 5.0])]
+    out = stack(trained)
+    assert out[(0, "query")].rank == 6 and out[(1, "query")].rank == 4
+    torch.testing.assert_close(out[(1, "query")].delta(), server.delta(), rtol=1e-5, atol=1e-5)  # weights sum to 1
+    torch.testing.assert_close(out[(0, "query")].delta(),
+                               sum(t.weight / 8.0 * t.factors[(0, "query")].delta() for t in trained),
+                               rtol=1e-5, atol=1e-5)
+
+
 # -- HetLoRA -------------------------------------------------------------------------------------------------
 def test_hetlora_zero_pads_weights_by_update_norm_and_clients_take_their_first_ranks() -> None:
     small, large = factors(2, 1, alpha=4.0), factors(6, 2, alpha=12.0)
@@ -202,16 +215,37 @@ def test_ranking_distance_is_the_fraction_of_discordant_pairs() -> None:
 
 
 def test_hsplitlora_download_is_the_stack_of_its_side_of_the_split() -> None:
-    strategy = hsplit()
-    fleet = fleet_of([0.072, 0.3], [1.4e11, 1.4e12], 50.0)
+    """Per block on its side: every participant's device ranks there, and the shared server set's once if any
+    participant left the block to the server; the same bytes `stack` produces from the trained sets."""
+    strategy = hsplit(allow_federated=True)
+    fleet = Fleet.explicit(["slow_cpu", "slow_link", "mid"], flops=[1e9, 1e13, 1e11], memory_gb=[4.0, 4.0, 0.1],
+                           uplink_mbps=[1000.0, 1.0, 100.0], downlink_mbps=[1000.0, 1.0, 100.0])
     assignment = strategy.configure(0, fleet)
-    participants = np.arange(2)
+    participants = np.arange(3)
     _, down = strategy.aggregation_payload(assignment, participants)
     configs = [assignment.configs[j] for j in assignment.index]
+    splits = sorted(c.split_point for c in configs)  # mixed, two clients sharing the server set: where it counts
+    assert splits[0] == splits[1] < splits[2]
+    shared: dict = {}
+    trained = []
+    for i, config in enumerate(configs):
+        sets = {}
+        for b in range(MINILM.n_layers):
+            for j, m in enumerate(MINILM.matrices):
+                r = config.ranks[b][j]
+                if r:  # device copies differ per client; the server set is one object
+                    shape = MINILM.matrix_shape(m)
+                    sets[(b, m)] = (factors(r, 100 * i + 10 * b + j, shape) if b < config.split_point
+                                    else shared.setdefault((b, m), factors(r, 7 + 10 * b + j, shape)))
+        trained.append(Trained(i, 1.0, sets, {}))
+    stacked = stack(trained)
+    for (b, m), f in stacked.items():  # the server set's rank once, however many clients it served
+        j = MINILM.matrices.index(m)
+        on_device = sum(c.ranks[b][j] for c in configs if b < c.split_point)
+        assert f.rank == on_device + (strategy.server_ranks.get((b, m), 0) if b >= splits[0] else 0)
     for c, config in enumerate(configs):
-        expected = sum(other.ranks[b][j] * sum(MINILM.matrix_shape(m))
-                       for other in configs for b in range(config.split_point)
-                       for j, m in enumerate(MINILM.matrices)) * 4
+        expected = sum(f.rank * (f.A.shape[1] + f.B.shape[0]) for (b, _), f in stacked.items()
+                       if b < config.split_point) * 4
         assert down[c] == expected
 
 

@@ -231,15 +231,22 @@ class HSplitLoRA(Strategy):
         return ClientConfig.from_pattern(self.arch, k, {key: r for key, r in ranks.items() if r})
 
     def aggregation_payload(self, assignment: Assignment, participants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Up: the client's own adapters. Down: the stacked factors of every matrix on its side of the split,
-        i.e. the ranks all participants trained there (on their devices or on the server), times in + out."""
+        """Up: the client's own adapters. Down: the stacked factors of every matrix on its side of the split: per
+        block, the ranks each participant trained there on its device, plus the shared server set's ranks once
+        if any participant left that block to the server (`stack` stacks identical copies once); times in + out."""
         up, _ = super().aggregation_payload(assignment, participants)
-        rank_sum = np.zeros((self.arch.n_layers, len(self.arch.matrices)), dtype=np.int64)
+        L, matrices = self.arch.n_layers, self.arch.matrices
+        device_ranks = np.zeros((L, len(matrices)), dtype=np.int64)
+        server_ranks = np.zeros((L, len(matrices)), dtype=np.int64)
         counts = np.bincount(assignment.index[participants], minlength=len(assignment.configs))
         for config, count in zip(assignment.configs, counts, strict=True):
-            rank_sum += np.array(config.ranks, dtype=np.int64) * int(count)
-        width = np.array([sum(self.arch.matrix_shape(m)) for m in self.arch.matrices], dtype=np.int64)
-        per_block = (rank_sum * width).sum(axis=1) * ADAPTER_BYTES
+            if count:
+                ranks = np.array(config.ranks, dtype=np.int64)
+                k = config.split_point
+                device_ranks[:k] += ranks[:k] * int(count)
+                server_ranks[k:] = ranks[k:]  # the shared set: the same ranks in every config that has it
+        width = np.array([sum(self.arch.matrix_shape(m)) for m in matrices], dtype=np.int64)
+        per_block = ((device_ranks + server_ranks) * width).sum(axis=1) * ADAPTER_BYTES
         cumulative = np.concatenate([[0], np.cumsum(per_block)])
         ks = np.array([c.split_point for c in assignment.configs], dtype=np.int64)[assignment.index[participants]]
         return up, cumulative[ks]
@@ -262,8 +269,8 @@ class HSplitLoRA(Strategy):
         return fresh_adapters(self.arch, dict(self.server_ranks), self.alpha, [self.seed, round_, server_id])
 
     def aggregate(self, round_: int, trained: list[Trained]) -> Aggregate:
-        """NAA. The shared server copy appears in the trained set of every client that used it, each time with
-        that client's weight: its contribution is exactly (sum of their p_i) s B A."""
+        """NAA. The shared server copy appears in the trained set of every client that used it; `stack` takes it
+        once with their summed weight: its contribution is exactly (sum of their p_i) s B A."""
         return Aggregate({}, weighted_head(trained), merge=stack(trained))
 
     def observe_importance(self, round_: int, scores: dict[int, dict[Key, float]], weights: dict[int, float]):
@@ -288,14 +295,27 @@ class HSplitLoRA(Strategy):
 # -- NAA ------------------------------------------------------------------------------------------------------
 def stack(trained: list[Trained]) -> dict:
     """Per matrix, over the participants that trained it: A = concat(p_i s_i A_i), B = concat(B_i), returned as
-    factors of scale 1 (alpha = their total rank), so `B @ A = sum_i p_i s_i B_i A_i` with nothing dropped."""
+    factors of scale 1 (alpha = their total rank), so `B @ A = sum_i p_i s_i B_i A_i` with nothing dropped.
+    Identical copies (the shared server set, in the trained set of every client split before that block) are
+    stacked once with their summed weight: the same sum, and its rank is downloaded and merged once, not once
+    per client."""
     import torch
 
     from hsplit_actors.model.lora import LoRAFactors
 
     out = {}
     for key in sorted({k for t in trained for k in t.factors}):
-        holders = [(t.factors[key], t.weight) for t in trained if key in t.factors and t.factors[key].rank > 0]
+        holders: list[tuple[LoRAFactors, float]] = []
+        for t in trained:
+            f = t.factors.get(key)
+            if f is None or f.rank == 0:
+                continue
+            same = next((i for i, (g, _) in enumerate(holders) if g.scale == f.scale and g.A.shape == f.A.shape
+                         and torch.equal(g.A, f.A) and torch.equal(g.B, f.B)), None)
+            if same is None:
+                holders.append((f, t.weight))
+            else:
+                holders[same] = (holders[same][0], holders[same][1] + t.weight)
         if not holders:
             continue
         total = sum(w for _, w in holders)
