@@ -158,6 +158,10 @@ def test_a_killed_client_actor_is_restarted_and_the_run_ends_as_without_the_faul
 
 def test_resume_from_a_checkpoint_ends_with_the_tables_of_an_uninterrupted_run(tmp_path: Path) -> None:
     raw = tiny_training_scenario(rounds=3, train={"eval_samples": 32, "lr": 0.01, "local": True})
+    _run(raw, tmp_path / "default")  # by default the newest two are kept
+    assert sorted(p.name for p in (tmp_path / "default" / "checkpoints").iterdir()) == [
+        "round_0001.pt", "round_0002.pt"]
+    raw["train"]["keep_checkpoints"] = None
     full_dir, full, _ = _run(raw, tmp_path / "full")
     assert sorted(p.name for p in (full_dir / "checkpoints").iterdir()) == [
         "round_0000.pt", "round_0001.pt", "round_0002.pt"]
@@ -170,7 +174,8 @@ def test_resume_from_a_checkpoint_ends_with_the_tables_of_an_uninterrupted_run(t
 
 
 def test_cli_resume(tmp_path: Path, write_scenario, capsys) -> None:
-    raw = tiny_training_scenario(rounds=2, train={"eval_samples": 32, "lr": 0.01, "local": True})
+    raw = tiny_training_scenario(rounds=2, train={"eval_samples": 32, "lr": 0.01, "local": True,
+                                                  "keep_checkpoints": None})
     assert main(["run", str(write_scenario(raw)), "--out", str(tmp_path / "a"), "--quiet"]) == 0
     cut = interrupted_copy(tmp_path / "a", tmp_path / "b", rounds=1)
     assert main(["run", "--resume", str(cut), "--quiet"]) == 0

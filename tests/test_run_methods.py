@@ -50,7 +50,8 @@ def test_hsplitlora_mixes_split_points_and_is_identical_on_two_actors_and_in_pro
 
 
 def test_hsplitlora_resumes_to_the_tables_of_an_uninterrupted_run(tmp_path: Path) -> None:
-    raw = tiny_training_scenario(**MIXED, rounds=3, train={"eval_samples": 32, "lr": 0.01, "local": True})
+    raw = tiny_training_scenario(**MIXED, rounds=3, train={"eval_samples": 32, "lr": 0.01, "local": True,
+                                                           "keep_checkpoints": None})
     full_dir, full, _ = _run(raw, tmp_path / "full")
     _, resumed, _ = run(None, resume=interrupted_copy(full_dir, tmp_path / "cut", rounds=2))
     _same_tables(full, resumed)

@@ -237,6 +237,7 @@ class TrainSpec(Strict):
     max_in_flight: PositiveInt = 64  # submitted-but-unfinished steps before the coordinator waits
     local: bool = False  # in-process hosts instead of Ray actors (same results)
     checkpoint: bool = True  # write checkpoints/round_NNNN.pt each round (for --resume)
+    keep_checkpoints: PositiveInt | None = 2  # the newest N are kept, older ones deleted; null: every round's
     # Client forwards run without keeping their graph and are recomputed (same seed, same bits) at backward time:
     # memory per waiting virtual client drops from its activations to its batch, for one more client forward.
     recompute_activations: bool = False

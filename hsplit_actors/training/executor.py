@@ -22,12 +22,12 @@ class TrainingExecutor(Executor):
 
     def __init__(self, runtime, client_hosts: list, server, partitions: list[np.ndarray], strategy: Strategy,
                  global_init, n_layers: int, eval_every: int, metric: str, checkpoint_dir=None,
-                 resume: dict | None = None, kills: list | None = None):
+                 resume: dict | None = None, kills: list | None = None, keep_checkpoints: int | None = None):
         self.rt, self.client_hosts, self.server = runtime, client_hosts, server
         self.partitions, self.strategy = partitions, strategy
         self.factors, self.head = global_init
         self.n_layers, self.eval_every, self.metric = n_layers, eval_every, metric
-        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_dir, self.keep_checkpoints = checkpoint_dir, keep_checkpoints
         self.split_point: dict[int, int] = {}
         self.forward_out: dict[int, object] = {}
         self.gradients: dict[int, object] = {}
@@ -202,7 +202,8 @@ class TrainingExecutor(Executor):
         self.metrics[round_] = metrics
         self.strategy_states[round_] = self.strategy.state_dict()
         if self.checkpoint_dir is not None:
-            save_checkpoint(self.checkpoint_dir, round_, self._capture(), self.metrics, self.strategy_states)
+            save_checkpoint(self.checkpoint_dir, round_, self._capture(), self.metrics, self.strategy_states,
+                            self.keep_checkpoints)
         return metrics
 
     def _by_host(self, cids: list[int]) -> dict[int, list[int]]:
@@ -244,9 +245,11 @@ def _which(exc: Exception) -> str:
     return text.split("actor_id=")[1].split(",")[0][:16] if "actor_id=" in text else type(exc).__name__
 
 
-def save_checkpoint(directory, round_: int, state: dict, metrics: dict, strategy: dict) -> None:
+def save_checkpoint(directory, round_: int, state: dict, metrics: dict, strategy: dict,
+                    keep: int | None = None) -> None:
     """`checkpoints/round_NNNN.pt`, written atomically; the newest one is what --resume continues from. It holds
-    the hosts' state, every round's metrics and what the strategy had learned after each round."""
+    the hosts' state, every round's metrics and what the strategy had learned after each round. With `keep`,
+    only the newest `keep` files stay (each holds the whole run so far; older ones are only history)."""
     from pathlib import Path
 
     import torch
@@ -256,6 +259,9 @@ def save_checkpoint(directory, round_: int, state: dict, metrics: dict, strategy
     tmp = directory / f".round_{round_:04d}.pt.tmp"
     torch.save({"round": round_, "state": state, "metrics": dict(metrics), "strategy": dict(strategy)}, tmp)
     tmp.rename(directory / f"round_{round_:04d}.pt")
+    if keep is not None:
+        for old in sorted(directory.glob("round_*.pt"))[:-keep]:
+            old.unlink()
 
 
 def load_checkpoint(directory) -> dict | None:

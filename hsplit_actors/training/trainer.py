@@ -50,7 +50,8 @@ def train(scenario: Scenario, setup: Setup, assets: Assets, runtime, hosts: list
     executor = TrainingExecutor(runtime, hosts, server, assets.data.partitions, setup.strategy,
                                 (assets.factors, assets.head), setup.arch.n_layers, scenario.train.eval_every,
                                 assets.data.metric, checkpoint_dir=checkpoint_dir, resume=resume,
-                                kills=[k.model_dump() for k in scenario.train.kill_actor])
+                                kills=[k.model_dump() for k in scenario.train.kill_actor],
+                                keep_checkpoints=scenario.train.keep_checkpoints)
     threads = torch.get_num_threads()  # in-process hosts set their own count; give the process its own back after
     try:
         tables, wall_s, extra = simulate(scenario, setup, executor, on_progress)
