@@ -77,7 +77,7 @@ def test_split_forward_and_gradients_equal_the_whole_model(family: str, k: int) 
     split_logits = split.logits(ids, mask)
     assert (split_logits - logits).abs().max() < 1e-5
     split_loss = split.step(ids, mask, labels)
-    assert split_loss == pytest.approx(float(loss), abs=1e-5)
+    assert split_loss == pytest.approx(loss.item(), abs=1e-5)
     assert expected, "there must be trainable adapters"
     for name, param in model.named_parameters():
         if param.requires_grad:
