@@ -120,6 +120,43 @@ def test_two_node_cluster_places_clients_on_both_nodes(tmp_path: Path) -> None:
     assert (tmp_path / "c" / "meta.json").is_file()
 
 
+NODE_LOSS_SCRIPT = """
+import json, sys, yaml
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+worker = cluster.add_node(num_cpus=1)
+cluster.wait_for_nodes()
+from hsplit_actors.scenario import parse_scenario
+from hsplit_actors.training.run import run
+lost = []
+def on_progress(p):  # the driver's poller: take the second node away early in round 1
+    if p.round == 1 and not lost:
+        lost.append(p.steps)
+        cluster.remove_node(worker)
+raw = json.loads(sys.argv[1])
+directory, tables, extra = run(parse_scenario(yaml.safe_dump(raw)), sys.argv[2], address=cluster.address,
+                               on_progress=on_progress)
+print(json.dumps({"lost": bool(lost), "nodes": len(extra["client_nodes"]), "faults": tables.faults["what"].tolist(),
+                  "losses": tables.rounds["train_loss"].tolist()}))
+"""
+
+
+@pytest.mark.slow
+def test_losing_a_node_replaces_its_client_actor_and_the_run_ends_as_without_the_fault(tmp_path: Path) -> None:
+    """Two nodes on this machine; the second is removed during round 1. Its client actor cannot come back there:
+    the coordinator starts a replacement on the head node, restores it and replays the round."""
+    raw = tiny_training_scenario(rounds=3, local_iterations=30, train={"eval_samples": 32, "lr": 0.01, "actors": 2})
+    proc = subprocess.run([sys.executable, "-c", NODE_LOSS_SCRIPT, json.dumps(raw), str(tmp_path / "c")],
+                          capture_output=True, text=True, timeout=400, cwd=REPO,
+                          env={**__import__("os").environ, "RAY_AUTH_MODE": "disabled"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["lost"] and result["nodes"] == 1  # every client actor ends on the node that is left
+    assert len(result["faults"]) == 1 and "replaced on a live node" in result["faults"][0]
+    _, clean, _ = _run(raw, tmp_path / "clean", local=True)
+    assert result["losses"] == clean.rounds["train_loss"].tolist()
+
+
 @pytest.mark.slow
 def test_make_run_default_scenario_reaches_good_accuracy(tmp_path: Path) -> None:
     code = main(["run", str(REPO / "scenarios" / "quickstart_train.yaml"), "--out", str(tmp_path / "q"), "--quiet"])
@@ -154,6 +191,25 @@ def test_a_killed_client_actor_is_restarted_and_the_run_ends_as_without_the_faul
     assert tables.faults["replayed_calls"].iloc[0] > 0
     _same_tables(clean, tables)
     assert len(read_run(directory).faults) == 1
+
+
+@pytest.mark.parametrize(("kill", "replaced"), [
+    ({"actor": 1, "restart": False}, "client actor 1"),
+    ({"server": True, "restart": False}, "the server actor"),
+    pytest.param({"server": True}, None, marks=pytest.mark.slow),  # restarted in place, as a client actor above
+])
+def test_a_lost_actor_is_restarted_or_replaced_and_the_run_ends_as_without_the_fault(ray_session, tmp_path, kill,
+                                                                                    replaced) -> None:
+    """`restart: false` is as when its node is lost: Ray will not bring it back, so the coordinator starts a new
+    one, restores it and replays the round."""
+    raw = tiny_training_scenario(rounds=3, train={"eval_samples": 32, "lr": 0.01, "actors": 2})
+    _, clean, _ = _run(raw, tmp_path / "clean", local=True)
+    fault = {"round": 1, "after_steps": 3} | kill
+    _, tables, extra = _run(raw | {"train": raw["train"] | {"kill_actor": [fault]}}, tmp_path / "faulty")
+    assert extra["faults"] == 1
+    what = tables.faults["what"].iloc[0]
+    assert what.endswith(f"{replaced} replaced on a live node") if replaced else "replaced" not in what
+    _same_tables(clean, tables)
 
 
 def test_resume_from_a_checkpoint_ends_with_the_tables_of_an_uninterrupted_run(tmp_path: Path) -> None:

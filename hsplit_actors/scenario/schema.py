@@ -219,11 +219,14 @@ class CompareSpec(Strict):
 
 
 class KillSpec(Strict):
-    """Fault injection: kill client actor `actor` after `after_steps` steps of round `round` (Ray restarts it)."""
+    """Fault injection: kill client actor `actor` (or the server actor) after `after_steps` steps of round `round`;
+    Ray restarts it, or with `restart: false` the coordinator replaces it."""
 
     round: Annotated[int, Field(ge=0)]
     after_steps: PositiveInt = 1
     actor: Annotated[int, Field(ge=0)] = 0
+    restart: bool = True  # false: gone for good, as when its node is lost; the coordinator starts a replacement
+    server: bool = False  # kill the server actor instead (`actor` is then ignored)
 
 
 class TrainSpec(Strict):

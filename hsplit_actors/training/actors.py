@@ -56,7 +56,8 @@ class Coordinator:
     """Owns the SimPy environment (the only clock) and submits all work. `prepare`, `run` and `progress` share
     the default threads; hosts asking for their assets wait in a group of their own, so they never hold those."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name  # hosts find it by name; replacements of lost hosts too
         self.state = None  # the engine's latest Progress, for the driver's bar
         self.prepared = threading.Event()
         self.shared: dict | None = None
@@ -101,7 +102,10 @@ class Coordinator:
         def note(progress) -> None:
             self.state = progress
 
-        runtime = RayRuntime(scenario.train.max_in_flight)
+        here = ray.get_runtime_context().get_node_id()
+        runtime = RayRuntime(scenario.train.max_in_flight,
+                             replace_client=lambda i: start_client_host(self.name, i, here),
+                             replace_server=lambda: start_server_host(self.name, here))
         return train(scenario, self.setup, self.assets, runtime, hosts, server, note, checkpoint_dir, resume)
 
     def progress(self):
@@ -113,19 +117,36 @@ def start_actors(scenario: Scenario, n_hosts: int):
     the nodes) and the server host (with a GPU when the cluster has one), all at once."""
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     name = f"hsplit-coordinator-{uuid.uuid4().hex}"
-    coordinator = Coordinator.options(scheduling_strategy=here, name=name).remote()
+    coordinator = Coordinator.options(scheduling_strategy=here, name=name).remote(name)
     coordinator.prepare.remote(scenario)
-    # Client actors run whichever virtual client's step is ready: a client's own steps stay in order through
-    # data dependencies (gradient -> backward -> next forward), and results do not depend on the order between
-    # clients (each step is seeded by what it computes). In submission order, every client's backward would
-    # wait behind the slowest server step of its iteration (a pipeline bubble on the client actor).
-    client_cls = ray.remote(num_cpus=0, max_restarts=-1, allow_out_of_order_execution=True)(HostActor)
-    # Round-robin over the nodes, hard affinity: a soft one silently falls back to the head node while a
-    # just-joined node's resources are not yet known to the scheduler. (A lost node is not re-placed.)
-    nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
-    hosts = [client_cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)],
-                                                                                   soft=False))
-             .remote("client", name) for i in range(n_hosts)]
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    server = ray.remote(num_cpus=0, num_gpus=gpus)(HostActor).remote("server", name)
+    hosts = [start_client_host(name, i) for i in range(n_hosts)]
+    server = start_server_host(name, ray.get_runtime_context().get_node_id())
     return coordinator, hosts, server
+
+
+def start_server_host(coordinator: str, node: str):
+    """The server host: on a GPU node when the cluster has one, else beside the coordinator on `node` (so losing
+    a worker node never takes it). Restarted in place or replaced like a client host."""
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    placement = "DEFAULT" if gpus else NodeAffinitySchedulingStrategy(node, soft=False)
+    return ray.remote(num_cpus=0, num_gpus=gpus, max_restarts=-1)(HostActor).options(
+        scheduling_strategy=placement).remote("server", coordinator)
+
+
+# Client actors run whichever virtual client's step is ready: a client's own steps stay in order through data
+# dependencies (gradient -> backward -> next forward), and results do not depend on the order between clients
+# (each step is seeded by what it computes). In submission order, every client's backward would wait behind the
+# slowest server step of its iteration (a pipeline bubble on the client actor).
+ClientHostActor = ray.remote(num_cpus=0, max_restarts=-1, allow_out_of_order_execution=True)(HostActor)
+
+
+def start_client_host(coordinator: str, index: int, node: str | None = None):
+    """Client host `index` on `node`, or on the index-th live node, round-robin. Hard affinity: a soft one silently
+    falls back to the head node while a just-joined node's resources are not yet known to the scheduler. Ray
+    restarts a host that dies in place; one whose node is gone is replaced on the coordinator's node (the one node
+    certainly alive: the cluster's node list still shows a lost node for a while)."""
+    if node is None:
+        nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+        node = nodes[index % len(nodes)]
+    placement = NodeAffinitySchedulingStrategy(node, soft=False)
+    return ClientHostActor.options(scheduling_strategy=placement).remote("client", coordinator)

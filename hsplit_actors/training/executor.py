@@ -115,7 +115,8 @@ class TrainingExecutor(Executor):
         for kill in list(self.kills):
             if kill["round"] == round_ and kill["after_steps"] == self.steps_this_round:
                 self.kills.remove(kill)
-                self.rt.kill(self.client_hosts[kill["actor"]])
+                victim = self.server if kill.get("server") else self.client_hosts[kill["actor"]]
+                self.rt.kill(victim, kill.get("restart", True))
 
     # -- faults -----------------------------------------------------------------------------------------
     def _capture(self) -> dict:
@@ -164,16 +165,16 @@ class TrainingExecutor(Executor):
             except self.rt.errors as exc:
                 if attempt == attempts:
                     raise
-                self.rt.wait_until_alive(self.client_hosts + [self.server])
+                replaced, self.server = self.rt.revive(self.client_hosts, self.server)
                 calls, self.calls = self.calls, []
                 self._restore(self.saved)
                 self.losses, self.forward_out, self.gradients, self.steps = [], {}, {}, []
                 self.last_step.clear()
                 for hook, *args in calls:
                     getattr(self, hook)(*args)
-                self.faults.append({"round": round_, "t": self.clock.now, "actor": _which(exc),
-                                    "what": type(exc).__name__, "restored": f"state after round {round_ - 1}",
-                                    "replayed_calls": len(calls)})
+                what = type(exc).__name__ + (f"; {', '.join(replaced)} replaced on a live node" if replaced else "")
+                self.faults.append({"round": round_, "t": self.clock.now, "actor": _which(exc), "what": what,
+                                    "restored": f"state after round {round_ - 1}", "replayed_calls": len(calls)})
         raise AssertionError("unreachable")
 
     def aggregate(self, round_: int, participants) -> dict[str, float]:

@@ -61,6 +61,7 @@ def train(scenario: Scenario, setup: Setup, assets: Assets, runtime, hosts: list
     tables.importance = pd.DataFrame(setup.strategy.importance_rows(), columns=IMPORTANCE_COLUMNS)
     extra |= {"client_actors": len(hosts), "metric": assets.data.metric, "faults": len(executor.faults),
               "resumed_from_round": resume["round"] if resume else None}
+    server = executor.server  # a new one if the first was lost and replaced
     busy = runtime.get([runtime.call(h, "busy_seconds") for h in hosts] + [runtime.call(server, "busy_seconds")])
     extra["host_busy_s"] = {"client_hosts": busy[:-1], "server": busy[-1]}
     extra["client_nodes"] = sorted(set(runtime.get([runtime.call(h, "node") for h in hosts])))
