@@ -124,13 +124,15 @@ def start_actors(scenario: Scenario, n_hosts: int):
     return coordinator, hosts, server
 
 
+ServerHostActor = ray.remote(num_cpus=0, max_restarts=-1)(HostActor)  # in submission order: the virtual order
+
+
 def start_server_host(coordinator: str, node: str):
     """The server host: on a GPU node when the cluster has one, else beside the coordinator on `node` (so losing
     a worker node never takes it). Restarted in place or replaced like a client host."""
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     placement = "DEFAULT" if gpus else NodeAffinitySchedulingStrategy(node, soft=False)
-    return ray.remote(num_cpus=0, num_gpus=gpus, max_restarts=-1)(HostActor).options(
-        scheduling_strategy=placement).remote("server", coordinator)
+    return ServerHostActor.options(num_gpus=gpus, scheduling_strategy=placement).remote("server", coordinator)
 
 
 # Client actors run whichever virtual client's step is ready: a client's own steps stay in order through data

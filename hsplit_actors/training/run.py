@@ -67,7 +67,9 @@ def _train_on_ray(scenario: Scenario, n_hosts: int, on_progress, checkpoint_dir,
         stop.set()
         if poller is not None:  # the final state, after the poller's last: the bar ends full, with the metrics
             poller.join()
-            on_progress(ray.get(coordinator.progress.remote()))
+            final = ray.get(coordinator.progress.remote())
+            if final is not None:
+                on_progress(final)
         return outcome
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, ScenarioError):  # bad input found while preparing (e.g. too little data)
