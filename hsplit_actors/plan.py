@@ -76,6 +76,10 @@ def check_feasibility(scenario: Scenario, fleet: Fleet, strategy: Strategy) -> f
             f"no device's budget fits any {method.name} configuration (largest budget {fleet.memory_gb.max():.2f} "
             f"GiB, smallest configuration needs {smallest:.2f} GiB); raise memory_gb, lower data.batch_size / "
             "seq_len, or choose a split method", field="fleet[].memory_gb")
+    agg = scenario.aggregation
+    if agg.mode == "async" and agg.buffer > int(feasible.sum()):
+        raise ScenarioError(f"buffer {agg.buffer} exceeds the {int(feasible.sum())} clients that can hold "
+                            f"{method.name}'s configuration: it would never fill; lower it", field="aggregation.buffer")
     server_gb = check_server_memory(scenario, assignment, strategy)
     if not feasible.all():
         names, counts = np.unique(fleet.device[~feasible], return_counts=True)
@@ -128,7 +132,8 @@ def simulate(scenario: Scenario, setup: Setup, executor: Executor | None = None,
     samples = np.full(len(setup.fleet), scenario.data.samples_per_client, dtype=np.int64)
     clients = clients_table(log, setup.fleet, setup.arch, samples)
     extra = {"server_busy_s": log.server_busy_s, "server_gpus": log.gpus, "n_clients": len(setup.fleet),
-             "server_memory_gb_estimate": setup.server_memory_gb}
+             "server_memory_gb_estimate": setup.server_memory_gb, "aggregation": scenario.aggregation.mode,
+             "peak_live_versions": log.peak_live_versions}
     return RunTables(events, rounds, clients), timer() - start, extra
 
 

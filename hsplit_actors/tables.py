@@ -12,8 +12,21 @@ from hsplit_actors.engine.sim import ALL_PHASES, SimulationLog
 from hsplit_actors.fleet import Fleet
 from hsplit_actors.methods.base import GIB
 
-EVENT_COLUMNS = ["run", "method", "round", "client", "iteration", "phase", "t_start", "t_end", "bytes", "flops",
-                 "queue_len"]
+EVENT_COLUMNS = ["run", "method", "round", "version", "client", "iteration", "phase", "t_start", "t_end", "bytes",
+                 "flops", "queue_len"]
+
+
+def _log_arrays(log: SimulationLog):
+    """The log as arrays, with each iteration's and each other event's round resolved from its session (sync and
+    semi_sync: the round it was drawn for; async: the aggregation that took its update, -1 if none did)."""
+    ints = np.frombuffer(log.iter_ints, dtype=np.int64).reshape(-1, 6)  # client, session, it, config, queue, version
+    o_ints = np.frombuffer(log.other_ints, dtype=np.int64).reshape(-1, 6)  # client, session, round, phase, bytes, v
+    session_round = np.frombuffer(log.session_round, dtype=np.int64)
+    it_round = session_round[ints[:, 1]] if len(session_round) else np.zeros(len(ints), dtype=np.int64)
+    o_round = o_ints[:, 2].copy()
+    own = o_ints[:, 1] >= 0
+    o_round[own] = session_round[o_ints[own, 1]]
+    return ints, it_round, o_ints, o_round
 
 
 def events_table(log: SimulationLog, run: str, method: str) -> pd.DataFrame:
@@ -22,9 +35,8 @@ def events_table(log: SimulationLog, run: str, method: str) -> pd.DataFrame:
     Rows are in virtual-time order (ties keep the log's deterministic order). Each column is gathered once from
     the log through a composite index: at millions of rows, copies are what costs.
     """
-    ints = np.frombuffer(log.iter_ints, dtype=np.int64).reshape(-1, 5)  # client, round, iteration, config, queue
+    ints, it_round, o_ints, o_round = _log_arrays(log)
     times = np.frombuffer(log.iter_times, dtype=np.float64).reshape(-1, 7)  # boundaries of the six phases
-    o_ints = np.frombuffer(log.other_ints, dtype=np.int64).reshape(-1, 4)  # client, round, phase, bytes
     o_floats = np.frombuffer(log.other_floats, dtype=np.float64).reshape(-1, 3)  # t_start, t_end, flops
     costs, configs = log.costs, log.configs
     cfg_bytes = np.array([[0, c.uplink_bytes, 0, 0, c.downlink_bytes, 0] for c in costs] or [[0] * 6], dtype=np.int64)
@@ -52,16 +64,17 @@ def events_table(log: SimulationLog, run: str, method: str) -> pd.DataFrame:
 
     cfg = ints[it_rows, 3]
     frame = pd.DataFrame({
-        "round": column(ints[it_rows, 1], o_ints[:, 1], np.int32),
+        "round": column(it_round[it_rows], o_round, np.int32),
+        "version": column(ints[it_rows, 5], o_ints[:, 5], np.int32),
         "client": column(ints[it_rows, 0], o_ints[:, 0], np.int32),
         "iteration": column(ints[it_rows, 2], np.full(len(o_ints), -1), np.int32),
         "t_start": t_start_all[order],
         "t_end": column(times[it_rows, it_phase + 1], o_floats[:, 1], np.float64),
-        "bytes": column(cfg_bytes[cfg, it_phase], o_ints[:, 3], np.int64),
+        "bytes": column(cfg_bytes[cfg, it_phase], o_ints[:, 4], np.int64),
         "flops": column(cfg_flops[cfg, it_phase], o_floats[:, 2], np.float64),
         "queue_len": column(np.where(it_phase == 2, ints[it_rows, 4], 0), np.zeros(len(o_ints)), np.int32),
     })
-    codes = column(it_phase, o_ints[:, 2], np.int8)
+    codes = column(it_phase, o_ints[:, 3], np.int8)
     constant = np.zeros(len(frame), dtype=np.int8)
     frame["phase"] = pd.Categorical.from_codes(codes, categories=list(ALL_PHASES))
     frame["run"] = pd.Categorical.from_codes(constant, categories=[run])
@@ -69,27 +82,37 @@ def events_table(log: SimulationLog, run: str, method: str) -> pd.DataFrame:
     return frame[EVENT_COLUMNS]
 
 
-def _per_round(rounds: np.ndarray, weights: np.ndarray | None, n_rounds: int) -> np.ndarray:
-    return np.bincount(rounds, weights=weights, minlength=n_rounds)[:n_rounds].astype(np.int64)
+def _per_row(rows: np.ndarray, weights: np.ndarray | None, n_rows: int) -> np.ndarray:
+    ok = (rows >= 0) & (rows < n_rows)
+    return np.bincount(rows[ok], weights=None if weights is None else weights[ok], minlength=n_rows)[:n_rows] \
+        .astype(np.int64)
 
 
 def rounds_table(log: SimulationLog) -> pd.DataFrame:
-    """One row per round: virtual end time, wall time, metrics (NaN when nothing was trained), traffic."""
+    """One row per round (async: per aggregation): virtual times, the version it ended with, its updates and
+    their staleness, metrics (NaN when nothing was trained or evaluated), traffic. In async, traffic and dropouts
+    count in the row during which they happened."""
     rounds = pd.DataFrame(log.rounds)
     for metric in ("train_loss", "eval_loss", "eval_metric"):
         if metric not in rounds:
             rounds[metric] = np.nan
     n = len(rounds)
-    ints = np.frombuffer(log.iter_ints, dtype=np.int64).reshape(-1, 5)
+    ints, it_round, o_ints, o_round = _log_arrays(log)
+    times = np.frombuffer(log.iter_times, dtype=np.float64).reshape(-1, 7)
+    o_floats = np.frombuffer(log.other_floats, dtype=np.float64).reshape(-1, 3)
+    if log.by_time and n:
+        ends = rounds["t_end"].to_numpy()
+        it_round = np.searchsorted(ends, times[:, 6], side="left")
+        o_round = np.searchsorted(ends, o_floats[:, 1], side="left")
     cfg_up = np.array([c.uplink_bytes for c in log.costs] or [0], dtype=float)
     cfg_down = np.array([c.downlink_bytes for c in log.costs] or [0], dtype=float)
-    other = np.frombuffer(log.other_ints, dtype=np.int64).reshape(-1, 4)
-    o_round, o_phase, o_bytes = other[:, 1], other[:, 2], other[:, 3].astype(float)
+    o_phase, o_bytes = o_ints[:, 3], o_ints[:, 4].astype(float)
     agg_up, agg_down = o_phase == ALL_PHASES.index("agg_up"), o_phase == ALL_PHASES.index("agg_down")
-    rounds["bytes_up"] = _per_round(ints[:, 1], cfg_up[ints[:, 3]], n) + _per_round(o_round[agg_up], o_bytes[agg_up], n)
-    rounds["bytes_down"] = (_per_round(ints[:, 1], cfg_down[ints[:, 3]], n)
-                            + _per_round(o_round[agg_down], o_bytes[agg_down], n))
-    rounds["dropouts"] = _per_round(o_round[o_phase == ALL_PHASES.index("dropout")], None, n)
+    rounds["bytes_up"] = _per_row(it_round, cfg_up[ints[:, 3]], n) + _per_row(o_round[agg_up], o_bytes[agg_up], n)
+    rounds["bytes_down"] = (_per_row(it_round, cfg_down[ints[:, 3]], n)
+                            + _per_row(o_round[agg_down], o_bytes[agg_down], n))
+    rounds["dropouts"] = _per_row(o_round[o_phase == ALL_PHASES.index("dropout")], None, n)
+    rounds["discarded"] = _per_row(o_round[o_phase == ALL_PHASES.index("discarded")], None, n)
     rounds["round_s"] = rounds["t_end"] - rounds["t_start"]
     return rounds
 
@@ -116,9 +139,13 @@ def clients_table(log: SimulationLog, fleet: Fleet, arch: ModelArch, n_samples: 
         "memory_estimate_gb": per_config([c.client_memory_bytes / GIB for c in costs], 0.0).astype(float),
         "feasible": feasible,
     })
-    ints = np.frombuffer(log.iter_ints, dtype=np.int64).reshape(-1, 5)
+    ints = np.frombuffer(log.iter_ints, dtype=np.int64).reshape(-1, 6)
     clients = len(fleet)
     table["iterations_done"] = np.bincount(ints[:, 0], minlength=clients)
-    pairs = np.unique(ints[:, 1] * clients + ints[:, 0])  # (round, client) pairs with at least one iteration
-    table["rounds_participated"] = np.bincount(pairs % clients, minlength=clients)
+    sessions = np.unique(ints[:, 1])  # sessions with at least one iteration (async: there are no rounds)
+    owner = np.zeros(0, dtype=np.int64)
+    if len(sessions):
+        first = np.unique(ints[:, 1], return_index=True)[1]
+        owner = ints[first, 0]
+    table["rounds_participated"] = np.bincount(owner, minlength=clients)
     return table

@@ -138,16 +138,23 @@ def test_queue_discipline_decides_who_gets_the_gpu(discipline: str) -> None:
     assert contested > 0, "the scenario should make jobs wait"
 
 
-def test_aggregation_waits_for_every_upload_and_rounds_follow_each_other() -> None:
+def test_aggregation_waits_for_every_upload_and_the_next_round_opens_with_its_download() -> None:
     _, _, tables, _ = run(small_scenario(rounds=3))
     ev, rounds = tables.events, tables.rounds
     for r in range(3):
         mine = ev[ev["round"] == r]
         agg = mine[mine["phase"] == "aggregate"]
-        assert len(agg) == 1 and agg["client"].iloc[0] == -1
+        assert len(agg) == 1 and agg["client"].iloc[0] == -1 and agg["version"].iloc[0] == r + 1
         assert agg["t_start"].iloc[0] >= mine.loc[mine["phase"] == "agg_up", "t_end"].max()
-        assert (mine.loc[mine["phase"] == "agg_down", "t_start"] >= agg["t_end"].iloc[0]).all()
-        assert rounds.loc[r, "t_end"] == pytest.approx(mine["t_end"].max())
+        assert rounds.loc[r, "t_end"] == agg["t_end"].iloc[0] and rounds.loc[r, "version"] == r + 1
+        downloads = mine[mine["phase"] == "agg_down"]
+        if r == 0:  # everyone starts from version 0
+            assert len(downloads) == 0
+        else:  # each participant downloads the version the previous round published, when it starts
+            assert len(downloads) == rounds.loc[r, "participants"]
+            assert (downloads["t_start"] == rounds.loc[r - 1, "t_end"]).all()
+        work = mine[mine["phase"].isin(PHASES)]
+        assert (work["version"] == r).all()
     np.testing.assert_array_equal(rounds["t_start"].to_numpy()[1:], rounds["t_end"].to_numpy()[:-1])
 
 
@@ -180,12 +187,12 @@ def test_flora_downloads_the_whole_stack_and_hetlora_only_its_own_rank() -> None
     _, _, het, _ = run(small_scenario(fleet=fleet, method={"name": "hetlora", "ranks": [2, 16]}))
     for tables in (flora, het):
         assert tables.clients["trainable_params"].nunique() == 2  # budgets give different ranks
-    ev = flora.events[flora.events["round"] == 0]
-    ups = ev.loc[ev["phase"] == "agg_up", "bytes"]
-    assert (ev.loc[ev["phase"] == "agg_down", "bytes"] == ups.sum()).all()
-    ev = het.events[het.events["round"] == 0]
-    up = ev[ev["phase"] == "agg_up"].set_index("client")["bytes"]
-    down = ev[ev["phase"] == "agg_down"].set_index("client")["bytes"]
+    ev = flora.events
+    ups = ev.loc[(ev["round"] == 0) & (ev["phase"] == "agg_up"), "bytes"]
+    assert (ev.loc[(ev["round"] == 1) & (ev["phase"] == "agg_down"), "bytes"] == ups.sum()).all()
+    ev = het.events
+    up = ev[(ev["round"] == 0) & (ev["phase"] == "agg_up")].set_index("client")["bytes"]
+    down = ev[(ev["round"] == 1) & (ev["phase"] == "agg_down")].set_index("client")["bytes"]
     pd.testing.assert_series_equal(up.sort_index(), down.sort_index(), check_index_type=False)
 
 

@@ -115,6 +115,20 @@ def test_hetlora_zero_pads_weights_by_update_norm_and_clients_take_their_first_r
     assert view[(0, "query")].B.shape == (agg.B.shape[0], 2)
 
 
+def test_hetlora_applies_zero_padded_deltas_leaving_ranks_a_client_does_not_hold() -> None:
+    """SPEC §9: against a current global of rank 6, a rank-2 client's update moves only the first 2 ranks; a
+    stale one is a delta against the version it downloaded, scaled by its coefficient."""
+    now, old = factors(6, 3, alpha=12.0), factors(6, 4, alpha=12.0)
+    mine = LoRAFactors(old.A[:2] + 0.5, old.B[:, :2] + 0.25, 4.0)
+    agg = zero_pad_aggregate([Trained(0, 1.0, {(0, "query"): mine}, {}, 0.5, ({(0, "query"): old}, {}))],
+                             {(0, "query"): now})[(0, "query")]
+    torch.testing.assert_close(agg.A[2:], now.A[2:])
+    torch.testing.assert_close(agg.B[:, 2:], now.B[:, 2:])
+    torch.testing.assert_close(agg.A[:2], now.A[:2] + 0.5 * 0.5)
+    torch.testing.assert_close(agg.B[:, :2], now.B[:, :2] + 0.5 * 0.25)
+    assert agg.alpha == now.alpha
+
+
 def test_hetlora_self_prunes_when_the_tail_norm_shrinks_and_configures_the_pruned_rank() -> None:
     strategy = make_strategy(HetLoRASpec(name="hetlora", prune_gamma=0.75), MINILM, 16, 48, "float32")
     fleet = Fleet.explicit(["big"] * 2, flops=[1e12] * 2, memory_gb=[8.0] * 2)
@@ -221,9 +235,9 @@ def test_hsplitlora_download_is_the_stack_of_its_side_of_the_split() -> None:
     fleet = Fleet.explicit(["slow_cpu", "slow_link", "mid"], flops=[1e9, 1e13, 1e11], memory_gb=[4.0, 4.0, 0.1],
                            uplink_mbps=[1000.0, 1.0, 100.0], downlink_mbps=[1000.0, 1.0, 100.0])
     assignment = strategy.configure(0, fleet)
-    participants = np.arange(3)
-    _, down = strategy.aggregation_payload(assignment, participants)
     configs = [assignment.configs[j] for j in assignment.index]
+    per_split = strategy.stack_download(configs)
+    down = [per_split[c.split_point] for c in configs]
     splits = sorted(c.split_point for c in configs)  # mixed, two clients sharing the server set: where it counts
     assert splits[0] == splits[1] < splits[2]
     shared: dict = {}

@@ -25,8 +25,8 @@ def test_plan_writes_a_complete_run_directory(write_scenario, tmp_path: Path, ca
     meta = json.loads((out / "meta.json").read_text())
     assert meta["mode"] == "plan" and meta["seed"] == 1 and "simpy" in meta["versions"]
     tables = read_run(out)
-    assert list(tables.events.columns) == ["run", "method", "round", "client", "iteration", "phase", "t_start",
-                                           "t_end", "bytes", "flops", "queue_len"]
+    assert list(tables.events.columns) == ["run", "method", "round", "version", "client", "iteration", "phase",
+                                           "t_start", "t_end", "bytes", "flops", "queue_len"]
     for column in ("round", "t_end", "wall_s", "train_loss", "eval_loss", "eval_metric", "participants",
                    "bytes_up", "bytes_down"):
         assert column in tables.rounds.columns
@@ -47,7 +47,7 @@ def test_resolved_scenario_has_every_default(write_scenario, tmp_path: Path) -> 
     out = tmp_path / "run"
     main(["plan", str(write_scenario(small_scenario())), "--out", str(out), "--quiet"])
     text = (out / "scenario.yaml").read_text()
-    for default in ("aggregation_interval: 1", "queue: fifo", "variant: v1", "dtype: float32", "kind: iid"):
+    for default in ("mode: sync", "queue: fifo", "variant: v1", "dtype: float32", "kind: iid"):
         assert default in text
 
 

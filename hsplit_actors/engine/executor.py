@@ -7,7 +7,8 @@ from hsplit_actors.methods.base import Assignment
 
 
 class Executor:
-    """Hooks the engine calls in virtual-time order. The base class does nothing (timing only)."""
+    """Hooks the engine calls in virtual-time order. The base class does nothing (timing only). `s` is the
+    engine's Session: client, its own session count (`number`), the version it trains on."""
 
     clock = None  # the SimPy environment, attached by the engine (for timestamps, never for durations)
     metric = ""  # what `eval_metric` measures (accuracy, ...), where anything is evaluated
@@ -15,21 +16,29 @@ class Executor:
     def attach(self, env) -> None:
         self.clock = env
 
-    def begin_round(self, round_: int, assignment: Assignment, participants) -> None:
-        """A round starts with these configurations."""
+    def published(self, version: int, assignment: Assignment) -> None:
+        """Global version `version` exists (0: the start) and the strategy configured clients for it."""
 
-    def client_forward(self, client: int, round_: int, iteration: int) -> None:
+    def begin_session(self, s, config) -> None:
+        """A client starts a session on version `s.version` with this configuration."""
+
+    def client_forward(self, s, iteration: int) -> None:
         """Client-side forward of one batch (up to the split point)."""
 
-    def server_step(self, client: int, round_: int, iteration: int) -> None:
-        """Server forward/backward for the activations of `client`; called in virtual arrival order."""
+    def server_step(self, s, iteration: int) -> None:
+        """Server forward/backward for the activations of `s.client`; called in virtual arrival order."""
 
-    def client_backward(self, client: int, round_: int, iteration: int) -> None:
+    def client_backward(self, s, iteration: int) -> None:
         """Client-side backward with the returned activation gradient, and the client's optimiser step."""
 
-    def aggregate(self, round_: int, participants) -> dict[str, float]:
-        """Aggregate adapters at the round's end; returns metrics for the rounds table (losses, accuracy)."""
+    def aggregate(self, round_: int, version: int, updates: list, discarded: list, running: list) -> dict:
+        """Fold `updates` ((session, staleness, coefficient)) into version `version`; returns metrics for the
+        rounds table (losses, accuracy). `discarded`: sessions whose updates were dropped since the last one;
+        `running`: sessions still training (on the versions they downloaded)."""
         return {}
+
+    def finish(self, rows: list[dict]) -> None:
+        """The run is over (e.g. evaluate the last version if nothing did)."""
 
 
 class TimingExecutor(Executor):

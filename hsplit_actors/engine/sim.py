@@ -1,7 +1,8 @@
-"""The SimPy processes of SPEC §1. A coordinator process runs the rounds; each participating client runs one
-generator per round through client_fwd -> uplink -> queue -> server -> downlink -> client_bwd, S times, then
-uploads its adapters, waits for the aggregate and downloads it. Durations come from the cost model only, so a
-seeded run is deterministic.
+"""The SimPy processes of SPEC §1 and §9. A client's work is a *session*: download the global version it lacks,
+run S local iterations through client_fwd -> uplink -> queue -> server -> downlink -> client_bwd, upload its
+update into the upload buffer (a `simpy.Store`). One aggregation process (`aggregation.py`) decides when to
+draw clients and when to aggregate what the buffer holds: sync rounds, semi-sync deadlines or FedBuff's async
+buffer. Durations come from the cost model only, so a seeded run is deterministic.
 
 Recording is columnar (`array`), one row per iteration with its seven phase boundaries; the events table is
 expanded from it afterwards (phases are contiguous), which keeps the hot loop to two appends per iteration.
@@ -9,7 +10,6 @@ expanded from it afterwards (phases are contiguous), which keeps the hot loop to
 
 from __future__ import annotations
 
-import time
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +18,6 @@ import numpy as np
 import simpy
 
 from hsplit_actors.costmodel import ClientConfig, IterationCost, ModelArch
-from hsplit_actors.costmodel.costs import ADAPTER_BYTES
 from hsplit_actors.engine.executor import Executor, TimingExecutor
 from hsplit_actors.engine.server import GPUPool
 from hsplit_actors.fleet import Fleet
@@ -27,43 +26,54 @@ from hsplit_actors.methods.base import Strategy
 from hsplit_actors.scenario.schema import Scenario
 
 PHASES = ("client_fwd", "uplink", "queue", "server", "downlink", "client_bwd")
-OTHER_PHASES = ("agg_up", "aggregate", "agg_down", "dropout")
-AGG_UP, AGGREGATE, AGG_DOWN, DROPOUT = range(len(PHASES), len(PHASES) + len(OTHER_PHASES))
+OTHER_PHASES = ("agg_up", "aggregate", "agg_down", "dropout", "discarded")
+AGG_UP, AGGREGATE, AGG_DOWN, DROPOUT, DISCARDED = range(len(PHASES), len(PHASES) + len(OTHER_PHASES))
 ALL_PHASES = PHASES + OTHER_PHASES
 FED_SERVER = -1  # `client` of the aggregation event
 
 
-class Barrier:
-    """Fires its event once `n` arrivals have been counted (cheaper than all_of over thousands of processes)."""
+@dataclass(eq=False, slots=True)
+class Session:
+    """One client's stint of local training: from the version it downloaded to the update it uploads."""
 
-    def __init__(self, env: simpy.Environment, n: int):
-        self.n, self.event = n, env.event()
-        if n == 0:
-            self.event.succeed()
-
-    def arrive(self) -> None:
-        self.n -= 1
-        if self.n == 0:
-            self.event.succeed()
+    sid: int  # dispatch order, unique in the run
+    client: int
+    number: int  # the client's own count of sessions: seeds its computation, whatever the mode
+    version: int  # the global version it trains on
+    config_id: int
+    round: int  # sync / semi_sync: the round it was drawn for; async: -1 (the aggregation that takes it, later)
+    uploads: bool  # a sync round that does not aggregate ends without an upload
+    down_bytes: int
+    up_bytes: int
+    stop: bool = False  # told to stop at its next iteration (too stale, or late under `late: drop`)
+    outcome: str = ""  # update | done | dropout | stopped
 
 
 @dataclass(frozen=True)
 class Progress:
-    """Where a run stands, for a progress bar: the round and how much of it is done (its participants'
-    iterations, so a round of few participants still fills), the virtual time, and the last finished round's
-    known metrics (train_loss of the last round, eval_loss / eval_metric of the last evaluation; empty in `plan`)."""
+    """Where a run stands, for a progress bar: the round (async: aggregations done) and how much of it is done
+    (its participants' iterations, or the buffer's fill), the virtual time, and the latest known metrics
+    (train_loss, eval_loss / eval_metric; empty in `plan`)."""
 
-    round: int  # 0-based, the round in progress (or just finished)
-    rounds: int
+    round: int  # 0-based, the round in progress (or just finished); async: aggregations done
+    rounds: int  # how many there will be (async with only `until_s`: 0, and the bar follows virtual time)
     round_done: float  # 0..1
-    steps: int  # client iterations dispatched so far, all rounds
+    steps: int  # client iterations dispatched so far
     t: float
     last: dict[str, float] = field(default_factory=dict)
     metric: str = ""  # what last["eval_metric"] measures
+    label: str = "round"  # round | aggregation
+    until_s: float | None = None
+
+    @property
+    def total(self) -> float:
+        return float(self.rounds) if self.rounds else float(self.until_s or 1.0)
 
     @property
     def completed(self) -> float:
-        """Rounds done, fractional: what a bar of `rounds` steps shows."""
+        """Rounds done, fractional (or, bounded by time only, virtual seconds): what the bar shows."""
+        if not self.rounds and self.until_s:
+            return min(self.t, self.until_s)
         return self.round + self.round_done
 
 
@@ -76,14 +86,17 @@ class SimulationLog:
 
     configs: list[ClientConfig] = field(default_factory=list)
     costs: list[IterationCost] = field(default_factory=list)
-    iter_ints: array = field(default_factory=lambda: array("q"))  # client, round, iteration, config, queue_len
+    iter_ints: array = field(default_factory=lambda: array("q"))  # client, session, iteration, config, queue, version
     iter_times: array = field(default_factory=lambda: array("d"))  # t0..t6: boundaries of the six phases
-    other_ints: array = field(default_factory=lambda: array("q"))  # client, round, phase, bytes
+    other_ints: array = field(default_factory=lambda: array("q"))  # client, session, round, phase, bytes, version
     other_floats: array = field(default_factory=lambda: array("d"))  # t_start, t_end, flops
+    session_round: array = field(default_factory=lambda: array("q"))  # per session: its round (-1: none)
     rounds: list[dict] = field(default_factory=list)
     client_config: np.ndarray | None = None  # last configuration id per client (-1: never feasible)
     server_busy_s: float = 0.0
     gpus: int = 1
+    by_time: bool = False  # async: traffic is attributed to rows by time (sessions have no round of their own)
+    peak_live_versions: int = 1  # most distinct global versions computed on at once (bases a host keeps)
 
 
 class Simulation:
@@ -91,8 +104,11 @@ class Simulation:
 
     def __init__(self, scenario: Scenario, arch: ModelArch, fleet: Fleet, strategy: Strategy,
                  executor: Executor | None = None, on_progress: ProgressCallback | None = None):
+        from hsplit_actors.engine.aggregation import make_schedule
+
         self.scenario, self.arch, self.fleet, self.strategy = scenario, arch, fleet, strategy
         self.executor = executor or TimingExecutor()
+        self.real = not isinstance(self.executor, TimingExecutor)  # plan: skip the no-op hooks
         self.env = simpy.Environment()
         self.executor.attach(self.env)
         _, servers = load_catalogue()
@@ -105,85 +121,93 @@ class Simulation:
         # Plain Python floats: numpy scalars would leak into the clock and make every SimPy heap step slower.
         self.device = {f: getattr(fleet, f).tolist() for f in ("flops", "latency_ms", "uplink_mbps",
                                                                  "downlink_mbps", "priority")}
+        self.buffer = simpy.Store(self.env)  # the upload buffer: every session ends here
+        self.finished = self.env.event()
+        self.version = 0  # global versions published so far
+        self.held = [0] * len(fleet)  # the version each client last downloaded
+        self.sessions_of = [0] * len(fleet)
+        self.running: dict[int, Session] = {}
+        self.global_index = np.full(len(fleet), -1, dtype=np.int64)
+        self.feasible = np.zeros(len(fleet), dtype=bool)
+        self.download_prefix: list[np.ndarray] | None = None  # stacking methods: cumulative bytes per split point
         self.on_progress = on_progress
         self.done = 0
         self.next_tick = 0
         self.tick_every = 1
         self.round_done, self.round_steps = 0, 1
         self.last: dict[str, float] = {}
+        self.schedule = make_schedule(self)
 
-    # -- the rounds -------------------------------------------------------------------------------------------
+    # -- the run ----------------------------------------------------------------------------------------------
     def run(self) -> SimulationLog:
-        self.env.process(self.coordinator())
-        self.env.run()
+        self.configure()
+        self.env.process(self.schedule.process())
+        self.env.run(until=self.finished)
+        if self.real:
+            self.executor.finish(self.log.rounds)
         self.log.server_busy_s = self.gpus.busy_s
+        self.log.by_time = self.scenario.aggregation.mode == "async"
         return self.log
 
-    def coordinator(self):
-        sc, env, strategy = self.scenario, self.env, self.strategy
-        for rnd in range(sc.rounds):
-            t_start, wall_start = env.now, time.perf_counter()
-            assignment = strategy.configure(rnd, self.fleet)
-            ids = np.array([self._config_id(c) for c in assignment.configs] + [-1], dtype=np.int64)
-            global_index = ids[assignment.index]  # -1 stays -1 (the appended sentinel)
-            feasible = global_index >= 0
-            self.log.client_config[feasible] = global_index[feasible]
-            participants = self.participants(rnd, feasible)
-            self.executor.begin_round(rnd, assignment, participants)
-            aggregate = (rnd + 1) % sc.aggregation_interval == 0 or rnd == sc.rounds - 1
-            up_bytes, _ = strategy.aggregation_payload(assignment, participants)
-            self.uploaded = Barrier(env, len(participants))
-            self.aggregated = env.event()
-            self.uploaders: list[int] = []
-            self.tick_every = max(1, len(participants) * sc.local_iterations // 200)
-            self.round_done, self.round_steps = 0, max(1, len(participants) * sc.local_iterations)
-            for c, up in zip(participants.tolist(), up_bytes.tolist(), strict=True):
-                env.process(self.client_round(c, rnd, int(global_index[c]), up if aggregate else None))
-            yield self.uploaded.event
-            metrics: dict[str, float] = {}
-            if self.uploaders:
-                uploaders = np.array(sorted(self.uploaders), dtype=np.int64)
-                up, down = strategy.aggregation_payload(assignment, uploaders)
-                self.down_bytes = dict(zip(uploaders.tolist(), down.tolist(), strict=True))
-                t0 = env.now
-                flops = 2.0 * float(up.sum()) / ADAPTER_BYTES  # a weighted sum over every uploaded parameter
-                if flops:  # centralised training aggregates nothing: no event, but the round still ends here
-                    yield env.timeout(flops / self.server_flops)
-                    self._record(FED_SERVER, rnd, AGGREGATE, t0, env.now, 0, flops)
-                metrics = self.executor.aggregate(rnd, uploaders)
-                self.downloaded = Barrier(env, len(uploaders))
-                self.aggregated.succeed()
-                yield self.downloaded.event
-            self.log.rounds.append({
-                "round": rnd, "t_start": t_start, "t_end": env.now, "wall_s": time.perf_counter() - wall_start,
-                "participants": int(len(participants)), "infeasible": int((~feasible).sum()),
-                "aggregated": bool(self.uploaders), **metrics,
-            })
-            if self.on_progress is not None:
-                self.last = self.last | {k: v for k, v in metrics.items() if v == v}  # the latest of each
-                self.round_done = self.round_steps
-                self._report(rnd)
+    def configure(self) -> None:
+        """The strategy's configuration for the current version (ARMSC reconfigures on aggregations only)."""
+        assignment = self.strategy.configure(self.version, self.fleet)
+        ids = np.array([self._config_id(c) for c in assignment.configs] + [-1], dtype=np.int64)
+        self.global_index = ids[assignment.index]  # -1 stays -1 (the appended sentinel)
+        self.feasible = self.global_index >= 0
+        self.log.client_config[self.feasible] = self.global_index[self.feasible]
+        if self.real:
+            self.executor.published(self.version, assignment)
 
-    def _report(self, rnd: int) -> None:
-        self.on_progress(Progress(rnd, self.scenario.rounds, min(1.0, self.round_done / self.round_steps),
-                                  self.done, self.env.now, dict(self.last), self.executor.metric))
-
-    def participants(self, rnd: int, feasible: np.ndarray) -> np.ndarray:
-        """Feasible clients that take part this round: per-round availability draw, on-line now."""
+    def participants(self, rnd: int) -> np.ndarray:
+        """Feasible, idle clients that take part in round `rnd`: per-round availability draw, on-line now."""
         rng = np.random.default_rng([self.scenario.seed, rnd])
-        take_part = feasible & (rng.random(len(self.fleet)) < self.fleet.participation)
+        take_part = self.feasible & (rng.random(len(self.fleet)) < self.fleet.participation)
         for g in range(len(self.fleet.windows)):
             if not self.fleet.group_online(g, self.env.now):
                 take_part &= self.fleet.group != g
+        for s in self.running.values():  # still busy with an earlier round's session (semi_sync, carry)
+            take_part[s.client] = False
         return np.flatnonzero(take_part)
 
-    # -- one client, one round: SPEC §1 top to bottom ------------------------------------------------------
-    def client_round(self, c: int, rnd: int, config_id: int, agg_up_bytes: int | None):
-        """`agg_up_bytes` None: no aggregation this round; 0: aggregated without a transfer (centralised)."""
+    def start_session(self, c: int, rnd: int, uploads: bool) -> Session:
+        config_id = int(self.global_index[c])
+        config = self.log.configs[config_id]
+        held = self.held[c]
+        down = 0
+        if held < self.version:
+            if self.download_prefix is None:  # FedAvg family: the current global adapters of its configuration
+                down = self.strategy.upload_bytes(config)
+            else:  # stacking: every stack published since its last download, on its side of the split
+                k = config.split_point
+                down = int(self.download_prefix[self.version][k] - self.download_prefix[held][k])
+        s = Session(len(self.log.session_round), c, self.sessions_of[c], self.version, config_id, rnd, uploads,
+                    down, self.strategy.upload_bytes(config) if uploads else 0)
+        self.sessions_of[c] += 1
+        self.held[c] = self.version
+        self.log.session_round.append(rnd)
+        self.running[s.sid] = s
+        self.env.process(self.session(s))
+        return s
+
+    def published(self, configs: list[ClientConfig]) -> None:
+        """A new version exists: what downloading it costs (stacking methods), then the new configuration."""
+        stack = self.strategy.stack_download(configs)
+        if stack is not None:
+            if self.download_prefix is None:
+                self.download_prefix = [np.zeros(self.arch.n_layers + 1, dtype=np.int64)]
+            self.download_prefix.append(self.download_prefix[-1] + stack)
+        self.version += 1
+        self.configure()
+        live = len({s.version for s in self.running.values()} | {self.version})
+        self.log.peak_live_versions = max(self.log.peak_live_versions, live)
+
+    # -- one client's session: SPEC §1 top to bottom ------------------------------------------------------
+    def session(self, s: Session):
         env, timeout, ex, gpus = self.env, self.env.timeout, self.executor, self.gpus
-        fleet, dev = self.fleet, self.device
-        cost = self.log.costs[config_id]
-        k, n_layers = self.log.configs[config_id].split_point, self.arch.n_layers
+        fleet, dev, c = self.fleet, self.device, s.client
+        cost = self.log.costs[s.config_id]
+        k, n_layers = self.log.configs[s.config_id].split_point, self.arch.n_layers
         on_device, uses_server, split = k > 0, k < n_layers, 0 < k < n_layers
         flops, lat = dev["flops"][c], dev["latency_ms"][c] / 1e3
         up_bps, down_bps = dev["uplink_mbps"][c] * 1e6, dev["downlink_mbps"][c] * 1e6
@@ -193,17 +217,25 @@ class Simulation:
         discipline = self.scenario.server.queue
         key = 0.0 if discipline == "fifo" else (t_srv if discipline == "sjf" else float(dev["priority"][c]))
         watch = self.has_windows[c]
-        real = not isinstance(ex, TimingExecutor)  # plan: skip three no-op calls per iteration
-        progress = self.on_progress
+        real, progress = self.real, self.on_progress
         ints, times = self.log.iter_ints, self.log.iter_times
+        sid, version, cfg = s.sid, s.version, s.config_id
+        if s.down_bytes:
+            t0 = env.now
+            yield timeout(s.down_bytes * 8 / down_bps + lat)
+            self._record(c, sid, -1, AGG_DOWN, t0, env.now, s.down_bytes, 0.0, version)
+        if real:
+            ex.begin_session(s, self.log.configs[cfg])
         for it in range(self.scenario.local_iterations):
+            if s.stop:
+                self._end(s, "stopped", DISCARDED)
+                return
             if watch and not fleet.online(c, env.now):
-                self._record(c, rnd, DROPOUT, env.now, env.now, 0, 0.0)
-                self.uploaded.arrive()
+                self._end(s, "dropout", DROPOUT)
                 return
             t0 = env.now
             if real:
-                ex.client_forward(c, rnd, it)
+                ex.client_forward(s, it)
             if on_device:
                 yield timeout(t_fwd)
             t1 = t2 = t3 = t4 = t5 = env.now
@@ -216,7 +248,7 @@ class Simulation:
                 yield gpus.request(key)
                 t3 = env.now
                 if real:
-                    ex.server_step(c, rnd, it)
+                    ex.server_step(s, it)
                 yield timeout(t_srv)
                 gpus.release(t_srv)
                 t4 = t5 = env.now
@@ -224,33 +256,40 @@ class Simulation:
                     yield timeout(t_down)
                     t5 = env.now
             if real:
-                ex.client_backward(c, rnd, it)
+                ex.client_backward(s, it)
             if on_device:
                 yield timeout(t_bwd)
             times.extend((t0, t1, t2, t3, t4, t5, env.now))
-            ints.extend((c, rnd, it, config_id, queue_len))
+            ints.extend((c, sid, it, cfg, queue_len, version))
             if progress is not None:
                 self.done += 1
                 self.round_done += 1
                 if self.done >= self.next_tick:
                     self.next_tick = self.done + self.tick_every
-                    self._report(rnd)
-        if agg_up_bytes is None:
-            self.uploaded.arrive()
-            return
-        if agg_up_bytes:
+                    self.report()
+        if s.uploads and s.up_bytes:
             t0 = env.now
-            yield timeout(agg_up_bytes * 8 / up_bps + lat)
-            self._record(c, rnd, AGG_UP, t0, env.now, agg_up_bytes, 0.0)
-        self.uploaders.append(c)
-        self.uploaded.arrive()
-        yield self.aggregated
-        down = self.down_bytes[c]
-        if down:
-            t0 = env.now
-            yield timeout(down * 8 / down_bps + lat)
-            self._record(c, rnd, AGG_DOWN, t0, env.now, down, 0.0)
-        self.downloaded.arrive()
+            yield timeout(s.up_bytes * 8 / up_bps + lat)
+            self._record(c, sid, -1, AGG_UP, t0, env.now, s.up_bytes, 0.0, version)
+        s.outcome = "update" if s.uploads else "done"
+        del self.running[sid]
+        self.buffer.put(s)
+
+    def _end(self, s: Session, outcome: str, phase: int) -> None:
+        s.outcome = outcome
+        self._record(s.client, s.sid, -1, phase, self.env.now, self.env.now, 0, 0.0, s.version)
+        del self.running[s.sid]
+        self.buffer.put(s)
+
+    def discard(self, s: Session) -> None:
+        """An update that arrived but is not aggregated (too stale, or late under `late: drop`)."""
+        self._record(s.client, s.sid, -1, DISCARDED, self.env.now, self.env.now, 0, 0.0, s.version)
+
+    # -- progress -----------------------------------------------------------------------------------------
+    def report(self) -> None:
+        sched = self.schedule
+        self.on_progress(Progress(sched.position, sched.total, min(1.0, sched.fill()), self.done, self.env.now,
+                                  dict(self.last), self.executor.metric, sched.label, sched.until_s))
 
     # -- bookkeeping ----------------------------------------------------------------------------------------
     def _config_id(self, config: ClientConfig) -> int:
@@ -260,6 +299,7 @@ class Simulation:
             self.log.costs.append(self.strategy.cost(config))
         return self._config_ids[config]
 
-    def _record(self, c: int, rnd: int, phase: int, t0: float, t1: float, nbytes: int, flops: float) -> None:
-        self.log.other_ints.extend((c, rnd, phase, nbytes))
+    def _record(self, c: int, sid: int, rnd: int, phase: int, t0: float, t1: float, nbytes: int, flops: float,
+                version: int) -> None:
+        self.log.other_ints.extend((c, sid, rnd, phase, nbytes, version))
         self.log.other_floats.extend((t0, t1, flops))

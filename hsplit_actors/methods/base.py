@@ -34,12 +34,28 @@ class ServerInfo:
 
 @dataclass
 class Trained:
-    """One participant's trained adapters after a round: its device copy joined with its server-side copy."""
+    """One update: a participant's trained adapters (its device copy joined with its server-side copy), and what
+    it is a delta against. `start` None: the current global version; else the (factors, head) of the version it
+    downloaded. Keys (and head names) in `shared` are the shared server set's, which is always current."""
 
     client: int
     weight: float  # n_i, its number of training samples
     factors: dict  # Key -> LoRAFactors
     head: dict  # name -> tensor (a classification head; empty for language models)
+    coefficient: float = 1.0  # server_lr * w(staleness) for what the client trained itself
+    start: tuple[dict, dict] | None = None
+    shared: frozenset = frozenset()
+    shared_coefficient: float = 1.0  # server_lr: the shared set is never stale
+
+    def coefficient_of(self, name) -> float:
+        return self.shared_coefficient if name in self.shared else self.coefficient
+
+    def start_of(self, name, current: dict, part: int):
+        """What this update's copy of `name` started from: the current global's for the shared set and for an
+        update on the current version, else its own version's (part 0: factors, 1: head)."""
+        if self.start is None or name in self.shared:
+            return current.get(name)
+        return self.start[part].get(name)
 
 
 @dataclass
@@ -98,11 +114,15 @@ class Strategy(ABC):
     def configure(self, round_: int, fleet: Fleet) -> Assignment:
         """Split point and ranks for every client this round (-1: its budget holds no configuration)."""
 
-    def aggregation_payload(self, assignment: Assignment, participants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Bytes each participant uploads and downloads at aggregation. Default: FedAvg of its own adapters."""
-        params = np.array([self.cost(c).adapter_params for c in assignment.configs], dtype=np.int64)
-        own = params[assignment.index[participants]] * ADAPTER_BYTES
-        return own, own.copy()
+    def upload_bytes(self, config: ClientConfig) -> int:
+        """Bytes a participant uploads after its local iterations: its own adapters."""
+        return self.cost(config).adapter_params * ADAPTER_BYTES
+
+    def stack_download(self, configs: list[ClientConfig]) -> np.ndarray | None:
+        """Stacking methods: the bytes a client split at k (index 0..L) downloads of one published aggregate built
+        from updates of these configurations. None (FedAvg family): a client downloads the global adapters of its
+        own configuration, as many bytes as it uploads, however many versions it missed."""
+        return None
 
     # -- training (`hsplit run`) ----------------------------------------------------------------------------
     def alpha(self, rank: int) -> float:
@@ -131,9 +151,10 @@ class Strategy(ABC):
         then starts from each participant's `client_adapters` (SplitLoRA, SFL-V2, CenLoRA)."""
         return None
 
-    def aggregate(self, round_: int, trained: list[Trained]) -> Aggregate:
-        """FedAvg of A and of B separately, per matrix, over the participants that trained it."""
-        return Aggregate(*fedavg(trained))
+    def aggregate(self, round_: int, trained: list[Trained], current: tuple[dict, dict] = ({}, {})) -> Aggregate:
+        """FedAvg of A and of B separately, per matrix, over the participants that trained it: the weighted deltas
+        against the versions they started from, applied to `current` (the global adapters and head)."""
+        return Aggregate(*fedavg(trained, current))
 
     def observe_importance(self, round_: int, scores: dict[int, dict[Key, float]], weights: dict[int, float]):
         """Per-client |W * dL/dW| scores from the round's calibration iterations (only IWI methods use them)."""
@@ -186,30 +207,53 @@ def fresh_adapters(arch: ModelArch, ranks: dict[Key, int], alpha, seed_parts: li
     return out
 
 
-def weighted_head(trained: list[Trained], weights: list[float] | None = None) -> dict:
-    """The data-weighted mean of each trainable head parameter over the participants that hold it."""
-    weights = weights or [t.weight for t in trained]
+def _or(value, default):
+    return default if value is None else value
+
+
+def delta_mean(items: list[tuple], current):
+    """`current + sum_i c_i p_i (x_i - start_i)` over items (x, weight, coefficient, start), p normalised over
+    the items. When every item started from `current` and no coefficient scales it, that is the plain weighted
+    mean `sum_i p_i x_i`, computed as such (the sync case, bit for bit the classic FedAvg)."""
+    total = sum(w for _, w, _, _ in items)
+    if all(c == 1.0 and start is current for _, _, c, start in items) or current is None:
+        return sum((w / total * c) * x for x, w, c, _ in items)
+    return current + sum((w / total * c) * (x - start) for x, w, c, start in items)
+
+
+def weighted_head(trained: list[Trained], current_head: dict | None = None) -> dict:
+    """Per trainable head parameter, over the participants that hold it: the data-weighted mean of their deltas
+    applied to the current head (the plain weighted mean when all started from it)."""
+    current_head = current_head or {}
     head = {}
     for name in sorted({n for t in trained for n in t.head}):
-        holders = [(t.head[name], w) for t, w in zip(trained, weights, strict=True) if name in t.head]
-        head[name] = sum(w * x for x, w in holders) / sum(w for _, w in holders)
+        now = current_head.get(name)
+        head[name] = delta_mean([(t.head[name], t.weight, t.coefficient_of(name),
+                                  _or(t.start_of(name, current_head, 1), now)) for t in trained if name in t.head], now)
     return head
 
 
-def fedavg(trained: list[Trained]) -> tuple[dict, dict]:
-    """Per matrix, the data-weighted mean of A and of B over the participants that hold it (one rank each)."""
+def fedavg(trained: list[Trained], current: tuple[dict, dict] = ({}, {})) -> tuple[dict, dict]:
+    """Per matrix, the data-weighted mean of A and of B over the participants that hold it (one rank each),
+    as deltas against what each started from, applied to the current global (SPEC §9)."""
     from hsplit_actors.model.lora import LoRAFactors
 
     factors = {}
     for key in sorted({k for t in trained for k in t.factors}):
-        holders = [(t.factors[key], t.weight) for t in trained if key in t.factors]
-        ranks = {f.rank for f, _ in holders}
+        holders = [t for t in trained if key in t.factors]
+        ranks = {t.factors[key].rank for t in holders}
         if len(ranks) > 1:
             raise ValueError(f"FedAvg of block {key[0]} {key[1]} needs one rank, got {sorted(ranks)}")
-        total = sum(w for _, w in holders)
-        factors[key] = LoRAFactors(sum(w * f.A for f, w in holders) / total, sum(w * f.B for f, w in holders) / total,
-                                   holders[0][0].alpha)
-    return factors, weighted_head(trained)
+        now = current[0].get(key)
+        starts = [t.start_of(key, current[0], 0) for t in holders]
+        parts = []
+        for side in ("A", "B"):
+            base = None if now is None else getattr(now, side)
+            parts.append(delta_mean([(getattr(t.factors[key], side), t.weight, t.coefficient_of(key),
+                                      base if s is None else getattr(s, side))
+                                     for t, s in zip(holders, starts, strict=True)], base))
+        factors[key] = LoRAFactors(parts[0], parts[1], holders[0].factors[key].alpha)
+    return factors, weighted_head(trained, current[1])
 
 
 def single_config(config: ClientConfig, feasible: np.ndarray) -> Assignment:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hsplit_actors.costmodel import ClientConfig
 from hsplit_actors.fleet import Fleet
 from hsplit_actors.methods.base import Aggregate, Assignment, Strategy, Trained, single_config
 
@@ -16,10 +17,9 @@ class CenLoRA(Strategy):
     def configure(self, round_: int, fleet: Fleet) -> Assignment:
         return single_config(self.uniform(0), np.ones(len(fleet), dtype=bool))
 
-    def aggregation_payload(self, assignment: Assignment, participants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        zero = np.zeros(len(participants), dtype=np.int64)
-        return zero, zero.copy()
+    def upload_bytes(self, config: ClientConfig) -> int:
+        return 0  # the data itself went to the server, batch by batch
 
-    def aggregate(self, round_: int, trained: list[Trained]) -> Aggregate:
+    def aggregate(self, round_: int, trained: list[Trained], current: tuple[dict, dict] = ({}, {})) -> Aggregate:
         """Nothing to aggregate: every participant's copy is the one shared server set."""
         return Aggregate(dict(trained[0].factors), dict(trained[0].head)) if trained else Aggregate({}, {})

@@ -27,10 +27,9 @@ class FLoRA(Strategy):
     def configure(self, round_: int, fleet: Fleet) -> Assignment:
         return largest_rank_that_fits(self, self.arch.n_layers, self.spec.ranks, fleet)
 
-    def aggregation_payload(self, assignment: Assignment, participants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        up, _ = super().aggregation_payload(assignment, participants)
-        stacked = int(up.sum())  # the stacked factors of all participants
-        return up, np.full(len(participants), stacked, dtype=np.int64)
+    def stack_download(self, configs: list[ClientConfig]) -> np.ndarray:
+        stacked = sum(self.upload_bytes(c) for c in configs)  # the stacked factors of all its updates
+        return np.full(self.arch.n_layers + 1, stacked, dtype=np.int64)
 
     def global_init(self, assignment: Assignment) -> dict:
         return {}
@@ -39,5 +38,5 @@ class FLoRA(Strategy):
         return fresh_adapters(self.arch, dict(config_ranks(self.arch, config)), self.alpha,
                               [self.seed, round_, client])
 
-    def aggregate(self, round_: int, trained: list[Trained]) -> Aggregate:
-        return Aggregate({}, weighted_head(trained), merge=stack(trained))
+    def aggregate(self, round_: int, trained: list[Trained], current: tuple[dict, dict] = ({}, {})) -> Aggregate:
+        return Aggregate({}, weighted_head(trained, current[1]), merge=stack(trained))

@@ -1,7 +1,8 @@
 """HetLoRA: federated, per-client rank by budget. The global adapters have rank r_max; each client trains the first
-r_i ranks of them; aggregation zero-pads every copy to r_max and weights it by the norm of its update
-`||s_i B_i A_i||_F` (sparsity-weighted); clients take their first r_i ranks back (so each downloads only its own
-rank's share). Self-pruning: each client's loss carries `lambda * ||B[:, t:] A[t:]||_F` over its tail ranks
+r_i ranks of them; aggregation zero-pads every client's delta (against the first r_i ranks of the version it
+started from) to r_max and weights it by the norm of its update `||s_i B_i A_i||_F` (sparsity-weighted), so
+ranks a client does not hold are left as they are; clients take their first r_i ranks back (so each downloads
+only its own rank's share). Self-pruning: each client's loss carries `lambda * ||B[:, t:] A[t:]||_F` over its tail ranks
 `t = floor(gamma r_i)`; when that tail's norm falls below the previous round's, the client drops to rank t."""
 
 from __future__ import annotations
@@ -70,10 +71,10 @@ class HetLoRA(Strategy):
         tail = math.floor(self.spec.prune_gamma * r)
         return (self.spec.prune_lambda, tail) if self.spec.prune_lambda > 0 and tail < r else None
 
-    def aggregate(self, round_: int, trained: list[Trained]) -> Aggregate:
-        factors = zero_pad_aggregate(trained)
+    def aggregate(self, round_: int, trained: list[Trained], current: tuple[dict, dict] = ({}, {})) -> Aggregate:
+        factors = zero_pad_aggregate(trained, current[0])
         self.self_prune(trained)
-        return Aggregate(factors, weighted_head(trained))
+        return Aggregate(factors, weighted_head(trained, current[1]))
 
     def self_prune(self, trained: list[Trained]) -> None:
         floor_rank = min(r for r in self.spec.ranks if r > 0)
@@ -102,24 +103,37 @@ def tail_norm(factors: dict, start: int) -> float:
     return float(sum((f.scale * (f.B[:, start:] @ f.A[start:])).norm() for f in factors.values()))
 
 
-def zero_pad_aggregate(trained: list[Trained]) -> dict[Key, object]:
-    """Per matrix: every copy zero-padded to the largest rank, weighted by `||s_i B_i A_i||_F`."""
+def zero_pad_aggregate(trained: list[Trained], current: dict | None = None) -> dict[Key, object]:
+    """Per matrix: every copy's delta (against the first r_i ranks of what it started from) zero-padded to the
+    global rank, weighted by `||s_i B_i A_i||_F` and the update's coefficient, added to the current global.
+    Without a current global, the zero-padded weighted mean of the copies themselves."""
     import torch
 
     from hsplit_actors.model.lora import LoRAFactors
 
+    current = current or {}
     out = {}
     for key in sorted({k for t in trained for k in t.factors}):
-        holders = [t.factors[key] for t in trained if key in t.factors]
-        r_max = max(f.rank for f in holders)
-        weights = [float(f.delta().norm()) for f in holders]
+        holders = [t for t in trained if key in t.factors]
+        copies = [t.factors[key] for t in holders]
+        now = current.get(key)
+        r_max = now.rank if now is not None else max(f.rank for f in copies)
+        weights = [float(f.delta().norm()) for f in copies]
         total = sum(weights)
         if total == 0:  # nothing moved (B still zero everywhere): plain mean
-            weights, total = [1.0] * len(holders), float(len(holders))
-        A = torch.zeros(r_max, holders[0].A.shape[1])
-        B = torch.zeros(holders[0].B.shape[0], r_max)
-        for f, w in zip(holders, weights, strict=True):
-            A[: f.rank] += (w / total) * f.A
-            B[:, : f.rank] += (w / total) * f.B
-        out[key] = LoRAFactors(A, B, holders[0].alpha * r_max / holders[0].rank)
+            weights, total = [1.0] * len(copies), float(len(copies))
+        A = torch.zeros(r_max, copies[0].A.shape[1]) if now is None else now.A.clone()
+        B = torch.zeros(copies[0].B.shape[0], r_max) if now is None else now.B.clone()
+        for t, f, w in zip(holders, copies, weights, strict=True):
+            start = t.start_of(key, current, 0)
+            start = now if start is None else start
+            q = (w / total) * t.coefficient_of(key)
+            if start is None:
+                A[: f.rank] += q * f.A
+                B[:, : f.rank] += q * f.B
+            else:
+                A[: f.rank] += q * (f.A - start.A[: f.rank])
+                B[:, : f.rank] += q * (f.B - start.B[:, : f.rank])
+        alpha = now.alpha if now is not None else copies[0].alpha * r_max / copies[0].rank
+        out[key] = LoRAFactors(A, B, alpha)
     return out

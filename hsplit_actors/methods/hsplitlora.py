@@ -230,26 +230,22 @@ class HSplitLoRA(Strategy):
         ranks |= {key: r for key, r in self.server_ranks.items() if key[0] >= k}
         return ClientConfig.from_pattern(self.arch, k, {key: r for key, r in ranks.items() if r})
 
-    def aggregation_payload(self, assignment: Assignment, participants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Up: the client's own adapters. Down: the stacked factors of every matrix on its side of the split: per
-        block, the ranks each participant trained there on its device, plus the shared server set's ranks once
-        if any participant left that block to the server (`stack` stacks identical copies once); times in + out."""
-        up, _ = super().aggregation_payload(assignment, participants)
+    def stack_download(self, configs: list[ClientConfig]) -> np.ndarray:
+        """What a client split at k downloads of one aggregate: the stacked factors of every matrix on its side
+        of the split: per block, the ranks each update trained there on its device, plus the shared server
+        set's ranks once if any update left that block to the server (`stack` stacks identical copies once);
+        times in + out. Index k holds blocks 0..k-1."""
         L, matrices = self.arch.n_layers, self.arch.matrices
         device_ranks = np.zeros((L, len(matrices)), dtype=np.int64)
         server_ranks = np.zeros((L, len(matrices)), dtype=np.int64)
-        counts = np.bincount(assignment.index[participants], minlength=len(assignment.configs))
-        for config, count in zip(assignment.configs, counts, strict=True):
-            if count:
-                ranks = np.array(config.ranks, dtype=np.int64)
-                k = config.split_point
-                device_ranks[:k] += ranks[:k] * int(count)
-                server_ranks[k:] = ranks[k:]  # the shared set: the same ranks in every config that has it
+        for config in configs:
+            ranks = np.array(config.ranks, dtype=np.int64)
+            k = config.split_point
+            device_ranks[:k] += ranks[:k]
+            server_ranks[k:] = ranks[k:]  # the shared set: the same ranks in every config that has it
         width = np.array([sum(self.arch.matrix_shape(m)) for m in matrices], dtype=np.int64)
         per_block = ((device_ranks + server_ranks) * width).sum(axis=1) * ADAPTER_BYTES
-        cumulative = np.concatenate([[0], np.cumsum(per_block)])
-        ks = np.array([c.split_point for c in assignment.configs], dtype=np.int64)[assignment.index[participants]]
-        return up, cumulative[ks]
+        return np.concatenate([[0], np.cumsum(per_block)]).astype(np.int64)
 
     # -- training -------------------------------------------------------------------------------------
     def adapter_keys(self, assignment: Assignment) -> set[Key]:
@@ -268,10 +264,10 @@ class HSplitLoRA(Strategy):
         server_id = 2**31 - 1  # seeds the server's set apart from every client's
         return fresh_adapters(self.arch, dict(self.server_ranks), self.alpha, [self.seed, round_, server_id])
 
-    def aggregate(self, round_: int, trained: list[Trained]) -> Aggregate:
+    def aggregate(self, round_: int, trained: list[Trained], current: tuple[dict, dict] = ({}, {})) -> Aggregate:
         """NAA. The shared server copy appears in the trained set of every client that used it; `stack` takes it
         once with their summed weight: its contribution is exactly (sum of their p_i) s B A."""
-        return Aggregate({}, weighted_head(trained), merge=stack(trained))
+        return Aggregate({}, weighted_head(trained, current[1]), merge=stack(trained))
 
     def observe_importance(self, round_: int, scores: dict[int, dict[Key, float]], weights: dict[int, float]):
         self.importance.update(round_, scores, weights)
@@ -294,8 +290,9 @@ class HSplitLoRA(Strategy):
 
 # -- NAA ------------------------------------------------------------------------------------------------------
 def stack(trained: list[Trained]) -> dict:
-    """Per matrix, over the participants that trained it: A = concat(p_i s_i A_i), B = concat(B_i), returned as
-    factors of scale 1 (alpha = their total rank), so `B @ A = sum_i p_i s_i B_i A_i` with nothing dropped.
+    """Per matrix, over the participants that trained it: A = concat(p_i c_i s_i A_i), B = concat(B_i), returned
+    as factors of scale 1 (alpha = their total rank), so `B @ A = sum_i p_i c_i s_i B_i A_i` with nothing
+    dropped; c_i = server_lr * w(staleness) (1 in sync).
     Identical copies (the shared server set, in the trained set of every client split before that block) are
     stacked once with their summed weight: the same sum, and its rank is downloaded and merged once, not once
     per client."""
@@ -305,21 +302,22 @@ def stack(trained: list[Trained]) -> dict:
 
     out = {}
     for key in sorted({k for t in trained for k in t.factors}):
-        holders: list[tuple[LoRAFactors, float]] = []
+        holders: list[tuple[LoRAFactors, float, float]] = []
         for t in trained:
             f = t.factors.get(key)
             if f is None or f.rank == 0:
                 continue
-            same = next((i for i, (g, _) in enumerate(holders) if g.scale == f.scale and g.A.shape == f.A.shape
-                         and torch.equal(g.A, f.A) and torch.equal(g.B, f.B)), None)
+            c = t.coefficient_of(key)
+            same = next((i for i, (g, _, gc) in enumerate(holders) if gc == c and g.scale == f.scale
+                         and g.A.shape == f.A.shape and torch.equal(g.A, f.A) and torch.equal(g.B, f.B)), None)
             if same is None:
-                holders.append((f, t.weight))
+                holders.append((f, t.weight, c))
             else:
-                holders[same] = (holders[same][0], holders[same][1] + t.weight)
+                holders[same] = (holders[same][0], holders[same][1] + t.weight, c)
         if not holders:
             continue
-        total = sum(w for _, w in holders)
-        A = torch.cat([(w / total) * f.scale * f.A for f, w in holders], dim=0)
-        B = torch.cat([f.B for f, _ in holders], dim=1)
+        total = sum(w for _, w, _ in holders)
+        A = torch.cat([((w / total) * f.scale * c) * f.A for f, w, c in holders], dim=0)
+        B = torch.cat([f.B for f, _, _ in holders], dim=1)
         out[key] = LoRAFactors(A, B, float(A.shape[0]))
     return out

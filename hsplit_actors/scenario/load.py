@@ -160,6 +160,12 @@ def _check(scenario: Scenario, lines: _Lines, source: str) -> None:
         if override.split_point is not None and not 1 <= override.split_point <= layers:
             fail(("method", "per_device", name, "split_point"),
                  f"must be between 1 and {layers} for this {layers}-block model (got {override.split_point})")
+    agg = scenario.aggregation
+    devices = sum(g.count for g in scenario.fleet)
+    for name in ("concurrency", "buffer", "min_updates"):
+        value = getattr(agg, name)
+        if value is not None and value > devices:
+            fail(("aggregation", name), f"{name} {value} exceeds the {devices} clients of the fleet")
     if scenario.data.seq_len > arch.max_positions:
         fail(("data", "seq_len"), f"{scenario.data.seq_len} exceeds the model's {arch.max_positions} positions")
     partition = scenario.data.partition

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
@@ -200,18 +200,17 @@ class CenLoRASpec(_MethodBase):
     name: Literal["cenlora"]
 
 
-MethodSpec = Annotated[
-    HSplitLoRASpec | SFLSpec | SplitLoRASpec | FedITSpec | FLoRASpec | HetLoRASpec | CenLoRASpec,
-    Field(discriminator="name"),
-]
-METHOD_NAMES = ("hsplitlora", "splitlora", "hetlora", "fedit", "flora", "sfl", "cenlora")
+METHOD_SPECS = (HSplitLoRASpec, SplitLoRASpec, HetLoRASpec, FedITSpec, FLoRASpec, SFLSpec, CenLoRASpec)
+MethodSpec = Annotated[Union[METHOD_SPECS], Field(discriminator="name")]  # noqa: UP007 - built from the tuple
+# The one list of method names: read off the specs (methods/__init__.py maps the same names to strategies).
+METHOD_NAMES = tuple(get_args(spec.model_fields["name"].annotation)[0] for spec in METHOD_SPECS)
+MethodName = Literal[METHOD_NAMES]  # type: ignore[valid-type]
 
 
 class CompareSpec(Strict):
     """`hsplit compare`: which methods, their own settings (merged over each method's defaults), the target."""
 
-    methods: list[Literal["hsplitlora", "splitlora", "hetlora", "fedit", "flora", "sfl", "cenlora"]] = Field(
-        default_factory=lambda: list(METHOD_NAMES))
+    methods: list[MethodName] = Field(default_factory=lambda: list(METHOD_NAMES))
     per_method: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # virtual time to reach this eval metric (accuracy: >=, perplexity: <=); default: the best metric that every
     # method reached, so each time-to-target is defined
@@ -247,6 +246,83 @@ class TrainSpec(Strict):
     kill_actor: list[KillSpec] = Field(default_factory=list)  # inject faults to study recovery
 
 
+class StalenessSpec(Strict):
+    """w(s) for an update computed on a version `s` aggregations old: `constant` 1; `polynomial` 1/(1+s)^a;
+    `hinge` 1 while s <= b, then 1/(a (s - b) + 1) (FedAsync's names)."""
+
+    kind: Literal["constant", "polynomial", "hinge"] = "constant"
+    a: PositiveFloat | None = None  # default 0.5 (polynomial) or 10 (hinge)
+    b: Annotated[int, Field(ge=0)] = 4  # hinge: staleness that is not discounted
+
+
+AGGREGATION_KEYS = {
+    "sync": {"interval"},
+    "semi_sync": {"deadline_s", "min_updates", "late", "max_staleness", "staleness", "server_lr"},
+    "async": {"concurrency", "buffer", "staleness", "max_staleness", "server_lr", "aggregations", "until_s",
+              "retry_s"},
+}
+
+
+class AggregationSpec(Strict):
+    """When updates are aggregated (SPEC §9). `sync`: rounds, aggregating every `interval` rounds. `semi_sync`:
+    a round closes `deadline_s` after it starts or once `min_updates` arrived; late work is dropped or carried.
+    `async` (FedBuff): `concurrency` clients train at once; every `buffer` arrivals are aggregated."""
+
+    mode: Literal["sync", "semi_sync", "async"] = "sync"
+    interval: PositiveInt | None = None  # sync: aggregate every N rounds (and after the last); default 1
+    deadline_s: PositiveFloat | None = None  # semi_sync: virtual seconds after a round starts (null: no deadline)
+    min_updates: PositiveInt | None = None  # semi_sync: close once this many arrived (default: every participant)
+    late: Literal["drop", "carry"] | None = None  # semi_sync: late clients stop, or their update joins the next
+    concurrency: PositiveInt | None = None  # async: clients training at once
+    buffer: PositiveInt | None = None  # async: arrivals per aggregation (K)
+    staleness: StalenessSpec | None = None  # semi_sync / async: how updates on older versions are weighted
+    max_staleness: Annotated[int, Field(ge=0)] | None = None  # updates staler than this are dropped (logged)
+    server_lr: PositiveFloat | None = None  # scales the applied update (default 1)
+    aggregations: PositiveInt | None = None  # async: stop after N aggregations
+    until_s: PositiveFloat | None = None  # async: stop at this virtual time
+    retry_s: PositiveFloat | None = None  # async: an empty slot draws again after this long when nobody was free
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("staleness"), str):
+            data = data | {"staleness": {"kind": data["staleness"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AggregationSpec:
+        given = {k for k in self.model_fields_set if k != "mode" and getattr(self, k) is not None}
+        wrong = sorted(given - AGGREGATION_KEYS[self.mode])
+        if wrong:
+            modes = [m for m, keys in AGGREGATION_KEYS.items() if wrong[0] in keys]
+            raise ValueError(f"`{wrong[0]}` has no meaning in mode {self.mode}; it is for mode "
+                             f"{' or '.join(modes)} (or remove it)")
+        if self.mode == "async":
+            if self.concurrency is None or self.buffer is None:
+                raise ValueError("mode async needs `concurrency` (clients training at once) and `buffer` "
+                                 "(arrivals per aggregation)")
+            if self.buffer > self.concurrency:
+                raise ValueError(f"buffer {self.buffer} exceeds concurrency {self.concurrency}: a buffer can never "
+                                 "fill from fewer clients; lower buffer or raise concurrency")
+            if self.aggregations is None and self.until_s is None:
+                raise ValueError("mode async has no rounds: give `aggregations` (how many) or `until_s` "
+                                 "(virtual seconds) to say when it ends")
+        return self
+
+    # resolved settings, with the defaults of each mode
+    @property
+    def every(self) -> int:
+        return self.interval or 1
+
+    @property
+    def weights(self) -> StalenessSpec:
+        return self.staleness or StalenessSpec()
+
+    @property
+    def lr(self) -> float:
+        return self.server_lr or 1.0
+
+
 class RaySpec(Strict):
     address: str | None = None  # join a running cluster ("auto" or host:port); default: start one locally
 
@@ -264,9 +340,24 @@ class Scenario(Strict):
     method: MethodSpec
     rounds: PositiveInt = 10
     local_iterations: PositiveInt = 10
-    aggregation_interval: PositiveInt = 1  # aggregate every N rounds (and always after the last)
+    aggregation_interval: PositiveInt | None = None  # old spelling of aggregation: {mode: sync, interval: N}
+    aggregation: AggregationSpec = Field(default_factory=AggregationSpec)
     output_dir: str = "runs"
     progress: bool = True
     train: TrainSpec = Field(default_factory=TrainSpec)
     ray: RaySpec = Field(default_factory=RaySpec)
     compare: CompareSpec = Field(default_factory=CompareSpec)
+
+    @model_validator(mode="after")
+    def _old_interval(self) -> Scenario:
+        """`aggregation_interval: N` is `aggregation: {mode: sync, interval: N}`; given both, they must agree."""
+        old = self.aggregation_interval
+        if old is None:
+            return self
+        agg = self.aggregation
+        if "aggregation" in self.model_fields_set and (agg.mode != "sync" or agg.interval not in (None, old)):
+            raise ValueError("aggregation_interval is the old spelling of aggregation.interval (mode sync); give "
+                             "only `aggregation:`")
+        object.__setattr__(self, "aggregation", agg.model_copy(update={"interval": old}))
+        object.__setattr__(self, "aggregation_interval", None)
+        return self

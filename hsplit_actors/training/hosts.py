@@ -154,6 +154,7 @@ class VirtualClient:
     epoch: int = 0
     order: np.ndarray | None = None
     regulariser: tuple[float, int] | None = None  # (weight, first tail rank): HetLoRA's self-pruning penalty
+    version: int = 0  # the global version it computes on
 
     def penalty(self) -> torch.Tensor | float:
         """`weight * sum ||s B[:, t:] A[t:]||_F` over the client's adapters (0 without a regulariser)."""
@@ -177,6 +178,7 @@ class VirtualClient:
 
 class _Host:
     device = torch.device("cpu")
+    versioned = True  # keeps one base per global version in use (client hosts); the server only the newest
 
     def __init__(self, recipe: ModelRecipe, base_state, setup: HostSetup):
         torch.set_num_threads(setup.threads)
@@ -187,38 +189,75 @@ class _Host:
         self.busy: dict[str, float] = {}  # seconds spent per method, for "where does the time go"
         self.merged: dict[Key, torch.Tensor] = {}  # sum of every aggregate folded into the base (fp64)
         self.original: dict[Key, torch.Tensor] = {}  # the shared base weight of each merged matrix
+        self.bases: dict[int, dict[Key, nn.Parameter]] = {}  # per global version: its merged matrices
+        self.latest, self.using, self.peak_base_bytes = 0, None, 0
         self.scores: dict[int, dict[Key, list[float]]] = {}  # IWI: per client, per matrix, this round
 
-    def merge(self, stacked: Factors) -> None:
-        """Fold an aggregate `B @ A` into this host's frozen base (NAA / FLoRA). The shared weight is never
-        written: a merged matrix gets one private copy per host (not per client), recomputed as base + sum."""
+    def merge(self, stacked: Factors, version: int, live: list[int]) -> None:
+        """Fold an aggregate `B @ A` into this host's frozen base (NAA / FLoRA), making `version`. The shared
+        weight is never written: each version's merged matrices are private copies (one per host, not per
+        client), built as base + the fp64 sum of every aggregate so far. Versions not in `live` are dropped."""
         self._accumulate(stacked)
-        self._apply_merged(stacked)
+        self._materialise(version)
+        self._keep(set(live) | {version})
 
     def _accumulate(self, stacked: Factors) -> None:
         for key, f in stacked.items():
             delta = f.scale * (f.B.to(self.device, torch.float64) @ f.A.to(self.device, torch.float64))
             self.merged[key] = self.merged[key] + delta if key in self.merged else delta
 
-    def _apply_merged(self, keys) -> None:
-        for key in keys:
+    def _materialise(self, version: int) -> None:
+        """The base weights of `version`: the shared original plus everything merged up to it."""
+        weights = {}
+        for key, merged in self.merged.items():
             base = self.slots.modules[key].get_base_layer()
             if key not in self.original:
                 self.original[key] = base.weight
-                base.weight = nn.Parameter(torch.empty_like(base.weight), requires_grad=False)
-            with torch.no_grad():
-                merged = self.merged.get(key)
-                base.weight.copy_(self.original[key] if merged is None else
-                                  (self.original[key].to(torch.float64) + merged).to(base.weight.dtype))
+            original = self.original[key]
+            weights[key] = nn.Parameter((original.to(torch.float64) + merged).to(original.dtype), requires_grad=False)
+        self.bases[version] = weights
+        self.latest = version
+        self.peak_base_bytes = max(self.peak_base_bytes, self.base_bytes())
 
-    def replay_merges(self, merges: list[Factors]) -> None:
-        """The base as it is after `merges` (every aggregate folded so far, in order), whatever this host held:
-        recomputed exactly as `merge` did it, so a restored host equals one that never stopped. The coordinator
-        keeps the (low-rank) merges, so snapshots never carry dense merged matrices."""
-        self.merged = {}
-        for stacked in merges:
+    def _keep(self, versions: set[int]) -> None:
+        if not self.versioned:  # the server side is always the newest version
+            versions = {self.latest}
+        for v in [v for v in self.bases if v not in versions]:
+            del self.bases[v]
+        self.using = None
+
+    def peak_base_memory(self) -> int:
+        """The most bytes of per-version base weights this host held at once."""
+        return self.peak_base_bytes
+
+    def base_bytes(self) -> int:
+        return sum(w.numel() * w.element_size() for ws in self.bases.values() for w in ws.values())
+
+    def use_version(self, version: int) -> None:
+        """Compute on `version`'s base from here on: the frozen weights are swapped by pointer, so a graph built
+        on another version keeps the tensors it saved."""
+        if not self.versioned:
+            version = self.latest
+        if version == self.using or not self.original:
+            return
+        weights = self.bases.get(version, {})
+        if version != 0 and version not in self.bases:
+            raise RuntimeError(f"this host holds no base for version {version} (it keeps {sorted(self.bases)})")
+        for key, original in self.original.items():
+            self.slots.modules[key].get_base_layer().weight = weights.get(key, original)
+        self.using = version
+
+    def replay_merges(self, merges: list[tuple[int, Factors]], versions: set[int]) -> None:
+        """The bases of `versions` as they are after `merges` ((version, aggregate) pairs, in order), whatever
+        this host held: recomputed exactly as `merge` did it, so a restored host equals one that never stopped.
+        The coordinator keeps the (low-rank) merges, so snapshots never carry dense merged matrices."""
+        self.merged, self.bases, self.using = {}, {}, None
+        self.latest = 0
+        for version, stacked in merges:
             self._accumulate(stacked)
-        self._apply_merged(set(self.merged) | set(self.original))
+            if version in versions or not self.versioned:
+                self._materialise(version)
+        self._keep(versions)
 
     def probe(self, cid: int, blocks: range, embeddings: bool) -> ImportanceProbe:
         from hsplit_actors.model.families import family_of
@@ -269,12 +308,13 @@ class ClientHost(_Host):
         self.data = encoded(train)
         self.clients: dict[int, VirtualClient] = {}
         self.pending: dict[int, torch.Tensor] = {}
+        self.batches: dict[int, tuple] = {}  # the batch of each forward whose backward has not run yet
 
     def load_client(self, cid: int, split_point: int, indices: np.ndarray | None, factors: Factors,
                     head: dict[str, torch.Tensor] | None, keep_optimizer: bool = True,
-                    regulariser: tuple[float, int] | None = None) -> None:
-        """A round's start: the client's split point and device-side adapters (registered on first use; its data
-        cursor stays across rounds)."""
+                    regulariser: tuple[float, int] | None = None, version: int = 0) -> None:
+        """A session's start on a new version: the client's split point and device-side adapters (registered on
+        first use; its data cursor stays across sessions)."""
         federated = split_point == len(self._blocks())
         own = {k: f for k, f in factors.items() if k[0] < split_point}
         own_head = head if federated else None
@@ -284,7 +324,7 @@ class ClientHost(_Host):
             self.clients[cid] = vc
         vc.state = load_state(vc.state if vc.split_point == split_point else None, own, own_head, self.setup.lr,
                               keep_optimizer)
-        vc.split_point, vc.regulariser = split_point, regulariser
+        vc.split_point, vc.regulariser, vc.version = split_point, regulariser, version
 
     def forward(self, cid: int, rnd: int, it: int, calibrate: bool = False, after: object = None):
         """Client forward of the next batch: the payload for the server, or (federated) nothing. `after` is the
@@ -304,13 +344,15 @@ class ClientHost(_Host):
         ids, mask, labels = self.data.take(vc.next_batch(self.setup.batch_size, self.setup.seed))
         if vc.split_point == 0:  # centralised: the data itself goes to the server
             return ids, mask, labels
+        self.batches[cid] = (ids, mask, labels, rnd, it)  # what a capture mid-iteration keeps (no graph)
         self.slots.load(vc.state.adapters, vc.state.head)
+        self.use_version(vc.version)
         torch.manual_seed(step_seed(self.setup.seed, cid, rnd, it, 0))
         split = self.split(vc.split_point)
         if self.setup.recompute and split.server is not None:
             with torch.no_grad():
                 out = split.client(ids, mask)
-            self.pending[cid] = (ids, mask, rnd, it)  # the batch, not the graph
+            self.pending[cid] = self.batches[cid]  # the batch, not the graph
             return out, mask, labels
         out = split.client(ids, mask)
         if split.server is None:
@@ -337,11 +379,16 @@ class ClientHost(_Host):
         if vc.split_point == 0:
             return None
         out = self.pending.pop(cid)
+        self.batches.pop(cid, None)
         if isinstance(out, tuple):  # recompute the forward, with its graph, exactly as it ran (same seed)
-            ids, mask, rnd_, it_ = out
+            ids, mask, labels, rnd_, it_ = out
             self.slots.load(vc.state.adapters, vc.state.head)
+            self.use_version(vc.version)
             torch.manual_seed(step_seed(self.setup.seed, cid, rnd_, it_, 0))
-            out = self.split(vc.split_point).client(ids, mask)
+            split = self.split(vc.split_point)
+            out = split.client(ids, mask)
+            if split.server is None:
+                out = split.loss(out, labels)
         if grad is None:
             (out + vc.penalty()).backward()
             loss = float(out.detach())
@@ -355,26 +402,38 @@ class ClientHost(_Host):
         return {c: self.clients[c].state.export() for c in cids}
 
     def snapshot(self, cids: list[int]) -> dict[int, dict]:
-        """The state of `cids` (those it holds), enough to rebuild them from nothing (after a restart, on resume)."""
+        """The state of `cids` (those it holds), enough to rebuild them from nothing (after a restart, on resume),
+        including a forward whose backward is still to come (its batch: the graph is recomputed) and this
+        session's importance scores."""
         wanted = set(cids)
         return {c: {"split_point": vc.split_point, "indices": vc.indices, "state": vc.state.state_dict(),
-                    "cursor": vc.cursor, "epoch": vc.epoch, "order": vc.order, "regulariser": vc.regulariser}
+                    "cursor": vc.cursor, "epoch": vc.epoch, "order": vc.order, "regulariser": vc.regulariser,
+                    "version": vc.version, "pending": self.batches.get(c),
+                    "scores": copy.deepcopy(self.scores.get(c))}
                 for c, vc in self.clients.items() if c in wanted}
 
-    def restore(self, clients: dict[int, dict], merges: list[Factors]) -> None:
+    def restore(self, clients: dict[int, dict], merges: list) -> None:
         self.pending.clear()
+        self.batches.clear()
         self.scores.clear()
+        self.clients = {}  # exactly the captured ones: a client first seen after the capture starts anew
         for c, s in clients.items():
             state = AdapterState.from_state_dict(s["state"], self.setup.lr)
             self.clients[c] = VirtualClient(c, s["split_point"], s["indices"], state, s["cursor"], s["epoch"],
-                                            s["order"], s["regulariser"])
-        self.replay_merges(merges)
+                                            s["order"], s["regulariser"], s["version"])
+            if s["pending"] is not None:
+                self.pending[c] = self.batches[c] = s["pending"]
+            if s["scores"]:
+                self.scores[c] = copy.deepcopy(s["scores"])
+        self.replay_merges(merges, {vc.version for vc in self.clients.values()})
 
 
 class ServerHost(_Host):
     """Server-side parts: one adapter set per client (SFL-V1) or one shared set (SFL-V2 / SplitLoRA). On a GPU
     when the process has one (the Ray server actor asks for one when the cluster has any); activations arrive
-    and gradients leave on the CPU."""
+    and gradients leave on the CPU. The server side always computes on the newest version of the base."""
+
+    versioned = False
 
     def __init__(self, recipe: ModelRecipe, base_state, setup: HostSetup, shared: bool,
                  test: dict[str, np.ndarray]):
@@ -399,7 +458,8 @@ class ServerHost(_Host):
                                         self.device)
 
     def load_shared(self, factors: Factors, head: dict[str, torch.Tensor] | None, keep_optimizer: bool) -> None:
-        """A round's start for the shared server set, when the method makes it itself (HSplitLoRA)."""
+        """The shared server set: at the start (every method that has one), and, for a method that restarts its
+        adapters (HSplitLoRA), fresh after each aggregation."""
         self.states[-1] = load_state(self.states.get(-1), factors, head, self.setup.lr, keep_optimizer, self.device)
 
     def register(self, cid: int, split_point: int) -> None:
@@ -426,6 +486,7 @@ class ServerHost(_Host):
         k = self.split_points[cid]
         state = self.state_of(cid)
         self.slots.load(state.adapters, state.head)
+        self.use_version(self.latest)
         torch.manual_seed(step_seed(self.setup.seed, cid, rnd, it, 1))
         split = self.split(k)
         if k == 0:
@@ -446,17 +507,19 @@ class ServerHost(_Host):
         """The global model (base + `factors`, `head`) on the held-out data."""
         adapters = _clone_parameters(factors, factors, self.device)
         self.slots.load(adapters, _clone_head(head, self.device) or None)
+        self.use_version(self.latest)
         return evaluate(self.split(len(self._blocks())), self.test, batch_size)
 
     def snapshot(self, cids: list[int]) -> dict:
         """The server-side state of `cids` (None where it holds none) and the shared set, if any."""
         owners = [-1] if self.shared else cids
         return {"states": {o: self.states[o].state_dict() if o in self.states else None for o in owners},
-                "split_points": dict(self.split_points)}
+                "split_points": dict(self.split_points),
+                "scores": copy.deepcopy(self.scores)}  # every client's (those of this session so far)
 
-    def restore(self, snapshot: dict, merges: list[Factors]) -> None:
-        self.scores.clear()
+    def restore(self, snapshot: dict, merges: list) -> None:
         self.states = {owner: AdapterState.from_state_dict(state, self.setup.lr, self.device)
                        for owner, state in snapshot["states"].items()}
         self.split_points = dict(snapshot["split_points"])
-        self.replay_merges(merges)
+        self.scores = copy.deepcopy(snapshot.get("scores", {}))
+        self.replay_merges(merges, set())

@@ -95,7 +95,7 @@ def connect(address: str | None) -> None:
 def resume_state(directory: str | Path) -> tuple[Scenario, dict]:
     """The scenario and newest checkpoint of an interrupted run directory."""
     from hsplit_actors.scenario import load_scenario
-    from hsplit_actors.training.executor import load_checkpoint
+    from hsplit_actors.training.checkpoints import load_checkpoint
 
     directory = Path(directory)
     if (directory / "meta.json").is_file():

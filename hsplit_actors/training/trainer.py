@@ -51,7 +51,8 @@ def train(scenario: Scenario, setup: Setup, assets: Assets, runtime, hosts: list
                                 (assets.factors, assets.head), setup.arch.n_layers, scenario.train.eval_every,
                                 assets.data.metric, checkpoint_dir=checkpoint_dir, resume=resume,
                                 kills=[k.model_dump() for k in scenario.train.kill_actor],
-                                keep_checkpoints=scenario.train.keep_checkpoints)
+                                keep_checkpoints=scenario.train.keep_checkpoints,
+                                server_lr=scenario.aggregation.lr)
     threads = torch.get_num_threads()  # in-process hosts set their own count; give the process its own back after
     try:
         tables, wall_s, extra = simulate(scenario, setup, executor, on_progress)
@@ -65,4 +66,8 @@ def train(scenario: Scenario, setup: Setup, assets: Assets, runtime, hosts: list
     busy = runtime.get([runtime.call(h, "busy_seconds") for h in hosts] + [runtime.call(server, "busy_seconds")])
     extra["host_busy_s"] = {"client_hosts": busy[:-1], "server": busy[-1]}
     extra["client_nodes"] = sorted(set(runtime.get([runtime.call(h, "node") for h in hosts])))
+    # what keeping a base per version in use costs (merged methods), and the global versions kept for deltas
+    base_bytes = runtime.get([runtime.call(h, "peak_base_memory") for h in hosts])
+    extra["version_bases_mb_peak"] = {"client_hosts": [b / 2**20 for b in base_bytes]}
+    extra["global_versions_kept_peak"] = executor.peak_global_versions
     return tables, wall_s, extra
