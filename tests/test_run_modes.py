@@ -96,8 +96,8 @@ def test_every_method_trains_asynchronously_on_stale_versions(method, tmp_path) 
     assert rounds["version"].tolist() == [1, 2, 3, 4] and (rounds["updates"] == 2).all()
     if method["name"] != "cenlora":  # clients that lap others bring updates on older versions
         assert rounds["staleness_max"].max() >= 1
-    # the global model moves with the versions
-    assert rounds["eval_loss"].nunique() == 4 and np.isfinite(rounds[METRICS].to_numpy()).all()
+    # the global model moves with the versions (train_loss is NaN for an aggregation with no step since the last)
+    assert rounds["eval_loss"].nunique() == 4 and np.isfinite(rounds[["eval_loss", "eval_metric"]]).all().all()
     if method["name"] in ("hsplitlora", "flora"):
         assert max(extra["version_bases_mb_peak"]["client_hosts"]) > 0  # bases of older versions were kept
 
@@ -105,15 +105,14 @@ def test_every_method_trains_asynchronously_on_stale_versions(method, tmp_path) 
 def test_semi_sync_deadline_trains_with_late_work_carried(tmp_path) -> None:
     raw = tiny_training_scenario(**MIXED, rounds=3, train={"eval_samples": 32, "lr": 0.01, "local": True})
     _, sync, _ = _run(raw, tmp_path / "sync")
-    deadline = float(sync.rounds["round_s"].min()) * 0.5
-    _, semi, _ = _run(raw | {"aggregation": {"mode": "semi_sync", "deadline_s": deadline, "late": "carry"}},
+    _, semi, _ = _run(raw | {"aggregation": {"mode": "semi_sync", "min_updates": 2, "late": "carry"}},
                       tmp_path / "semi")
     assert (semi.rounds["staleness_max"] >= 1).any()
     assert np.isfinite(semi.rounds[METRICS].to_numpy()).all()
     assert semi.rounds["t_end"].iloc[-1] < sync.rounds["t_end"].iloc[-1]
 
 
-@pytest.mark.parametrize("aggregation", [ASYNC, {"mode": "semi_sync", "deadline_s": 0.05, "late": "carry"}])
+@pytest.mark.parametrize("aggregation", [ASYNC, {"mode": "semi_sync", "min_updates": 2, "late": "carry"}])
 def test_tables_are_identical_with_one_or_two_client_actors_and_in_process(ray_session, tmp_path, aggregation):
     raw = tiny_training_scenario(**MIXED, aggregation=aggregation, rounds=3,
                                  train={"eval_samples": 32, "lr": 0.01})

@@ -253,11 +253,12 @@ class _Host:
         The coordinator keeps the (low-rank) merges, so snapshots never carry dense merged matrices."""
         self.merged, self.bases, self.using = {}, {}, None
         self.latest = 0
+        newest = merges[-1][0] if merges else 0
         for version, stacked in merges:
             self._accumulate(stacked)
-            if version in versions or not self.versioned:
+            if version in versions or version == newest or not self.versioned:
                 self._materialise(version)
-        self._keep(versions)
+        self._keep(set(versions) | {newest})
 
     def probe(self, cid: int, blocks: range, embeddings: bool) -> ImportanceProbe:
         from hsplit_actors.model.families import family_of
@@ -332,6 +333,7 @@ class ClientHost(_Host):
         client's work is ready (out of order), and this keeps each client's own steps in order."""
         start = time.perf_counter()
         try:
+            self.use_version(self.clients[cid].version)  # before a probe reads the base weights
             if calibrate:
                 with self.probe(cid, range(self.clients[cid].split_point), embeddings=True):
                     return self._forward(cid, rnd, it)
@@ -367,6 +369,7 @@ class ClientHost(_Host):
         `after`: the forward's result when no gradient comes back (federated), only as a dependency."""
         start = time.perf_counter()
         try:
+            self.use_version(self.clients[cid].version)
             if calibrate and self.setup.recompute:  # the forward that keeps a graph runs here
                 with self.probe(cid, range(self.clients[cid].split_point), embeddings=True):
                     return self._backward(cid, rnd, it, grad)
@@ -473,6 +476,7 @@ class ServerHost(_Host):
         """Server forward, loss, backward and adapter step for one client's activations (in submission order)."""
         start = time.perf_counter()
         try:
+            self.use_version(self.latest)
             if calibrate:  # the server scores the blocks after this client's split, on the client's behalf
                 k = self.split_points[cid]
                 with self.probe(cid, range(k, len(self._blocks())), embeddings=k == 0):
