@@ -4,32 +4,24 @@ semi_sync deadlines close rounds and drop or carry late work, and contradictory 
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hsplit_actors.cli import main
 from hsplit_actors.engine.sim import PHASES
 from hsplit_actors.engine.staleness import staleness_weight
-from hsplit_actors.plan import prepare, simulate
-from hsplit_actors.scenario import parse_scenario
 from tests.conftest import small_scenario
+from tests.test_engine import run
 
 SAME = ["round", "version", "t_start", "t_end", "participants", "updates", "aggregated", "bytes_up", "bytes_down",
         "dropouts", "staleness_max"]
 
 
 def plan(raw: dict):
-    scenario = parse_scenario(yaml.safe_dump(raw))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        setup = prepare(scenario)
-    tables, _, extra = simulate(scenario, setup)
+    _, _, tables, extra = run(raw)
     return tables, extra
 
 
@@ -153,6 +145,9 @@ def test_old_aggregation_interval_key_is_sync_with_that_interval() -> None:
     ({"mode": "semi_sync", "interval": 2}, "`interval` has no meaning in mode semi_sync; it is for mode sync"),
     ({"mode": "async", "concurrency": 9, "buffer": 9, "aggregations": 1},
      "aggregation.concurrency: concurrency 9 exceeds the 6 clients of the fleet"),
+    ({"mode": "async", "concurrency": 2, "buffer": 2, "until_s": float("inf")},
+     "aggregation.until_s: input should be a finite number"),
+    ({"mode": "semi_sync", "late": "later"}, "aggregation.late: input should be 'drop' or 'carry'"),
     ({"mode": "sync", "staleness": "cubic"},
      "aggregation.staleness: input should be 'constant', 'polynomial' or 'hinge'"),
 ])

@@ -93,6 +93,18 @@ class Schedule:
             sim.round_done = sim.round_steps
             sim.report()
 
+    def next_upload(self, deadline: float):
+        """The next session out of the upload buffer, or None once `deadline` (virtual s) comes first."""
+        sim, env = self.sim, self.sim.env
+        get = sim.buffer.get()
+        if deadline == math.inf:
+            return (yield get)
+        result = yield get | env.timeout(max(0.0, deadline - env.now))
+        if get not in result:
+            get.cancel()
+            return None
+        return result[get]
+
     def drop(self, s: Session) -> None:
         self.sim.discard(s)
         self.discarded.append(s)
@@ -143,15 +155,9 @@ class SemiSync(Schedule):
             deadline = t_start + spec.deadline_s if spec.deadline_s else math.inf
             arrived: list[Session] = []
             while pending and len(arrived) < need:
-                get = sim.buffer.get()
-                if deadline < math.inf:
-                    result = yield get | env.timeout(max(0.0, deadline - env.now))
-                    if get not in result:
-                        get.cancel()
-                        break
-                    s = result[get]
-                else:
-                    s = yield get
+                s = yield from self.next_upload(deadline)
+                if s is None:
+                    break
                 if s.sid in pending:
                     pending.discard(s.sid)
                     if s.outcome == "update":
@@ -273,15 +279,9 @@ class Async(Schedule):
         self.begin(spec.buffer)
         self.refill()
         while not sim.finished.triggered:
-            get = sim.buffer.get()
-            if until < math.inf:
-                result = yield get | env.timeout(max(0.0, until - env.now))
-                if get not in result:
-                    get.cancel()
-                    break
-                s = result[get]
-            else:
-                s = yield get
+            s = yield from self.next_upload(until)
+            if s is None:
+                break
             if s.outcome != "update":  # dropped out or stopped: back in the pool
                 self.pool.add(s.client)
             elif spec.max_staleness is not None and sim.version - s.version > spec.max_staleness:

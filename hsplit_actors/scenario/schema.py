@@ -251,9 +251,11 @@ class StalenessSpec(Strict):
     `hinge` 1 while s <= b, then 1/(a (s - b) + 1) (FedAsync's names)."""
 
     kind: Literal["constant", "polynomial", "hinge"] = "constant"
-    a: PositiveFloat | None = None  # default 0.5 (polynomial) or 10 (hinge)
+    a: Finite | None = None  # default 0.5 (polynomial) or 10 (hinge)
     b: Annotated[int, Field(ge=0)] = 4  # hinge: staleness that is not discounted
 
+
+Finite = Annotated[float, Field(gt=0, allow_inf_nan=False)]  # an infinite deadline or end never comes: leave it out
 
 AGGREGATION_KEYS = {
     "sync": {"interval"},
@@ -270,17 +272,17 @@ class AggregationSpec(Strict):
 
     mode: Literal["sync", "semi_sync", "async"] = "sync"
     interval: PositiveInt | None = None  # sync: aggregate every N rounds (and after the last); default 1
-    deadline_s: PositiveFloat | None = None  # semi_sync: virtual seconds after a round starts (null: no deadline)
+    deadline_s: Finite | None = None  # semi_sync: virtual seconds after a round starts (null: no deadline)
     min_updates: PositiveInt | None = None  # semi_sync: close once this many arrived (default: every participant)
     late: Literal["drop", "carry"] | None = None  # semi_sync: late clients stop, or their update joins the next
     concurrency: PositiveInt | None = None  # async: clients training at once
     buffer: PositiveInt | None = None  # async: arrivals per aggregation (K)
     staleness: StalenessSpec | None = None  # semi_sync / async: how updates on older versions are weighted
     max_staleness: Annotated[int, Field(ge=0)] | None = None  # updates staler than this are dropped (logged)
-    server_lr: PositiveFloat | None = None  # scales the applied update (default 1)
+    server_lr: Finite | None = None  # scales the applied update (default 1)
     aggregations: PositiveInt | None = None  # async: stop after N aggregations
-    until_s: PositiveFloat | None = None  # async: stop at this virtual time
-    retry_s: PositiveFloat | None = None  # async: an empty slot draws again after this long when nobody was free
+    until_s: Finite | None = None  # async: stop at this virtual time
+    retry_s: Finite | None = None  # async: an empty slot draws again after this long when nobody was free
 
     @model_validator(mode="before")
     @classmethod
