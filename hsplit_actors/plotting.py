@@ -8,7 +8,7 @@ import pandas as pd
 from hsplit_actors.engine.sim import ALL_PHASES, PHASES
 
 COLOURS = dict(zip(ALL_PHASES, ["#4C72B0", "#DD8452", "#C44E52", "#8172B3", "#937860", "#55A868", "#DA8BC3",
-                                "#8C8C8C", "#CCB974", "#000000"], strict=True))
+                                "#8C8C8C", "#CCB974", "#000000", "#B0B0B0"], strict=True))
 
 
 def _axes(ax, figsize=(11, 4)):
