@@ -36,6 +36,8 @@ def _progress(scenario, label: str = "client iterations"):
 def _with_overrides(scenario, args: argparse.Namespace):
     changes = {key: value for key, value in (("seed", args.seed), ("output_dir", args.output_dir))
                if value is not None}
+    if changes.get("seed") is not None and not 0 <= changes["seed"] < 2**63:
+        raise ScenarioError(f"--seed {changes['seed']} must lie in [0, 2^63)", field="--seed")
     return scenario.model_copy(update=changes) if changes else scenario
 
 

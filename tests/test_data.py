@@ -98,3 +98,32 @@ def test_dirichlet_skews_labels_and_quantity_skews_sizes() -> None:
     assert spread(skewed) > 3 * spread(even)
     sizes = [len(p) for p in partition("quantity", 1000, 5, seed=0, alpha=0.3)]
     assert max(sizes) > 3 * min(sizes)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(10, 500), held=st.integers(0, 9), seed=st.integers(0, 2**32))
+def test_the_validation_split_never_meets_the_clients_samples(n, held, seed) -> None:
+    from hsplit_actors.training.setup import draw_samples
+
+    wanted = n - held
+    validation, used = draw_samples(n, held, wanted, np.random.default_rng(seed))
+    assert len(validation) == held and len(used) == wanted
+    assert not set(validation.tolist()) & set(used.tolist())
+    # nothing held out: the clients' rows are the ones drawn before validation splits existed
+    _, before = draw_samples(n, 0, wanted // 2, np.random.default_rng(seed))
+    assert before.tolist() == np.sort(np.random.default_rng(seed).permutation(n)[: wanted // 2]).tolist()
+
+
+def test_evaluating_on_the_validation_split_reads_training_rows() -> None:
+    from hsplit_actors.scenario import Scenario
+    from hsplit_actors.training.setup import training_data
+    from tests.conftest import tiny_training_scenario
+
+    raw = tiny_training_scenario()
+    raw["data"] = raw["data"] | {"validation_samples": 40}
+    on_test = training_data(Scenario.model_validate(raw), 4)
+    raw["train"] = raw["train"] | {"evaluate_on": "validation"}
+    on_validation = training_data(Scenario.model_validate(raw), 4)
+    assert len(on_validation.test["labels"]) == 40 and len(on_test.test["labels"]) == 64
+    assert (on_validation.train["input_ids"] == on_test.train["input_ids"]).all()  # the same clients' data
+    assert (on_validation.test["input_ids"][:40] != on_test.test["input_ids"][:40]).any()  # not the test set

@@ -18,7 +18,7 @@ from hsplit_actors.fleet import Fleet
 from hsplit_actors.methods import METHODS, make_strategy
 from hsplit_actors.methods.base import GIB, ServerInfo, Trained, fedavg, fresh_adapters
 from hsplit_actors.methods.hetlora import tail_norm, zero_pad_aggregate
-from hsplit_actors.methods.hsplitlora import Importance, ranking_distance, stack
+from hsplit_actors.methods.hsplitlora import Importance, ranking_distance, stack, zero_padded_average
 from hsplit_actors.model.families import family_of
 from hsplit_actors.model.lora import LoRAFactors
 from hsplit_actors.model.split import SplitModel
@@ -337,3 +337,64 @@ def test_fedavg_is_the_data_weighted_mean_over_holders_and_needs_one_rank() -> N
         fedavg([Trained(0, 1.0, {(0, "query"): a}, {}), Trained(1, 1.0, {(0, "query"): factors(2, 3)}, {})])
     cen = make_strategy(CenLoRASpec(name="cenlora"), MINILM, 16, 48, "float32")
     assert cen.aggregate(0, trained).factors[(0, "query")] is a
+
+
+# -- HSplitLoRA's ablation settings ---------------------------------------------------------------------------
+def splits_of(assignment) -> list[int]:
+    return [assignment.configs[j].split_point if j >= 0 else 0 for j in assignment.index]
+
+
+@settings(max_examples=20, deadline=None)
+@given(memory=st.lists(st.floats(0.05, 0.3), min_size=2, max_size=5),
+       flops=st.lists(st.floats(1e11, 2e13), min_size=5, max_size=5))
+def test_split_objectives(memory, flops) -> None:
+    """budget: the deepest split each memory holds; weakest: one split for all, the deepest the smallest budget
+    holds (SplitLoRA's rule); latency never goes deeper than budget."""
+    fleet = fleet_of(memory, flops[: len(memory)])
+    budget, weakest, latency = (hsplit(split_objective=o) for o in ("budget", "weakest", "latency"))
+    by_budget = splits_of(budget.configure(0, fleet))
+    for c, k in enumerate(by_budget):
+        holds = [j for j in range(1, MINILM.n_layers) if budget.memory(j, {}) <= memory[c] * GIB]
+        assert k == (holds[-1] if holds else 0)
+    held = [j for j in range(1, MINILM.n_layers) if budget.memory(j, {}) <= min(memory) * GIB]
+    expected = held[-1] if held else 1
+    assert splits_of(weakest.configure(0, fleet)) == [expected if k >= expected else 0 for k in by_budget]
+    assert all(a <= b for a, b in zip(splits_of(latency.configure(0, fleet)), by_budget, strict=True))
+
+
+def test_uniform_ranks_spend_the_budget_on_one_rank_and_probe_nothing() -> None:
+    strategy = hsplit(rank_rule="uniform", split_objective="budget")
+    fleet = fleet_of([0.11, 0.2, 0.3], [1e12] * 3)
+    assignment = strategy.configure(0, fleet)
+    assert strategy.importance_iterations == 0
+    for c, j in enumerate(assignment.index):
+        config = assignment.configs[j]
+        k = config.split_point
+        device = {r for b in range(k) for r in config.ranks[b]}
+        assert len(device) == 1  # every candidate matrix on the device the same rank
+        level = device.pop()
+        higher = [lv for lv in (2, 4, 8, 16) if lv > level]
+        if higher:  # the next level of Q would not fit
+            keys = [key for key in strategy.importance.keys if key[0] < k]
+            assert strategy.memory(k, dict.fromkeys(keys, higher[0])) > fleet.memory_gb[c] * GIB
+    assert len(set(strategy.server_ranks.values())) == 1
+
+
+def test_zero_padded_average_is_the_product_of_padded_averages_and_differs_from_naa() -> None:
+    a, b = factors(2, 1), factors(4, 2)
+    trained = [Trained(0, 1.0, {(0, "q"): a}, {}), Trained(1, 3.0, {(0, "q"): b}, {})]
+    merged = zero_padded_average(trained)[(0, "q")]
+    A = torch.zeros(4, a.A.shape[1])
+    B = torch.zeros(a.B.shape[0], 4)
+    A[:2] += 0.25 * a.scale * a.A
+    A += 0.75 * b.scale * b.A
+    B[:, :2] += 0.25 * a.B
+    B += 0.75 * b.B
+    assert torch.allclose(merged.scale * merged.B @ merged.A, B @ A)
+    exact = stack(trained)[(0, "q")]
+    assert torch.allclose(exact.scale * exact.B @ exact.A, 0.25 * a.delta() + 0.75 * b.delta(), atol=1e-6)
+    assert not torch.allclose(merged.scale * merged.B @ merged.A, exact.scale * exact.B @ exact.A, atol=1e-4)
+
+
+def test_keeping_the_optimiser_across_restarts_is_a_setting() -> None:
+    assert not hsplit().keeps_optimizer and hsplit(optimizer_on_restart="keep").keeps_optimizer

@@ -125,6 +125,11 @@ class Strategy(ABC):
         return None
 
     # -- training (`hsplit run`) ----------------------------------------------------------------------------
+    @property
+    def keeps_optimizer(self) -> bool:
+        """Whether a client's optimiser state survives a new version when its adapters keep their shapes."""
+        return not self.restarts_adapters
+
     def alpha(self, rank: int) -> float:
         return float(self.spec.alpha or 2.0 * rank)
 

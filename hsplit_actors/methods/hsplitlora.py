@@ -5,13 +5,17 @@ IWI   the hosts report `s_m = mean(|W * dL/dW|)` per (block, matrix) from hooks 
       (`training/importance.py`); `Importance` normalises by the per-rank cost `in + out`, combines clients by data
       size and smooths over rounds.
 ARMSC per client: the split point with the lowest estimated iteration latency among those its memory holds
-      (ties: deeper), then ranks from Q greedily by importance gained per byte, until the budget is spent. The
+      (ties: deeper; `split_objective` offers the deepest it holds, or SplitLoRA's one split for all), then ranks
+      from Q greedily by importance gained per byte, until the budget is spent (`rank_rule: uniform`: one rank
+      for every matrix, IWI off). The
       server keeps one adapter set for the blocks after the splits, trained on every client's activations in
       arrival order (as SplitLoRA's server side, so it sees all clients' data); its ranks follow the same rule
       under the server's memory. Reconfigured only when the importance ranking has moved past a threshold since
       the last configuration (hysteresis).
 NAA   per matrix, `A = concat(p_i s_i A_i)`, `B = concat(B_i)`, so `B A = sum p_i s_i B_i A_i` exactly for any
-      mix of ranks and split points; every host folds it into its frozen base and clients restart their adapters.
+      mix of ranks and split points; every host folds it into its frozen base and clients restart their adapters
+      (`aggregator: zero_pad` averages A and B apart instead, for the ablation; `optimizer_on_restart: keep`
+      keeps AdamW's moments across the restarts).
 """
 
 from __future__ import annotations
@@ -126,7 +130,9 @@ class HSplitLoRA(Strategy):
         self.matrices = tuple(self.spec.targets or self.arch.matrices)
         self.levels = sorted(set(self.spec.ranks) | {0})
         self.importance = Importance(self.arch, self.spec.beta, self.matrices)
-        self.importance_iterations = self.spec.importance_iterations
+        uniform = self.spec.rank_rule == "uniform"
+        self.importance_iterations = 0 if uniform else self.spec.importance_iterations  # no IWI: nothing to probe
+        self.weakest_gb = math.inf  # the fleet's smallest budget (split_objective: weakest)
         self.reference: dict[Key, float] | None = None  # the importance the current configuration was built on
         self.assignment: Assignment | None = None
         self.server_ranks: dict[Key, int] = {}  # the shared server-side set (blocks 2..L can be on the server)
@@ -146,6 +152,7 @@ class HSplitLoRA(Strategy):
     def configure_all(self, fleet: Fleet, importance: dict[Key, float]) -> Assignment:
         """ARMSC for every client (clients with the same device figures share one computation)."""
         n = len(fleet)
+        self.weakest_gb = float(fleet.memory_gb.min())
         self.server_ranks = self.allocate_server(importance)
         columns = np.stack([fleet.flops, fleet.memory_gb, fleet.uplink_mbps, fleet.downlink_mbps, fleet.latency_ms], 1)
         unique, inverse = np.unique(columns, axis=0, return_inverse=True)
@@ -169,8 +176,18 @@ class HSplitLoRA(Strategy):
             * self.server.gpus
         keys = [key for key in self.importance.keys if key[0] >= 1]
         per_rank = {key: sum(self.arch.matrix_shape(key[1])) * ADAPTER_BYTES * ADAM_COPIES for key in keys}
-        return greedy_ranks(self.arch, importance, keys, self.levels,
-                            lambda r: sum(per_rank[key] * r[key] for key in keys) <= free)
+        return self.ranks_within(importance, keys, lambda r: sum(per_rank[key] * r[key] for key in keys) <= free)
+
+    def ranks_within(self, importance: dict[Key, float], keys: list[Key], fits) -> dict[Key, int]:
+        """Ranks for `keys` under a budget: IWI's greedy rule, or (rank_rule: uniform) the largest level of Q
+        that every key can have at once."""
+        if self.spec.rank_rule == "importance":
+            return greedy_ranks(self.arch, importance, keys, self.levels, fits)
+        for level in sorted(self.levels, reverse=True):
+            ranks = dict.fromkeys(keys, level)
+            if level == 0 or fits(ranks):
+                return ranks
+        return dict.fromkeys(keys, 0)
 
     def zero_config(self, k: int) -> ClientConfig:
         return ClientConfig(k, tuple((0,) * len(self.arch.matrices) for _ in range(self.arch.n_layers)))
@@ -208,6 +225,13 @@ class HSplitLoRA(Strategy):
         budget = device.memory_gb * GIB
         deepest = self.arch.n_layers if self.spec.allow_federated else self.arch.n_layers - 1
         feasible = [k for k in range(1, deepest + 1) if self.memory(k, {}) <= budget]
+        objective = self.spec.split_objective
+        if objective == "budget":
+            return feasible[-1] if feasible else None
+        if objective == "weakest":  # SplitLoRA's rule: one split for all, the deepest the weakest device holds
+            held = [k for k in range(1, deepest + 1) if self.memory(k, {}) <= self.weakest_gb * GIB]
+            k = held[-1] if held else 1
+            return k if k in feasible else None
         target = self.spec.time_target_s
         if target is not None:
             feasible = [k for k in feasible if self.latency(k, device, n_clients) <= target] or feasible[:1]
@@ -225,8 +249,7 @@ class HSplitLoRA(Strategy):
             return None
         budget = device.memory_gb * GIB
         client_keys = [key for key in self.importance.keys if key[0] < k]
-        ranks = greedy_ranks(self.arch, importance, client_keys, self.levels,
-                             lambda r: self.memory(k, r) <= budget)
+        ranks = self.ranks_within(importance, client_keys, lambda r: self.memory(k, r) <= budget)
         ranks |= {key: r for key, r in self.server_ranks.items() if key[0] >= k}
         return ClientConfig.from_pattern(self.arch, k, {key: r for key, r in ranks.items() if r})
 
@@ -267,7 +290,12 @@ class HSplitLoRA(Strategy):
     def aggregate(self, round_: int, trained: list[Trained], current: tuple[dict, dict] = ({}, {})) -> Aggregate:
         """NAA. The shared server copy appears in the trained set of every client that used it; `stack` takes it
         once with their summed weight: its contribution is exactly (sum of their p_i) s B A."""
-        return Aggregate({}, weighted_head(trained, current[1]), merge=stack(trained))
+        merge = stack(trained) if self.spec.aggregator == "naa" else zero_padded_average(trained)
+        return Aggregate({}, weighted_head(trained, current[1]), merge=merge)
+
+    @property
+    def keeps_optimizer(self) -> bool:
+        return self.spec.optimizer_on_restart == "keep"
 
     def observe_importance(self, round_: int, scores: dict[int, dict[Key, float]], weights: dict[int, float]):
         self.importance.update(round_, scores, weights)
@@ -302,22 +330,53 @@ def stack(trained: list[Trained]) -> dict:
 
     out = {}
     for key in sorted({k for t in trained for k in t.factors}):
-        holders: list[tuple[LoRAFactors, float, float]] = []
-        for t in trained:
-            f = t.factors.get(key)
-            if f is None or f.rank == 0:
-                continue
-            c = t.coefficient_of(key)
-            same = next((i for i, (g, _, gc) in enumerate(holders) if gc == c and g.scale == f.scale
-                         and g.A.shape == f.A.shape and torch.equal(g.A, f.A) and torch.equal(g.B, f.B)), None)
-            if same is None:
-                holders.append((f, t.weight, c))
-            else:
-                holders[same] = (holders[same][0], holders[same][1] + t.weight, c)
+        holders = _holders(trained, key)
         if not holders:
             continue
         total = sum(w for _, w, _ in holders)
         A = torch.cat([((w / total) * f.scale * c) * f.A for f, w, c in holders], dim=0)
         B = torch.cat([f.B for f, _, _ in holders], dim=1)
         out[key] = LoRAFactors(A, B, float(A.shape[0]))
+    return out
+
+
+def _holders(trained: list[Trained], key: Key) -> list:
+    """(factors, summed weight, coefficient) of every distinct trained copy of `key` (identical copies once)."""
+    import torch
+
+    holders: list = []
+    for t in trained:
+        f = t.factors.get(key)
+        if f is None or f.rank == 0:
+            continue
+        c = t.coefficient_of(key)
+        same = next((i for i, (g, _, gc) in enumerate(holders) if gc == c and g.scale == f.scale
+                     and g.A.shape == f.A.shape and torch.equal(g.A, f.A) and torch.equal(g.B, f.B)), None)
+        if same is None:
+            holders.append((f, t.weight, c))
+        else:
+            holders[same] = (holders[same][0], holders[same][1] + t.weight, c)
+    return holders
+
+
+def zero_padded_average(trained: list[Trained]) -> dict:
+    """The ablation of NAA: per matrix, `A = sum p_i c_i s_i pad(A_i)`, `B = sum p_i pad(B_i)` zero-padded to the
+    largest rank, merged as `B A`; unlike stacking, the product of averages carries cross terms `B_i A_j`."""
+    import torch
+
+    from hsplit_actors.model.lora import LoRAFactors
+
+    out = {}
+    for key in sorted({k for t in trained for k in t.factors}):
+        holders = _holders(trained, key)
+        if not holders:
+            continue
+        total = sum(w for _, w, _ in holders)
+        r_max = max(f.rank for f, _, _ in holders)
+        A = torch.zeros(r_max, holders[0][0].A.shape[1], dtype=holders[0][0].A.dtype)
+        B = torch.zeros(holders[0][0].B.shape[0], r_max, dtype=holders[0][0].B.dtype)
+        for f, w, c in holders:
+            A[:f.rank] += ((w / total) * f.scale * c) * f.A
+            B[:, :f.rank] += (w / total) * f.B
+        out[key] = LoRAFactors(A, B, float(r_max))
     return out

@@ -101,6 +101,9 @@ class DataSpec(Strict):
     seq_len: PositiveInt = 64
     samples_per_client: PositiveInt = 500
     partition: PartitionSpec = Field(default_factory=PartitionSpec)
+    # samples of the training file held out (seeded) before the clients' samples are drawn: a validation split
+    # for tuning (`hsplit compare` with `compare.tune`); never the evaluation set. 0: none held out
+    validation_samples: Annotated[int, Field(ge=0)] = 0
 
 
 class ProfileSpec(Strict):
@@ -194,6 +197,19 @@ class HSplitLoRASpec(_MethodBase):
     importance_iterations: Annotated[int, Field(ge=0)] = 1  # calibration iterations per round (0: IWI off)
     time_target_s: PositiveFloat | None = None  # per-iteration latency target for the split choice
     allow_federated: bool = False  # may ARMSC put the whole model on a device (k = L) when that is fastest
+    # ARMSC's split rule: `latency` the split with the lowest estimated iteration latency that the memory holds;
+    # `budget` the deepest split the memory holds; `weakest` SplitLoRA's (the deepest the weakest device holds,
+    # the same for all: ARMSC's split off)
+    split_objective: Literal["latency", "budget", "weakest"] = "latency"
+    # `importance`: ranks from Q greedily by importance per byte (IWI); `uniform`: the same budget spent on one
+    # rank for every candidate matrix (the largest level of Q that fits; IWI off)
+    rank_rule: Literal["importance", "uniform"] = "importance"
+    # `naa`: stacked factors (exact sum); `zero_pad`: A and B averaged separately, zero-padded to the largest rank
+    # (HetLoRA's rule: the product of averages, with its cross terms)
+    aggregator: Literal["naa", "zero_pad"] = "naa"
+    # the fresh adapters after each merge: `reset` starts a new optimiser; `keep` keeps AdamW's moments where the
+    # shapes are unchanged
+    optimizer_on_restart: Literal["reset", "keep"] = "reset"
 
 
 class CenLoRASpec(_MethodBase):
@@ -207,14 +223,33 @@ METHOD_NAMES = tuple(get_args(spec.model_fields["name"].annotation)[0] for spec 
 MethodName = Literal[METHOD_NAMES]  # type: ignore[valid-type]
 
 
+Seed = Annotated[int, Field(ge=0, lt=2**63)]
+
+
 class CompareSpec(Strict):
-    """`hsplit compare`: which methods, their own settings (merged over each method's defaults), the target."""
+    """`hsplit compare`: the variants (a method with overrides), the seeds each runs under, the target, tuning."""
 
     methods: list[MethodName] = Field(default_factory=lambda: list(METHOD_NAMES))
     per_method: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # name -> {method: NAME, any of that method's settings, aggregation, rounds, local_iterations, tune};
+    # default: one variant per entry of `methods`, named after it, with `per_method[name]` as its overrides
+    variants: dict[str, dict[str, Any]] | None = None
+    seeds: Annotated[list[Seed], Field(min_length=1)] | None = None  # default: [seed]
     # virtual time to reach this eval metric (accuracy: >=, perplexity: <=); default: the best metric that every
-    # method reached, so each time-to-target is defined
+    # variant reached, so each time-to-target is defined
     target: PositiveFloat | None = None
+    hold: PositiveInt = 2  # time-to-target: the first evaluation from which the target holds this many in a row
+    # setting -> candidates, chosen per variant on a validation split carved from the training data
+    tune: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
+    tune_by: Literal["final", "auc"] = "final"  # the validation figure tuning maximises (perplexity: minimises)
+    validation_samples: PositiveInt = 400  # the held-out split tuning evaluates on (data.validation_samples)
+    cpus_per_run: PositiveFloat = 2.0  # Ray resources a run takes: a cluster runs CPUs / this many at once
+
+    @model_validator(mode="after")
+    def _distinct_seeds(self) -> CompareSpec:
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds {self.seeds} repeat a seed; give each once")
+        return self
 
 
 class KillSpec(Strict):
@@ -244,6 +279,9 @@ class TrainSpec(Strict):
     # memory per waiting virtual client drops from its activations to its batch, for one more client forward.
     recompute_activations: bool = False
     kill_actor: list[KillSpec] = Field(default_factory=list)  # inject faults to study recovery
+    # what eval_metric is measured on: `test` the evaluation set (SST-2: GLUE's labelled dev split; E2E: its test
+    # set), `validation` the data.validation_samples held out from the training file (for tuning)
+    evaluate_on: Literal["test", "validation"] = "test"
 
 
 class StalenessSpec(Strict):
@@ -333,7 +371,7 @@ class Scenario(Strict):
     """One experiment: fleet + model + data + method + schedule. `hsplit validate` checks a file against this."""
 
     name: str = "scenario"
-    seed: int = 0
+    seed: Seed = 0
     model: ModelSpec
     data: DataSpec = Field(default_factory=DataSpec)
     profiles: dict[str, ProfileSpec] = Field(default_factory=dict)
@@ -362,4 +400,10 @@ class Scenario(Strict):
                              "only `aggregation:`")
         object.__setattr__(self, "aggregation", agg.model_copy(update={"interval": old}))
         object.__setattr__(self, "aggregation_interval", None)
+        return self
+
+    @model_validator(mode="after")
+    def _validation_split(self) -> Scenario:
+        if self.train.evaluate_on == "validation" and not self.data.validation_samples:
+            raise ValueError("train.evaluate_on: validation needs data.validation_samples > 0 (the held-out split)")
         return self

@@ -76,7 +76,8 @@ class TrainingExecutor(Executor):
             fresh = self.strategy.server_adapters(version)
             if version == 0 or fresh is not None:
                 factors = self.factors if fresh is None else fresh
-                self.rt.get(self.rt.call(self.server, "load_shared", factors, self.head, fresh is None))
+                self.rt.get(self.rt.call(self.server, "load_shared", factors, self.head,
+                                         fresh is None or self.strategy.keeps_optimizer))
         self.saved = recovery.capture(self, self.known)
         self.calls = []
         if self.checkpoint_dir is not None and self.checkpoint_round is not None:
@@ -94,7 +95,7 @@ class TrainingExecutor(Executor):
             return  # no new version since its last session: it goes on with its own adapters and optimiser
         factors_v, head_v = self.global_at[s.version]
         factors = self.strategy.client_adapters(s.number, c, config, factors_v)
-        keep = not self.strategy.restarts_adapters
+        keep = self.strategy.keeps_optimizer
         regulariser = self.strategy.client_regulariser(c, config)
         indices = None if c in self.registered else self.partitions[c]
         calls = [self.rt.call(self.host(c), "load_client", c, k, indices, factors, head_v, keep, regulariser,

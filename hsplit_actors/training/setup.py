@@ -34,8 +34,16 @@ def _arrays(enc: Encoded) -> dict[str, np.ndarray]:
             "labels": enc.labels.numpy()}
 
 
+def draw_samples(n: int, held_out: int, wanted: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (sorted) of the validation split and of the clients' samples: one permutation, the validation
+    rows first, so the two never overlap (and with nothing held out the clients get what they always got)."""
+    order = rng.permutation(n)
+    return np.sort(order[:held_out]), np.sort(order[held_out:held_out + wanted])
+
+
 def training_data(scenario: Scenario, n_clients: int) -> TrainingData:
-    """Encode only the samples the fleet uses (n_clients x samples_per_client, seeded) and partition them."""
+    """Encode only the samples the fleet uses (n_clients x samples_per_client, seeded) and partition them; the
+    evaluation set, or the validation split held out of the training file before the clients' samples are drawn."""
     from hsplit_actors.data.tokenizers import bert_tokenizer, gpt2_tokenizer
 
     data = scenario.data
@@ -48,18 +56,25 @@ def training_data(scenario: Scenario, n_clients: int) -> TrainingData:
     else:
         frame, tok, encode, metric = read_e2e(path), gpt2_tokenizer(), encode_e2e, "perplexity"
         test = read_e2e(DATA_DIR / "e2e" / "testset_w_refs.csv")
-    wanted = min(len(frame), n_clients * data.samples_per_client)
+    held_out = data.validation_samples
+    if held_out >= len(frame):
+        raise ScenarioError(f"data.validation_samples {held_out} leaves nothing of {len(frame)} training samples for "
+                            "the clients; lower it", field="data.validation_samples")
+    wanted = min(len(frame) - held_out, n_clients * data.samples_per_client)
     if wanted < n_clients:
-        raise ScenarioError(f"{len(frame)} samples cannot give each of {n_clients} clients one",
+        raise ScenarioError(f"{len(frame) - held_out} samples cannot give each of {n_clients} clients one",
                             field="data.samples_per_client")
-    frame = frame.iloc[np.sort(rng.permutation(len(frame))[:wanted])].reset_index(drop=True)
+    validation, used = draw_samples(len(frame), held_out, wanted, rng)
+    evaluation = (frame.iloc[validation].reset_index(drop=True) if scenario.train.evaluate_on == "validation"
+                  else test.head(scenario.train.eval_samples))
+    frame = frame.iloc[used].reset_index(drop=True)
     keys = None
     if data.partition.kind == "dirichlet":
         column = "label" if data.dataset == "sst2" else data.partition.by
         keys = frame[column].fillna("<none>").astype(str).to_numpy()
     parts = partition(data.partition.kind, len(frame), n_clients, scenario.seed, data.partition.alpha, keys)
     return TrainingData(_arrays(encode(frame, tok, data.seq_len)),
-                        _arrays(encode(test.head(scenario.train.eval_samples), tok, data.seq_len)), parts, metric)
+                        _arrays(encode(evaluation, tok, data.seq_len)), parts, metric)
 
 
 def base_model(scenario: Scenario, arch: ModelArch):
