@@ -42,11 +42,14 @@ def _with_overrides(scenario, args: argparse.Namespace):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from hsplit_actors.compare.variants import check_all
     from hsplit_actors.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
+    runs = check_all(scenario)  # `hsplit compare` would refuse what this refuses
     print(f"{args.scenario}: ok ({scenario.method.name}, {len(scenario.fleet)} fleet entries, "
-          f"{sum(g.count for g in scenario.fleet)} devices, {scenario.rounds} rounds)")
+          f"{sum(g.count for g in scenario.fleet)} devices, {scenario.rounds} rounds; `hsplit compare` would make "
+          f"{runs} runs)")
     return 0
 
 
@@ -104,35 +107,58 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from hsplit_actors.compare import compare, parse_methods
+    from hsplit_actors.compare import compare
     from hsplit_actors.scenario import load_scenario
 
-    scenario = _with_overrides(load_scenario(args.scenario), args)
-    methods = parse_methods(args.methods, scenario)
-    if args.local:
-        scenario = scenario.model_copy(update={"train": scenario.train.model_copy(update={"local": True})})
-    show = scenario.progress and not args.quiet and sys.stderr.isatty()
-    bars: list = []
+    if (args.scenario is None) == (args.resume is None):
+        raise ScenarioError("give a scenario file, or --resume DIR to continue an interrupted comparison")
+    scenario = None
+    if args.scenario is not None:
+        scenario = _with_overrides(load_scenario(args.scenario), args)
+        if args.seeds is not None:
+            scenario = scenario.model_copy(update={"compare": scenario.compare.model_copy(
+                update={"seeds": _seed_list(args.seeds)})})
+        if args.local:
+            scenario = scenario.model_copy(update={"train": scenario.train.model_copy(update={"local": True})})
+    show = not args.quiet and sys.stderr.isatty() and (scenario is None or scenario.progress)
+    progress = task = None
 
-    def on_method(name: str):
-        print(f"{name} ...", file=sys.stderr, flush=True)
+    def on_run(key: str, total: int) -> None:
+        nonlocal progress, task
         if not show:
-            return None
-        progress, update = _progress(scenario, f"{name} training steps")
-        progress.start()
-        bars.append(progress)
-        return update
+            print(f"done: {key}", file=sys.stderr, flush=True)
+            return
+        if progress is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), transient=True)
+            task = progress.add_task("runs", total=total)
+            progress.start()
+        progress.update(task, advance=1, description=f"runs (last: {key})")
 
     try:
-        directory, table = compare(scenario, methods, args.out, args.address, on_method)
+        directory, table = compare(scenario, args.methods, args.out, args.address, args.plan, args.resume, on_run)
     finally:
-        for progress in bars:
+        if progress is not None:
             progress.stop()
-    from hsplit_actors.compare import to_markdown
-
-    print(to_markdown(table, "metric"))
-    print(f"comparison: {directory}/comparison.csv, comparison.md, comparison.png; one run directory per method")
+    print((directory / "comparison.md").read_text())
+    extra = "tuning.csv, " if (directory / "tuning.csv").is_file() else ""
+    print(f"comparison: {directory}/comparison.csv, comparison.md, comparison.png, per_seed.csv, {extra}"
+          "one run directory per variant and seed")
     return 0
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ScenarioError(f"--seeds takes whole numbers separated by commas, got {text!r}", field="--seeds") from None
+    if not seeds:
+        raise ScenarioError("--seeds names no seed; give e.g. 0,1,2", field="--seeds")
+    if any(not 0 <= s < 2**63 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ScenarioError(f"--seeds {text}: each seed once, each in [0, 2^63)", field="--seeds")
+    return seeds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,14 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--local", action="store_true", help="hosts in this process instead of Ray actors")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
-    c = sub.add_parser("compare", help="run several methods on the same fleet, data and seed; table and plot")
-    c.add_argument("scenario", type=Path)
-    c.add_argument("--methods", help="comma-separated, e.g. hsplitlora,splitlora (default: compare.methods)")
+    c = sub.add_parser("compare", help="variants x seeds on the same scenario, side by side on Ray; table and plot")
+    c.add_argument("scenario", type=Path, nargs="?")
+    c.add_argument("--methods", help="comma-separated variants (or methods), e.g. hsplitlora,splitlora "
+                   "(default: compare.variants, else compare.methods)")
+    c.add_argument("--seeds", help="comma-separated seeds (overrides compare.seeds), e.g. 0,1,2")
+    c.add_argument("--plan", action="store_true", help="timing only: no training, any model size")
+    c.add_argument("--resume", metavar="DIR", help="continue an interrupted comparison")
     c.add_argument("--out", help="directory to write (default: <output_dir>/<name>-compare-<time>)")
     c.add_argument("--output-dir", help="parent folder (overrides the scenario)")
-    c.add_argument("--seed", type=int, help="override the scenario seed")
+    c.add_argument("--seed", type=int, help="override the scenario seed (the seeds default to [seed])")
     c.add_argument("--address", help="join a running Ray cluster (e.g. auto); default: start one locally")
-    c.add_argument("--local", action="store_true", help="hosts in this process instead of Ray actors")
+    c.add_argument("--local", action="store_true", help="each run's hosts in its own process instead of Ray actors")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_compare)
     return parser

@@ -7,6 +7,7 @@ class ScenarioError(Exception):
     def __init__(self, message: str, *, field: str | None = None, source: str | None = None):
         self.field = field
         self.source = source
+        self.message = message
         where = f"{source}: " if source else ""
         what = f"{field}: " if field else ""
         super().__init__(f"{where}{what}{message}")

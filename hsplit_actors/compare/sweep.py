@@ -1,0 +1,124 @@
+"""A comparison's runs side by side on a Ray cluster, with Ray Tune.
+
+Every run (variant x seed x tuning point) is one Tune trial over a grid of run keys; Tune places trials by the
+CPUs each takes (`compare.cpus_per_run`), so a cluster runs as many at once as it holds (one at a time on 2
+cores), keeps the experiment's state on disk (`<comparison>/ray/`) and restores it on `--resume`. A trial is
+idempotent: a finished run directory is kept, an interrupted training run resumes from its checkpoint, anything
+else starts again. A trial trains with the run's own machinery (`hsplit run`: Ray actors, or in-process hosts
+with train.local), so it is the same run `hsplit run` gives.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import ray
+
+from hsplit_actors.compare.variants import Job
+from hsplit_actors.errors import ScenarioError
+
+# before Tune is imported: trials keep the caller's working directory (relative data or model paths), and the
+# old quiet reporter (verbose 0 prints nothing) replaces the configuration banner
+os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+
+def execute(job: Job, root: Path, mode: str) -> Path:
+    """Run one job into `root/job.key`, or keep / resume what an interrupted sweep left there."""
+    from hsplit_actors.plan import plan
+    from hsplit_actors.training.run import run
+
+    directory = root / job.key
+    if (directory / "meta.json").is_file():
+        return directory
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # exclusions are reported in the table (participants) instead
+        if mode == "plan":
+            shutil.rmtree(directory, ignore_errors=True)
+            plan(job.scenario, directory)
+            return directory
+        if any((directory / "checkpoints").glob("*.pt")):
+            run(job.scenario, resume=directory)
+            return directory
+        shutil.rmtree(directory, ignore_errors=True)
+        run(job.scenario, directory)
+    return directory
+
+
+def _trial(config: dict, jobs: dict[str, Job], root: str, mode: str) -> None:
+    from ray import tune
+
+    key = config["key"]
+    node = ray.get_runtime_context().get_node_id()
+    try:
+        execute(jobs[key], Path(root), mode)
+    except ScenarioError as exc:  # bad input found while preparing: reported to the driver as one line
+        tune.report({"key": key, "node": node, "error": str(exc)})
+        return
+    tune.report({"key": key, "node": node, "error": ""})
+
+
+def _progress_callback():
+    from ray import tune
+
+    class Progress(tune.Callback):
+        """Tells the caller each finished run (not kept across a restore: the state file holds no closures)."""
+
+        def __init__(self, on_done):
+            self.on_done = on_done
+
+        def __getstate__(self):
+            return {"on_done": None}
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            if self.on_done is not None:
+                self.on_done(trial.config["key"])
+
+    return Progress
+
+
+def _largest_node_cpus() -> float:
+    return max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]), default=1.0) or 1.0
+
+
+def sweep(jobs: list[Job], root: Path, mode: str, name: str, cpus_per_run: float,
+          on_done: Callable[[str], None] | None = None) -> dict[str, str]:
+    """Every job once (Ray must be connected); returns each job's node id. `name` keys Tune's state under
+    `root/ray/`, so a second call with the same jobs continues the first."""
+    if not jobs:
+        return {}
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    for logger in ("ray.tune", "ray.train", "ray.air"):
+        logging.getLogger(logger).setLevel(logging.ERROR)
+    _Progress = _progress_callback()  # noqa: N806 - a class, made where Tune is imported
+    root = root.resolve()
+    cpus = min(cpus_per_run, _largest_node_cpus())  # a run must fit on one node
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, jobs={j.key: j for j in jobs}, root=str(root), mode=mode), {"cpu": cpus})
+
+    state = root / "ray" / name
+    if tune.Tuner.can_restore(state):
+        tuner = tune.Tuner.restore(str(state), trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable, param_space={"key": tune.grid_search([j.key for j in jobs])},
+            tune_config=tune.TuneConfig(reuse_actors=False),
+            run_config=tune.RunConfig(name=name, storage_path=str(root / "ray"), verbose=0,
+                                      callbacks=[_Progress(on_done), JsonLoggerCallback(), CSVLoggerCallback()]))
+    results = tuner.fit()
+    if results.errors:
+        raise results.errors[0]
+    nodes = {}
+    for result in results:
+        if result.metrics.get("error"):
+            raise ScenarioError(result.metrics["error"])
+        nodes[result.metrics["key"]] = result.metrics["node"]
+    return nodes
