@@ -1,4 +1,4 @@
-"""Engine throughput vs a bare SimPy loop with the same yields (issue 2's benchmark).
+"""Engine throughput vs a bare SimPy loop with the same yields (issue 2's benchmark; async added in issue 10).
 
 For each fleet size N (1k, 10k, 100k clients x 10 iterations, one round with aggregation), three runs, each in a
 fresh subprocess so its peak RSS is its own:
@@ -6,10 +6,15 @@ fresh subprocess so its peak RSS is its own:
   bare-heap    the same yields and durations, no bookkeeping, the engine's heap GPU pool
   bare-simpy   the same yields and durations, no bookkeeping, simpy.Resource as the server
 The bare loops get the engine's per-client durations, so all three must end at the same virtual time (checked).
+With `--aggregation async` (FedBuff: C = N/2 clients training, an aggregation every K = C/4 arrivals, 2N/K
+aggregations, so about 2N sessions) the bare loops keep C slots that each take the next idle client from a queue
+and an aggregator that waits for K uploads; the engine draws idle clients at random (seeded), so the two visit
+clients in another order and their virtual end times differ: only the rates are compared, over the same number
+of aggregations (client-iterations within a few percent, printed).
 Each child first does a small warm-up run (200 clients) so one-time imports are not timed; peak RSS includes it.
 Sizes up to 10k report the best of 3 runs (sub-second runs are noisy on a shared 2-core machine), 100k one run.
 
-    python bench/plan_throughput.py [--sizes 1000,10000,100000] [--iterations 10]
+    python bench/plan_throughput.py [--sizes 1000,10000,100000] [--iterations 10] [--aggregation sync|async]
 """
 
 from __future__ import annotations
@@ -37,12 +42,20 @@ SCENARIO = {
 }
 
 
-def scenario_for(n: int, iterations: int):
+def async_settings(n: int) -> dict:
+    concurrency = max(n // 2, 4)
+    buffer = concurrency // 4
+    return {"mode": "async", "concurrency": concurrency, "buffer": buffer, "aggregations": 2 * n // buffer}
+
+
+def scenario_for(n: int, iterations: int, aggregation: str = "sync"):
     from hsplit_actors.scenario import parse_scenario
 
     raw = json.loads(json.dumps(SCENARIO))
     raw["fleet"][0]["count"] = n
     raw["local_iterations"] = iterations
+    if aggregation == "async":
+        raw["aggregation"] = async_settings(n)
     return parse_scenario(yaml.safe_dump(raw))
 
 
@@ -111,11 +124,70 @@ def bare(d: dict, n: int, iterations: int, gpus: int, pool: str) -> float:
     return env.now
 
 
-def child(mode: str, n: int, iterations: int, warm_up: bool = True) -> dict:
+def bare_async(d: dict, n: int, iterations: int, gpus: int, pool: str) -> tuple[float, int]:
+    """FedBuff's yields with nothing else: C slots, each running sessions of the next idle client (download,
+    iterations, upload into a store); an aggregator takes K uploads per aggregation. Returns the virtual end
+    time and the client-iterations done."""
+    from collections import deque
+
+    import simpy
+
+    from hsplit_actors.engine.server import GPUPool
+
+    settings = async_settings(n)
+    env = simpy.Environment()
+    store = simpy.Store(env)
+    gpu = GPUPool(env, gpus) if pool == "heap" else simpy.Resource(env, capacity=gpus)
+    idle = deque(range(n))
+    state = {"done": False, "iterations": 0}
+    finished = env.event()
+
+    def session(c: int):
+        timeout = env.timeout
+        yield timeout(d["agg_down"][c])
+        for _ in range(iterations):
+            yield timeout(d["fwd"][c])
+            yield timeout(d["up"][c])
+            if pool == "heap":
+                yield gpu.request(0.0)
+                yield timeout(d["srv"])
+                gpu.release(d["srv"])
+            else:
+                with gpu.request() as req:
+                    yield req
+                    yield timeout(d["srv"])
+            yield timeout(d["down"][c])
+            yield timeout(d["bwd"][c])
+            state["iterations"] += 1
+        yield timeout(d["agg_up"][c])
+        yield store.put(c)
+
+    def slot():
+        while not state["done"]:
+            c = idle.popleft()
+            yield from session(c)
+            idle.append(c)
+
+    def aggregator():
+        for _ in range(settings["aggregations"]):
+            for _ in range(settings["buffer"]):
+                yield store.get()
+            yield env.timeout(d["agg"] * settings["buffer"] / n)
+        state["done"] = True
+        finished.succeed()
+
+    for _ in range(settings["concurrency"]):
+        env.process(slot())
+    env.process(aggregator())
+    env.run(until=finished)
+    return env.now, state["iterations"]
+
+
+def child(mode: str, n: int, iterations: int, aggregation: str = "sync", warm_up: bool = True) -> dict:
     """Best of `repeats(n)` timed runs, after a warm-up."""
     if warm_up:  # one small run first, so one-time lazy imports (pyarrow, parquet writer) are not timed
-        once(mode, 200, 2)
-    runs = [once(mode, n, iterations) for _ in range(repeats(n))]
+        once(mode, 200, 2, aggregation)
+    runs = [once(mode, n, iterations, aggregation) for _ in range(repeats(n))]
     best = min(runs, key=lambda r: r["wall_s"])
     return best | {"repeats": len(runs)}
 
@@ -124,8 +196,8 @@ def repeats(n: int) -> int:
     return 3 if n <= 10_000 else 1
 
 
-def once(mode: str, n: int, iterations: int) -> dict:
-    scenario = scenario_for(n, iterations)
+def once(mode: str, n: int, iterations: int, aggregation: str = "sync") -> dict:
+    scenario = scenario_for(n, iterations, aggregation)
     if mode == "engine":
         from hsplit_actors.plan import plan
 
@@ -135,39 +207,47 @@ def once(mode: str, n: int, iterations: int) -> dict:
             wall = time.perf_counter() - start
             end = float(tables.rounds["t_end"].max())
             rows = len(tables.events)
+            done = int((tables.events["phase"] == "client_bwd").sum())
     else:
         d = durations(scenario)
         start = time.perf_counter()
-        end = bare(d, n, iterations, scenario.server.gpus, mode.split("-")[1])
+        if aggregation == "async":
+            end, done = bare_async(d, n, iterations, scenario.server.gpus, mode.split("-")[1])
+        else:
+            end, done = bare(d, n, iterations, scenario.server.gpus, mode.split("-")[1]), n * iterations
         wall = time.perf_counter() - start
         rows = 0
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return {"mode": mode, "n": n, "wall_s": wall, "virtual_end": end, "rss_gb": rss_gb, "event_rows": rows,
-            "rate": n * iterations / wall}
+            "client_its": done, "rate": done / wall}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--aggregation", choices=["sync", "async"], default="sync")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child[0], int(args.child[1]), args.iterations)))
+        print(json.dumps(child(args.child[0], int(args.child[1]), args.iterations, args.aggregation)))
         return
-    print(f"{'clients':>8} {'mode':>10} {'wall s':>8} {'client-it/s':>12} {'peak RSS GB':>11} {'events':>10} "
-          f"{'virtual end s':>14}")
+    print(f"aggregation: {args.aggregation}")
+    print(f"{'clients':>8} {'mode':>10} {'wall s':>8} {'client-its':>10} {'client-it/s':>12} {'peak RSS GB':>11} "
+          f"{'events':>10} {'virtual end s':>14}")
     for n in (int(s) for s in args.sizes.split(",")):
         results = {}
         for mode in ("engine", "bare-heap", "bare-simpy"):
             out = subprocess.run([sys.executable, __file__, "--child", mode, str(n), "--iterations",
-                                  str(args.iterations)], capture_output=True, text=True, check=True)
+                                  str(args.iterations), "--aggregation", args.aggregation],
+                                 capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             results[mode] = r
-            print(f"{n:>8} {mode:>10} {r['wall_s']:>8.2f} {r['rate']:>12,.0f} {r['rss_gb']:>11.2f} "
-                  f"{r['event_rows']:>10,} {r['virtual_end']:>14.3f}")
+            print(f"{n:>8} {mode:>10} {r['wall_s']:>8.2f} {r['client_its']:>10,} {r['rate']:>12,.0f} "
+                  f"{r['rss_gb']:>11.2f} {r['event_rows']:>10,} {r['virtual_end']:>14.3f}")
         ends = {round(r["virtual_end"], 6) for r in results.values()}
-        assert len(ends) == 1, f"virtual end times differ: {ends}"
+        if args.aggregation == "sync":
+            assert len(ends) == 1, f"virtual end times differ: {ends}"
         fastest_bare = max(results["bare-heap"]["rate"], results["bare-simpy"]["rate"])
         print(f"{n:>8} {'ratio':>10} engine / fastest bare loop = {results['engine']['rate'] / fastest_bare:.2f} "
               f"(engine / bare-simpy = {results['engine']['rate'] / results['bare-simpy']['rate']:.2f})")

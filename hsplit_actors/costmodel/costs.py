@@ -43,8 +43,10 @@ class _Pass:
     saved: float  # elements saved for backward (activation dtype) + mask bytes expressed in elements
 
 
+@lru_cache(maxsize=65536)
 def _block_pass(arch: ModelArch, ranks: tuple[int, ...], batch: int, seq: int, x_rg: bool, dropout: bool) -> _Pass:
-    """Forward/backward FLOPs of one block and the activations it saves, given whether its input needs grad."""
+    """Forward/backward FLOPs of one block and the activations it saves, given whether its input needs grad.
+    Cached: ARMSC's greedy search prices thousands of configurations that share most blocks' ranks."""
     tokens = batch * seq
     shape = {m: arch.matrix_shape(m) for m in arch.matrices}
     rank = dict(zip(arch.matrices, ranks, strict=True))
@@ -130,6 +132,12 @@ def _trainable_head_params(arch: ModelArch) -> int:
     return arch.hidden * arch.num_labels + arch.num_labels if arch.task == "classification" else 0
 
 
+@lru_cache(maxsize=64)
+def _widths(arch: ModelArch) -> tuple[int, ...]:
+    """in + out features of each adaptable matrix (a rank-r adapter has r times this many parameters)."""
+    return tuple(sum(arch.matrix_shape(m)) for m in arch.matrices)
+
+
 @lru_cache(maxsize=4096)
 def iteration_cost(
     arch: ModelArch, config: ClientConfig, batch: int, seq: int, dtype: str = "float32"
@@ -163,13 +171,10 @@ def iteration_cost(
         server += h.fwd + h.bwd
         server_saved += h.saved
 
+    width = _widths(arch)
+
     def adapter_params(blocks: range) -> int:
-        total = 0
-        for b in blocks:
-            for m, r in zip(arch.matrices, config.ranks[b], strict=True):
-                i, o = arch.matrix_shape(m)
-                total += r * (i + o)
-        return total
+        return sum(r * w for b in blocks for r, w in zip(config.ranks[b], width, strict=True))
 
     head = _trainable_head_params(arch)
     client_params = adapter_params(range(k)) + (head if k == n else 0)

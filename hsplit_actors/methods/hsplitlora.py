@@ -128,6 +128,7 @@ class HSplitLoRA(Strategy):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.matrices = tuple(self.spec.targets or self.arch.matrices)
+        self.column = {m: j for j, m in enumerate(self.arch.matrices)}
         self.levels = sorted(set(self.spec.ranks) | {0})
         self.importance = Importance(self.arch, self.spec.beta, self.matrices)
         uniform = self.spec.rank_rule == "uniform"
@@ -212,9 +213,10 @@ class HSplitLoRA(Strategy):
         return client + network + cost.server_flops / self.server.flops * contention
 
     def memory(self, k: int, ranks: dict[Key, int]) -> int:
-        rows = [[0] * len(self.arch.matrices) for _ in range(self.arch.n_layers)]
+        column = self.column  # arch.matrices is a property: computed once, this is ARMSC's innermost loop
+        rows = [[0] * len(column) for _ in range(self.arch.n_layers)]
         for (b, m), r in ranks.items():
-            rows[b][self.arch.matrices.index(m)] = r
+            rows[b][column[m]] = r
         config = ClientConfig(k, tuple(tuple(r) for r in rows))
         return iteration_cost(self.arch, config, self.batch, self.seq, self.dtype).client_memory_bytes
 
