@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -64,23 +65,18 @@ def _trial(config: dict, jobs: dict[str, Job], root: str, mode: str) -> None:
     tune.report({"key": key, "node": node, "error": ""})
 
 
-def _progress_callback():
-    from ray import tune
-
-    class Progress(tune.Callback):
-        """Tells the caller each finished run (not kept across a restore: the state file holds no closures)."""
-
-        def __init__(self, on_done):
-            self.on_done = on_done
-
-        def __getstate__(self):
-            return {"on_done": None}
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            if self.on_done is not None:
-                self.on_done(trial.config["key"])
-
-    return Progress
+def _watch(jobs: list[Job], root: Path, on_done: Callable[[str], None], stop: threading.Event) -> None:
+    """Tell the caller each run whose directory is complete (also runs finished before a --resume, at once)."""
+    told: set[str] = set()
+    while True:
+        last = stop.is_set()  # one more look after the sweep ends, so the final runs are told too
+        for job in jobs:
+            if job.key not in told and (root / job.key / "meta.json").is_file():
+                told.add(job.key)
+                on_done(job.key)
+        if last:
+            return
+        stop.wait(1.0)
 
 
 def _largest_node_cpus() -> float:
@@ -98,7 +94,6 @@ def sweep(jobs: list[Job], root: Path, mode: str, name: str, cpus_per_run: float
 
     for logger in ("ray.tune", "ray.train", "ray.air"):
         logging.getLogger(logger).setLevel(logging.ERROR)
-    _Progress = _progress_callback()  # noqa: N806 - a class, made where Tune is imported
     root = root.resolve()
     cpus = min(cpus_per_run, _largest_node_cpus())  # a run must fit on one node
     trainable = tune.with_resources(
@@ -112,8 +107,17 @@ def sweep(jobs: list[Job], root: Path, mode: str, name: str, cpus_per_run: float
             trainable, param_space={"key": tune.grid_search([j.key for j in jobs])},
             tune_config=tune.TuneConfig(reuse_actors=False),
             run_config=tune.RunConfig(name=name, storage_path=str(root / "ray"), verbose=0,
-                                      callbacks=[_Progress(on_done), JsonLoggerCallback(), CSVLoggerCallback()]))
-    results = tuner.fit()
+                                      callbacks=[JsonLoggerCallback(), CSVLoggerCallback()]))
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(jobs, root, on_done, stop), daemon=True) if on_done else None
+    if watcher is not None:
+        watcher.start()
+    try:
+        results = tuner.fit()
+    finally:
+        stop.set()
+        if watcher is not None:
+            watcher.join()
     if results.errors:
         raise results.errors[0]
     nodes = {}

@@ -269,7 +269,8 @@ class TrainSpec(Strict):
 
     lr: PositiveFloat = 2e-3
     eval_every: PositiveInt = 1  # evaluate the global model every N rounds
-    eval_samples: PositiveInt = 872  # held-out samples (SST-2: its labelled test set; E2E: test pairs)
+    # evaluation samples (SST-2: GLUE's labelled dev split, data/sst2/test.tsv; E2E: test pairs)
+    eval_samples: PositiveInt = 872
     actors: PositiveInt | None = None  # client actors; default: one per spare CPU, at most one per client
     threads_per_actor: PositiveInt = 1  # the same everywhere, so results do not depend on placement
     max_in_flight: PositiveInt = 64  # submitted-but-unfinished steps before the coordinator waits
