@@ -55,6 +55,12 @@ CASES = {
         ["data.partition.by", "cannot partition e2e by 'colour'", "customer rating"]),
     "availability above 1": (lambda s: s | {"fleet": [{"profile": "jetson_nano", "availability": 1.5}]},
                              ["fleet[0].availability"]),
+    "infinite compute": (lambda s: s | {"fleet": [{"profile": "jetson_nano", "flops": float("inf")}]},
+                         ["fleet[0].flops", "finite"]),
+    "infinite server memory": (lambda s: s | {"server": {"profile": "a100_40gb", "memory_gb": float("inf")}},
+                               ["server.memory_gb", "finite"]),
+    "negative seed": (lambda s: s | {"seed": -1}, ["seed", "greater than or equal to 0"]),
+    "seed of 2^63": (lambda s: s | {"seed": 2**63}, ["seed", "less than"]),
 }
 
 
@@ -87,6 +93,25 @@ def test_invalid_yaml_and_missing_file(write_scenario, tmp_path: Path, capsys) -
     assert code == 2 and "not valid YAML" in err
     code, err = _plan(tmp_path / "nope.yaml", tmp_path, capsys)
     assert code == 2 and "does not exist" in err
+
+
+def test_yaml_a_scenario_does_not_accept(write_scenario, tmp_path: Path, capsys) -> None:
+    """Duplicate keys (YAML lets the last win silently), aliases (a few hundred bytes can expand a million-fold),
+    bytes that are not UTF-8, and a directory in place of the file."""
+    text = yaml.safe_dump(small_scenario(), sort_keys=False)
+    code, err = _plan(write_scenario(text + "rounds: 5\n"), tmp_path, capsys)
+    line = len(text.splitlines()) + 1
+    assert code == 2 and f":{line}: not valid YAML: key 'rounds' is given twice" in err and err.count("\n") == 1
+    bomb = text.replace("model:", "anchor: &a [1, 2]\nmodel:") + "x: *a\n"
+    code, err = _plan(write_scenario(bomb, "bomb.yaml"), tmp_path, capsys)
+    assert code == 2 and "YAML aliases (*a) are not accepted" in err
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(text.replace("name: t", "name: caf\u00e9").encode("latin-1"))
+    code, err = _plan(latin, tmp_path, capsys)
+    offset = text.index("name: t") + len("name: caf")
+    assert code == 2 and f"{latin}: not UTF-8 text: byte {offset} is 0xe9" in err
+    code, err = _plan(tmp_path, tmp_path, capsys)
+    assert code == 2 and "is a directory; give a scenario file" in err
 
 
 def test_validate_command_and_real_process_exit_code(write_scenario, tmp_path: Path) -> None:

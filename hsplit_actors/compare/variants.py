@@ -12,7 +12,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from hsplit_actors.errors import ScenarioError
-from hsplit_actors.scenario.load import dump_scenario, parse_scenario
+from hsplit_actors.scenario.load import dump_scenario, dump_yaml, parse_scenario
 from hsplit_actors.scenario.schema import METHOD_NAMES, METHOD_SPECS, MethodSpec, Scenario
 
 SCENARIO_KEYS = ("aggregation", "rounds", "local_iterations")  # a variant may change these besides its method
@@ -99,7 +99,7 @@ def resolve(scenario: Scenario, name: str, raw: dict[str, Any], point: dict[str,
     # the whole scenario again, through every check a scenario file gets (aggregation against the fleet, ...)
     data = yaml.safe_load(dump_scenario(scenario)) | update
     try:
-        return parse_scenario(yaml.safe_dump(data, sort_keys=False), source=f"variant {name!r}")
+        return parse_scenario(dump_yaml(data), source=f"variant {name!r}")
     except ScenarioError as exc:
         inner = f"{exc.field}: " if exc.field else ""
         raise ScenarioError(inner + exc.message, field=where) from None

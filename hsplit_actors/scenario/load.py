@@ -180,10 +180,34 @@ def _check(scenario: Scenario, lines: _Lines, source: str) -> None:
         fail(loc, f"data file {str(data_file)!r} does not exist; fix `data.path` or restore the repository's data/")
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML as a scenario needs it: a key given twice is an error (YAML would let the last one win silently),
+    and aliases are refused (`*name` re-uses a node: a few hundred bytes can expand a million-fold)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(
+                None, None, f"YAML aliases (*{event.anchor}) are not accepted in a scenario; write the value out",
+                event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice in one mapping (first on line {seen[key]}); keep one",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     """Validate YAML text into a Scenario, or raise ScenarioError with one line naming field and line."""
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader with stricter rules
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
@@ -202,11 +226,28 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file."""
     path = Path(path)
+    if path.is_dir():
+        raise ScenarioError(f"{str(path)!r} is a directory; give a scenario file (.yaml) inside it")
     if not path.is_file():
         raise ScenarioError(f"scenario file {str(path)!r} does not exist")
-    return parse_scenario(path.read_text(), source=str(path))
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"not UTF-8 text: byte {exc.start} is 0x{data[exc.start]:02x}; save the file as UTF-8",
+                            source=str(path)) from None
+    return parse_scenario(text, source=str(path))
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    def ignore_aliases(self, data) -> bool:  # a value used twice is written twice: scenarios refuse aliases
+        return True
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.dump(data, Dumper=_NoAliasDumper, sort_keys=False)
 
 
 def dump_scenario(scenario: Scenario) -> str:
     """The resolved scenario (every default filled in), as YAML a user can re-run."""
-    return yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False)
+    return dump_yaml(scenario.model_dump(mode="json"))

@@ -11,7 +11,8 @@ from hsplit_actors.costmodel.presets import PRESETS
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # numbers must be finite everywhere: an infinite FLOP/s, budget or bandwidth makes every duration 0 or nan
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # -- distributions: a fleet field is a constant or one of these, sampled per device with the scenario seed ------
