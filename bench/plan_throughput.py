@@ -142,7 +142,7 @@ def bare_async(d: dict, n: int, iterations: int, gpus: int, pool: str) -> tuple[
     state = {"done": False, "iterations": 0}
     finished = env.event()
 
-    def session(c: int):
+    def session(c: int):  # bare()'s yields, inlined on purpose: a shared helper would slow the baseline down
         timeout = env.timeout
         yield timeout(d["agg_down"][c])
         for _ in range(iterations):

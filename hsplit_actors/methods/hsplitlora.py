@@ -331,15 +331,19 @@ def stack(trained: list[Trained]) -> dict:
     from hsplit_actors.model.lora import LoRAFactors
 
     out = {}
-    for key in sorted({k for t in trained for k in t.factors}):
-        holders = _holders(trained, key)
-        if not holders:
-            continue
-        total = sum(w for _, w, _ in holders)
+    for key, holders, total in _per_matrix(trained):
         A = torch.cat([((w / total) * f.scale * c) * f.A for f, w, c in holders], dim=0)
         B = torch.cat([f.B for f, _, _ in holders], dim=1)
         out[key] = LoRAFactors(A, B, float(A.shape[0]))
     return out
+
+
+def _per_matrix(trained: list[Trained]):
+    """(key, distinct trained copies, their total weight) for every matrix some participant trained."""
+    for key in sorted({k for t in trained for k in t.factors}):
+        holders = _holders(trained, key)
+        if holders:
+            yield key, holders, sum(w for _, w, _ in holders)
 
 
 def _holders(trained: list[Trained], key: Key) -> list:
@@ -369,11 +373,7 @@ def zero_padded_average(trained: list[Trained]) -> dict:
     from hsplit_actors.model.lora import LoRAFactors
 
     out = {}
-    for key in sorted({k for t in trained for k in t.factors}):
-        holders = _holders(trained, key)
-        if not holders:
-            continue
-        total = sum(w for _, w, _ in holders)
+    for key, holders, total in _per_matrix(trained):
         r_max = max(f.rank for f, _, _ in holders)
         A = torch.zeros(r_max, holders[0][0].A.shape[1], dtype=holders[0][0].A.dtype)
         B = torch.zeros(holders[0][0].B.shape[0], r_max, dtype=holders[0][0].B.dtype)
