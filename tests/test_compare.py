@@ -162,11 +162,11 @@ def test_plan_comparison_reports_timing_and_split_points(ray_session, write_scen
     assert (out / "comparison.png").stat().st_size > 1000
 
 
-def tiny_compare(**compare) -> dict:
-    raw = tiny_training_scenario(fleet=MIXED_FLEET, rounds=3, train={"eval_samples": 32, "lr": 0.01, "local": True})
-    raw["compare"] = {"variants": {"sfl": {"method": "sfl", "split_point": 1},
-                                   "splitlora": {"method": "splitlora", "rank": 2, "split_point": 1}},
-                      "seeds": [0, 1]} | compare
+def tiny_compare(variants: tuple[str, ...] = ("sfl", "splitlora"), **compare) -> dict:
+    raw = tiny_training_scenario(fleet=MIXED_FLEET, rounds=2, train={"eval_samples": 32, "lr": 0.01, "local": True})
+    every = {"sfl": {"method": "sfl", "split_point": 1}, "splitlora": {"method": "splitlora", "rank": 2,
+                                                                       "split_point": 1}}
+    raw["compare"] = {"variants": {v: every[v] for v in variants}, "seeds": [0, 1]} | compare
     return raw
 
 
@@ -182,7 +182,7 @@ def test_variants_times_seeds_equal_their_sequential_runs(ray_session, write_sce
     assert sorted(zip(per_seed["variant"], per_seed["seed"], strict=True)) == [
         ("sfl", 0), ("sfl", 1), ("splitlora", 0), ("splitlora", 1)]
     scenario = Scenario.model_validate(raw)
-    for row in per_seed.itertuples():
+    for row in per_seed[per_seed["seed"] == 1].itertuples():  # one run per variant, rerun alone
         alone = resolve(scenario, row.variant, raw["compare"]["variants"][row.variant])
         _, tables, _ = run(alone.model_copy(update={"seed": row.seed}), tmp_path / f"alone-{row.variant}-{row.seed}")
         assert tables.rounds["eval_metric"].tolist() == read_run(row.run_dir).rounds["eval_metric"].tolist()
@@ -198,11 +198,12 @@ def test_variants_times_seeds_equal_their_sequential_runs(ray_session, write_sce
 
 def test_tuning_chooses_on_validation_and_reports_the_evaluation_set(ray_session, write_scenario,
                                                                        tmp_path: Path) -> None:
-    raw = tiny_compare(tune={"lr": [0.03, 0.001]}, validation_samples=40)
+    raw = tiny_compare(("sfl",), tune={"lr": [0.03, 0.001]}, tune_seeds=[1], validation_samples=40)
     out = tmp_path / "tuned"
     assert main(["compare", str(write_scenario(raw)), "--out", str(out), "--quiet"]) == 0
     tuning = pd.read_csv(out / "tuning.csv")
-    assert len(tuning) == 2 * 2 * 2  # variants x points x seeds
+    assert len(tuning) == 2 and set(tuning["seed"]) == {1}  # points x tuning seeds
+    assert len(pd.read_csv(out / "per_seed.csv")) == 2  # the chosen point under every seed
     per_seed = pd.read_csv(out / "per_seed.csv")
     for variant, group in tuning.groupby("variant"):
         means = group.groupby("point", sort=False)["validation_final"].mean()
@@ -220,7 +221,7 @@ def test_tuning_chooses_on_validation_and_reports_the_evaluation_set(ray_session
 
 def test_an_interrupted_comparison_resumes(ray_session, write_scenario, tmp_path: Path) -> None:
     """Killed after its first runs finished: --resume keeps them, runs the rest, and gives the same table."""
-    path = write_scenario(tiny_compare())
+    path = write_scenario(tiny_compare(("sfl",)))
     out = tmp_path / "cmp"
     env = {"HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled", "PATH": __import__("os").environ["PATH"]}
     proc = subprocess.Popen([sys.executable, "-m", "hsplit_actors.cli", "compare", str(path), "--out", str(out),
@@ -232,7 +233,7 @@ def test_an_interrupted_comparison_resumes(ray_session, write_scenario, tmp_path
     __import__("os").killpg(proc.pid, 9)
     proc.wait()
     first = sorted(out.glob("*/seed*/meta.json"))
-    assert 1 <= len(first) < 4 and not (out / "comparison.csv").exists()
+    assert len(first) == 1 and not (out / "comparison.csv").exists()
     stamps = {p: p.stat().st_mtime_ns for p in first}
     assert main(["compare", "--resume", str(out), "--quiet"]) == 0
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # finished runs were not run again
@@ -259,8 +260,10 @@ TWO_NODES = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_sweep_uses_both_nodes_of_a_cluster_and_gives_the_sequential_results(write_scenario,
                                                                                  tmp_path: Path) -> None:
+    """Two nodes of one CPU each, a run per CPU: runs land on both nodes and equal `hsplit run`'s (2 minutes)."""
     raw = tiny_compare(cpus_per_run=1)
     path = write_scenario(raw)
     script = tmp_path / "two_nodes.py"
