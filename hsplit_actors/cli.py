@@ -43,9 +43,16 @@ def _with_overrides(scenario, args: argparse.Namespace):
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from hsplit_actors.compare.variants import check_all
+    from hsplit_actors.plan import prepare
     from hsplit_actors.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prepare(scenario)  # what `plan` and `run` check before they start: budgets, feasibility, server memory
+    for w in caught:
+        if issubclass(w.category, UserWarning) and w.category.__module__.startswith("hsplit_actors"):
+            print(f"warning: {w.message}", file=sys.stderr)
     runs = check_all(scenario)  # `hsplit compare` would refuse what this refuses
     print(f"{args.scenario}: ok ({scenario.method.name}, {len(scenario.fleet)} fleet entries, "
           f"{sum(g.count for g in scenario.fleet)} devices, {scenario.rounds} rounds; `hsplit compare` would make "

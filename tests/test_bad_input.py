@@ -141,3 +141,19 @@ def test_some_infeasible_clients_are_excluded_with_a_warning(write_scenario, tmp
     tables = read_run(out)
     assert tables.clients["feasible"].tolist() == [False, False, True, True, True]
     assert set(tables.events.loc[tables.events["client"] >= 0, "client"]) == {2, 3, 4}
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("budget no configuration fits", "no device's budget fits"),
+    ("per-device configuration over budget", "lower split_point or rank"),
+])
+def test_validate_refuses_what_plan_refuses(case: str, fragment: str, write_scenario, capsys) -> None:
+    mutate, _ = CASES[case]
+    assert main(["validate", str(write_scenario(mutate(small_scenario())))]) == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_fault_injection_without_actors_is_refused_by_validate(write_scenario, capsys) -> None:
+    raw = small_scenario(train={"local": True, "kill_actor": [{"round": 0}]})
+    assert main(["validate", str(write_scenario(raw))]) == 2
+    assert "train: fault injection (kill_actor) kills Ray actors; unset local" in capsys.readouterr().err

@@ -286,6 +286,12 @@ class TrainSpec(Strict):
     # set), `validation` the data.validation_samples held out from the training file (for tuning)
     evaluate_on: Literal["test", "validation"] = "test"
 
+    @model_validator(mode="after")
+    def _faults_need_actors(self) -> TrainSpec:
+        if self.kill_actor and self.local:
+            raise ValueError("fault injection (kill_actor) kills Ray actors; unset local")
+        return self
+
 
 class StalenessSpec(Strict):
     """w(s) for an update computed on a version `s` aggregations old: `constant` 1; `polynomial` 1/(1+s)^a;
