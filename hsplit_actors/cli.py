@@ -119,7 +119,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     if (args.scenario is None) == (args.resume is None):
         raise ScenarioError("give a scenario file, or --resume DIR to continue an interrupted comparison")
-    scenario = None
+    scenario, more_seeds = None, None
+    if args.resume is not None and args.seeds is not None:
+        more_seeds = _seed_list(args.seeds)
     if args.scenario is not None:
         scenario = _with_overrides(load_scenario(args.scenario), args)
         if args.seeds is not None:
@@ -145,7 +147,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         progress.update(task, advance=1, description=f"runs (last: {key})")
 
     try:
-        directory, table = compare(scenario, args.methods, args.out, args.address, args.plan, args.resume, on_run)
+        directory, table = compare(scenario, args.methods, args.out, args.address, args.plan, args.resume, on_run,
+                                   more_seeds)
     finally:
         if progress is not None:
             progress.stop()
@@ -195,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("scenario", type=Path, nargs="?")
     c.add_argument("--methods", help="comma-separated variants (or methods), e.g. hsplitlora,splitlora "
                    "(default: compare.variants, else compare.methods)")
-    c.add_argument("--seeds", help="comma-separated seeds (overrides compare.seeds), e.g. 0,1,2")
+    c.add_argument("--seeds", help="comma-separated seeds (overrides compare.seeds), e.g. 0,1,2; with --resume: "
+                   "the seeds to end with (finished runs are kept)")
     c.add_argument("--plan", action="store_true", help="timing only: no training, any model size")
     c.add_argument("--resume", metavar="DIR", help="continue an interrupted comparison")
     c.add_argument("--out", help="directory to write (default: <output_dir>/<name>-compare-<time>)")

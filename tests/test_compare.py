@@ -242,6 +242,10 @@ def test_an_interrupted_comparison_resumes(ray_session, write_scenario, tmp_path
     resumed, fresh = pd.read_csv(out / "per_seed.csv"), pd.read_csv(again / "per_seed.csv")
     for column in ("final_metric", "best_metric", "time_to_target_s", "auc_metric", "bytes_moved"):
         assert resumed[column].tolist() == pytest.approx(fresh[column].tolist(), nan_ok=True), column
+    done = {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/meta.json")}
+    assert main(["compare", "--resume", str(out), "--seeds", "0,1,2", "--quiet"]) == 0  # one more seed
+    assert all(p.stat().st_mtime_ns == t for p, t in done.items())
+    assert sorted(pd.read_csv(out / "per_seed.csv")["seed"]) == [0, 1, 2]
 
 
 TWO_NODES = textwrap.dedent("""

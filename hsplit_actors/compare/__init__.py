@@ -82,9 +82,11 @@ def choose(scenario: Scenario, directory: Path, jobs: list[Job]) -> tuple[dict[s
 
 def compare(scenario: Scenario | None, names: str | None = None, out: str | Path | None = None,
             address: str | None = None, plan_only: bool = False, resume: str | Path | None = None,
-            on_run: Callable[[str, int], None] | None = None) -> tuple[Path, pd.DataFrame]:
+            on_run: Callable[[str, int], None] | None = None,
+            more_seeds: list[int] | None = None) -> tuple[Path, pd.DataFrame]:
     """Run (or `resume`) a comparison; returns its directory and the per-variant table. `on_run(key, total)` is
-    told each finished run."""
+    told each finished run. `more_seeds` (with `resume`): the seeds the resumed comparison ends with; runs of the
+    seeds it had are kept."""
     from hsplit_actors.compare.sweep import sweep
     from hsplit_actors.training.run import connect
 
@@ -95,6 +97,10 @@ def compare(scenario: Scenario | None, names: str | None = None, out: str | Path
         state = json.loads((directory / "compare.json").read_text())
         scenario, names, plan_only = load_scenario(directory / "scenario.yaml"), state["variants"], state["plan"]
         names = ",".join(names)
+        if more_seeds is not None:
+            scenario = scenario.model_copy(update={"compare": scenario.compare.model_copy(
+                update={"seeds": more_seeds})})
+            (directory / "scenario.yaml").write_text(dump_scenario(scenario))
     if plan_only:
         refuse_training_settings(scenario)
     variants = select(scenario, names)

@@ -10,6 +10,7 @@ with train.local), so it is the same run `hsplit run` gives.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -99,10 +100,23 @@ def sweep(jobs: list[Job], root: Path, mode: str, name: str, cpus_per_run: float
     trainable = tune.with_resources(
         tune.with_parameters(_trial, jobs={j.key: j for j in jobs}, root=str(root), mode=mode), {"cpu": cpus})
 
+    # Tune restores an experiment with the grid it started with: when the jobs changed (a resumed comparison
+    # given more seeds), the runs not yet finished go to a new experiment; finished runs are never run again
+    keys = sorted(j.key for j in jobs)
+    listing = root / "ray" / f"{name}.keys.json"
+    if listing.is_file() and json.loads(listing.read_text()) != keys:
+        runs = sum(1 for _ in (root / "ray").glob(f"{name}*.keys.json"))
+        jobs = [j for j in jobs if not (root / j.key / "meta.json").is_file()]
+        name, keys = f"{name}-{runs}", sorted(j.key for j in jobs)
+        listing = root / "ray" / f"{name}.keys.json"
+        if not jobs:
+            return {}
     state = root / "ray" / name
     if tune.Tuner.can_restore(state):
         tuner = tune.Tuner.restore(str(state), trainable, resume_unfinished=True, resume_errored=True)
     else:
+        listing.parent.mkdir(parents=True, exist_ok=True)
+        listing.write_text(json.dumps(keys))
         tuner = tune.Tuner(
             trainable, param_space={"key": tune.grid_search([j.key for j in jobs])},
             tune_config=tune.TuneConfig(reuse_actors=False),
