@@ -85,7 +85,6 @@ def bare(d: dict, n: int, iterations: int, gpus: int, pool: str) -> float:
     from hsplit_actors.engine.server import GPUPool
 
     env = simpy.Environment()
-    aggregated = env.event()
     state = {"left": n}
     uploaded = env.event()
     gpu = GPUPool(env, gpus) if pool == "heap" else simpy.Resource(env, capacity=gpus)
@@ -109,13 +108,11 @@ def bare(d: dict, n: int, iterations: int, gpus: int, pool: str) -> float:
         state["left"] -= 1
         if state["left"] == 0:
             uploaded.succeed()
-        yield aggregated
-        yield timeout(d["agg_down"][c])
+        # no download after the last aggregation: since issue 10 a download opens a client's next session
 
     def server():
         yield uploaded
         yield env.timeout(d["agg"])
-        aggregated.succeed()
 
     for c in range(n):
         env.process(client(c))

@@ -152,3 +152,19 @@ def test_hsplitlora_with_partial_participation_recovers_a_killed_actor_exactly(r
     assert extra["faults"] == 1
     _same_tables(clean, tables)
     pd.testing.assert_frame_equal(clean.importance, tables.importance)
+
+
+def test_a_device_with_no_adapter_still_takes_part(tmp_path: Path) -> None:
+    """ARMSC may leave a device's blocks without adapters (rank_rule: uniform when even the lowest rank does not
+    fit everywhere): it runs its frozen forward and the server side learns from its activations."""
+    fleet = [{"profile": "jetson_nano", "count": 2, "memory_gb": 0.008},  # holds block 1, not rank 16 on it
+             {"profile": "agx_orin", "count": 2}]
+    raw = tiny_training_scenario(method={"name": "hsplitlora", "ranks": [16], "rank_rule": "uniform",
+                                         "split_objective": "budget"},
+                                 fleet=fleet, rounds=2, train={"eval_samples": 32, "lr": 0.01})
+    _, tables, _ = _run(raw, tmp_path / "frozen", local=True)
+    clients = tables.clients
+    assert clients["feasible"].all()
+    assert (clients.loc[clients["device"] == "jetson_nano", "trainable_params"] == 0).all()
+    assert (clients.loc[clients["device"] == "agx_orin", "trainable_params"] > 0).all()
+    assert np.isfinite(tables.rounds["train_loss"]).all()

@@ -212,6 +212,12 @@ class HSplitLoRASpec(_MethodBase):
     # shapes are unchanged
     optimizer_on_restart: Literal["reset", "keep"] = "reset"
 
+    @model_validator(mode="after")
+    def _some_rank(self) -> HSplitLoRASpec:
+        if not any(r > 0 for r in self.ranks):
+            raise ValueError(f"ranks {self.ranks} holds no positive rank; Q needs at least one (e.g. [0, 2, 4, 8, 16])")
+        return self
+
 
 class CenLoRASpec(_MethodBase):
     name: Literal["cenlora"]

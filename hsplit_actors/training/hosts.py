@@ -396,7 +396,8 @@ class ClientHost(_Host):
             (out + vc.penalty()).backward()
             loss = float(out.detach())
         else:
-            out.backward(grad)
+            if out.requires_grad:  # a device whose budget holds no adapter only runs the frozen forward
+                out.backward(grad)
             loss = None
         vc.state.step()
         return loss
