@@ -136,7 +136,9 @@ def compare(scenario: Scenario | None, names: str | None = None, out: str | Path
                       with_seed(resolve(scenario, name, raw, chosen[name]), seed, validation_samples=held_out))
                   for name, raw in variants.items() for seed in seeds]
     nodes |= sweep(final_jobs, directory, mode, "final", cpus, finished)
-    (directory / "placement.json").write_text(json.dumps(nodes, indent=1))
+    placement = directory / "placement.json"  # a resumed sweep adds to what the first one placed
+    earlier = json.loads(placement.read_text()) if placement.is_file() else {}
+    placement.write_text(json.dumps(earlier | nodes, indent=1))
     if plan_only:
         return directory, _plan_tables(directory, final_jobs)
     return directory, _training_tables(scenario, directory, final_jobs)

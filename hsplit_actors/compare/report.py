@@ -74,6 +74,7 @@ def plot_curves(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], metric: 
     low, high = ax.get_xlim()
     if high > 100 * max(low, 1e-9) and high > 10:  # spans decades: what happens early stays readable
         ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
