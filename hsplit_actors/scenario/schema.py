@@ -199,8 +199,8 @@ class HSplitLoRASpec(_MethodBase):
     time_target_s: PositiveFloat | None = None  # per-iteration latency target for the split choice
     allow_federated: bool = False  # may ARMSC put the whole model on a device (k = L) when that is fastest
     # ARMSC's split rule: `latency` the split with the lowest estimated iteration latency that the memory holds;
-    # `budget` the deepest split the memory holds; `weakest` SplitLoRA's (the deepest the weakest device holds,
-    # the same for all: ARMSC's split off)
+    # `budget` the deepest split the memory holds; `weakest` SplitLoRA's rule, one split for all: the deepest the
+    # smallest budget holds with its blocks frozen (ranks then fill what is left, possibly nothing): ARMSC's split off
     split_objective: Literal["latency", "budget", "weakest"] = "latency"
     # `importance`: ranks from Q greedily by importance per byte (IWI); `uniform`: the same budget spent on one
     # rank for every candidate matrix (the largest level of Q that fits; IWI off)
