@@ -219,8 +219,23 @@ def test_tuning_chooses_on_validation_and_reports_the_evaluation_set(ray_session
         assert saved.train.evaluate_on == "test" and saved.data.validation_samples == 40
 
 
+def test_a_finished_comparison_grows_by_a_seed(ray_session, write_scenario, tmp_path: Path) -> None:
+    """`--resume DIR --seeds 0,1`: the runs it had are kept as they are, the new seed's runs are added."""
+    out = tmp_path / "cmp"
+    assert main(["compare", str(write_scenario(tiny_compare(("sfl",), seeds=[0]))), "--out", str(out),
+                 "--quiet"]) == 0
+    first = {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/meta.json")}
+    assert len(first) == 1
+    assert main(["compare", "--resume", str(out), "--seeds", "0,1", "--quiet"]) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in first.items())
+    per_seed = pd.read_csv(out / "per_seed.csv")
+    assert sorted(per_seed["seed"]) == [0, 1] and per_seed["final_metric"].notna().all()
+
+
+@pytest.mark.slow
 def test_an_interrupted_comparison_resumes(ray_session, write_scenario, tmp_path: Path) -> None:
-    """Killed after its first runs finished: --resume keeps them, runs the rest, and gives the same table."""
+    """Killed after its first runs finished: --resume keeps them, runs the rest, and gives the same table
+    (1.5 minutes)."""
     path = write_scenario(tiny_compare(("sfl",)))
     out = tmp_path / "cmp"
     env = {"HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled", "PATH": __import__("os").environ["PATH"]}
