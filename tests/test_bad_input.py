@@ -60,6 +60,10 @@ CASES = {
     "infinite server memory": (lambda s: s | {"server": {"profile": "a100_40gb", "memory_gb": float("inf")}},
                                ["server.memory_gb", "finite"]),
     "negative seed": (lambda s: s | {"seed": -1}, ["seed", "greater than or equal to 0"]),
+    "a method setting named by its path": (lambda s: s | {"method": {"name": "sfl", "rank": -1}},
+                                           ["method.rank: input should be greater than 0"]),
+    "a list entry named by its index": (lambda s: s | {"method": {"name": "hsplitlora", "ranks": [0, 2, -4]}},
+                                        ["method.ranks[2]: input should be greater than or equal to 0"]),
     "seed of 2^63": (lambda s: s | {"seed": 2**63}, ["seed", "less than"]),
 }
 

@@ -86,7 +86,7 @@ def test_a_variant_is_a_method_with_overrides() -> None:
     ({"variants": {"a": {"method": "sfl", "speed": 3}}}, "compare.variants.a.speed: unknown key 'speed'"),
     ({"variants": {"a": {"rank": 3}}}, "variant 'a' names no method"),
     ({"variants": {"a": {"method": "fedavg"}}}, "unknown method 'fedavg'"),
-    ({"variants": {"a": {"method": "sfl", "rank": -1}}}, "compare.variants.a"),
+    ({"variants": {"a": {"method": "sfl", "rank": -1}}}, "compare.variants.a: method.rank: input should be greater"),
     ({"variants": {"a": {"method": "sfl", "aggregation": {"mode": "async", "buffer": 2}}}},
      "mode async needs `concurrency`"),
     ({"variants": {"a": {"method": "sfl", "aggregation": {"mode": "async", "concurrency": 99, "buffer": 2,

@@ -58,12 +58,14 @@ def choose(scenario: Scenario, directory: Path, jobs: list[Job]) -> tuple[dict[s
     """Per variant, the tuning point with the best mean validation figure over seeds (`compare.tune_by`)."""
     rows = []
     read = {job.key: _read(directory / job.key) for job in jobs}
+    horizon: dict[str, float] = {}  # per variant: its shortest tuning run's last evaluation (the AUC's span)
+    for job in jobs:
+        end = float(read[job.key][0].rounds.dropna(subset=["eval_metric"])["t_end"].iloc[-1])
+        horizon[job.variant] = min(horizon.get(job.variant, end), end)
     for job in jobs:
         tables, meta = read[job.key]
         higher = meta.get("metric", "accuracy") != "perplexity"
-        ends = [t.rounds.dropna(subset=["eval_metric"])["t_end"].iloc[-1] for t, _ in
-                (read[j.key] for j in jobs if j.variant == job.variant)]
-        figures = run_figures(tables, meta, None, 1, float(min(ends)))
+        figures = run_figures(tables, meta, None, 1, horizon[job.variant])
         value = figures["final_metric"] if scenario.compare.tune_by == "final" else figures["auc_metric"]
         rows.append({"variant": job.variant, "point": point_label(job.point), "seed": job.seed,
                      "validation_" + scenario.compare.tune_by: value, "higher_is_better": higher,

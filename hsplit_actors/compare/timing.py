@@ -34,7 +34,7 @@ def plan_figures(tables: RunTables, meta: dict) -> dict:
     """One timing-only run's row."""
     events, rounds, clients = tables.events, tables.rounds, tables.clients
     work = events[events["phase"].isin(PHASES)]
-    iterations = max(int(((work["phase"] == "client_fwd")).sum()), 1)
+    iterations = max(int((work["phase"] == "client_fwd").sum()), 1)
     per_phase = (work["t_end"] - work["t_start"]).groupby(work["phase"].astype(str)).sum() / iterations
     feasible = clients[clients["feasible"]]
     splits = feasible["split_point"].value_counts().sort_index()

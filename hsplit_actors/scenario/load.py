@@ -14,7 +14,7 @@ from hsplit_actors.costmodel.presets import load_config, preset_fields
 from hsplit_actors.data import E2E_ATTRIBUTES, train_file
 from hsplit_actors.errors import ScenarioError
 from hsplit_actors.fleet.devices import load_catalogue
-from hsplit_actors.scenario.schema import Scenario
+from hsplit_actors.scenario.schema import METHOD_NAMES, Scenario
 
 Loc = tuple[str | int, ...]
 
@@ -96,7 +96,8 @@ def _format(exc: ValidationError, lines: _Lines, source: str) -> ScenarioError:
     # Prefer errors on real keys over those about the alternatives of a union the value did not match.
     errors.sort(key=lambda e: (e["type"] in ("float_type", "model_type", "dict_type", "string_type"), 0))
     err = errors[0]
-    loc = tuple(err["loc"])
+    # pydantic names the member of the `method` union it tried (`method.sfl.rank`); the file says `method.rank`
+    loc = tuple(p for i, p in enumerate(err["loc"]) if not (i and err["loc"][i - 1] == "method" and p in METHOD_NAMES))
     found, line = lines.walk(loc)
     if err["type"] in ("extra_forbidden", "missing") and len(found) < len(loc):
         found = [*found, loc[len(found)]]
