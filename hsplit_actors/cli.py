@@ -8,9 +8,12 @@ import sys
 import warnings
 from pathlib import Path
 
-from hsplit_actors.errors import ScenarioError
+from hsplit_actors import workload
+from hsplit_actors.errors import Interrupted, ScenarioError
+from hsplit_actors.interrupts import stop_on_sigterm
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 def _progress(scenario, label: str = "client iterations"):
@@ -47,6 +50,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from hsplit_actors.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
+    work = workload.check(scenario, str(args.scenario))  # before the fleet is sampled: it may not fit
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         prepare(scenario)  # what `plan` and `run` check before they start: budgets, feasibility, server memory
@@ -57,7 +61,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"{args.scenario}: ok ({scenario.method.name}, {len(scenario.fleet)} fleet entries, "
           f"{sum(g.count for g in scenario.fleet)} devices, {scenario.rounds} rounds; `hsplit compare` would make "
           f"{runs} runs)")
+    print(work.line(training=True))
     return 0
+
+
+def _announce(scenario, training: bool):
+    """The work estimate on stderr, once the scenario has passed every check (`on_setup` of plan and run)."""
+    work = workload.estimate(scenario)
+    return lambda _setup: print(work.line(training), file=sys.stderr, flush=True)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -66,15 +77,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from hsplit_actors.summary import render, summarise
 
     scenario = _with_overrides(load_scenario(args.scenario), args)
+    workload.check(scenario, str(args.scenario))
+    announce = _announce(scenario, training=False)
     show = scenario.progress and not args.quiet and sys.stderr.isatty()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if show:
             progress, update = _progress(scenario)
             with progress:
-                directory, tables, extra = plan(scenario, args.out, on_progress=update)
+                directory, tables, extra = plan(scenario, args.out, on_progress=update, on_setup=announce)
         else:
-            directory, tables, extra = plan(scenario, args.out)
+            directory, tables, extra = plan(scenario, args.out, on_setup=announce)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     print(render(summarise(tables, extra), str(directory)))
@@ -96,6 +109,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         scenario = _with_overrides(load_scenario(args.scenario), args)
     if args.local:
         scenario = scenario.model_copy(update={"train": scenario.train.model_copy(update={"local": True})})
+    workload.check(scenario, str(args.scenario or args.resume))
+    announce = _announce(scenario, training=True)
     show = scenario.progress and not args.quiet and sys.stderr.isatty()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -103,9 +118,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress, update = _progress(scenario, "training steps")
             with progress:
                 directory, tables, extra = run(scenario, args.out, args.address, on_progress=update,
-                                               resume=args.resume)
+                                               resume=args.resume, on_setup=announce)
         else:
-            directory, tables, extra = run(scenario, args.out, args.address, resume=args.resume)
+            directory, tables, extra = run(scenario, args.out, args.address, resume=args.resume,
+                                           on_setup=announce)
     for w in caught:
         if issubclass(w.category, UserWarning) and w.category.__module__.startswith("hsplit_actors"):
             print(f"warning: {w.message}", file=sys.stderr)
@@ -214,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    stop_on_sigterm()
     try:
         return args.func(args)
     except ScenarioError as exc:
@@ -222,6 +239,19 @@ def main(argv: list[str] | None = None) -> int:
     except FileExistsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (Interrupted, KeyboardInterrupt) as exc:
+        print(str(exc) if isinstance(exc, Interrupted) else "interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        _shutdown_ray()
+
+
+def _shutdown_ray() -> None:
+    """No Ray process or actor this command started outlives it (also after an error or an interrupt)."""
+    if "hsplit_actors.training.run" in sys.modules:  # only there is Ray ever started
+        from hsplit_actors.training.run import disconnect
+
+        disconnect()
 
 
 if __name__ == "__main__":

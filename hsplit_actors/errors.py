@@ -11,3 +11,7 @@ class ScenarioError(Exception):
         where = f"{source}: " if source else ""
         what = f"{field}: " if field else ""
         super().__init__(f"{where}{what}{message}")
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM: the CLI prints this one line (what was kept, how to continue) and exits 130."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,11 +138,16 @@ def simulate(scenario: Scenario, setup: Setup, executor: Executor | None = None,
     return RunTables(events, rounds, clients), timer() - start, extra
 
 
-def plan(scenario: Scenario, out: str | Path | None = None,
-         on_progress: ProgressCallback | None = None) -> tuple[Path, RunTables, dict]:
-    """Simulate and write the run directory; returns (directory, tables, meta extras)."""
+def plan(scenario: Scenario, out: str | Path | None = None, on_progress: ProgressCallback | None = None,
+         on_setup: Callable[[Setup], None] | None = None) -> tuple[Path, RunTables, dict]:
+    """Simulate and write the run directory; returns (directory, tables, meta extras). `on_setup` is told once
+    the scenario is checked, before the simulation starts."""
     setup = prepare(scenario)
     directory = new_run_dir(scenario, "plan", str(out) if out else None)
+    if directory.exists():  # found before the work, not after it
+        raise FileExistsError(f"run directory {directory} already exists; choose another --out")
+    if on_setup is not None:
+        on_setup(setup)
     tables, wall_s, extra = simulate(scenario, setup, on_progress=on_progress)
     write_run(directory, scenario, tables, "plan", wall_s, extra)
     return directory, tables, extra

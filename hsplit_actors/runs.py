@@ -63,11 +63,31 @@ def new_run_dir(scenario: Scenario, mode: str, out: str | None) -> Path:
     return Path(scenario.output_dir) / f"{scenario.name}-{scenario.method.name}-{mode}-{stamp}"
 
 
+def is_complete(directory: str | Path) -> bool:
+    """A finished run: its meta.json is there and does not mark it interrupted."""
+    meta = Path(directory) / "meta.json"
+    if not meta.is_file():
+        return False
+    try:
+        return json.loads(meta.read_text()).get("status") != "incomplete"
+    except (ValueError, AttributeError):
+        return False
+
+
+def mark_incomplete(directory: Path, reason: str, checkpoint: Path) -> None:
+    """An interrupted training run: meta.json says so, names its newest checkpoint and how to continue."""
+    meta = {"status": "incomplete", "reason": reason, "last_checkpoint": str(checkpoint.relative_to(directory)),
+            "stopped_at": datetime.now(UTC).isoformat(timespec="seconds"), "argv": sys.argv,
+            "resume": f"hsplit run --resume {directory}"}
+    (directory / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
 def write_run(directory: Path, scenario: Scenario, tables: RunTables, mode: str, wall_s: float,
               extra_meta: dict | None = None) -> Path:
     """Write everything into a temporary sibling, then rename: a directory that exists is complete."""
     directory = Path(directory)
-    in_progress = directory.exists() and {p.name for p in directory.iterdir()} <= {"checkpoints", "scenario.yaml"}
+    in_progress = directory.exists() and not is_complete(directory) and {p.name for p in directory.iterdir()} <= {
+        "checkpoints", "scenario.yaml", "meta.json"}  # a training run's, or one interrupted and resumed
     if directory.exists() and not in_progress:
         raise FileExistsError(f"run directory {directory} already exists; choose another --out")
     staging = directory.with_name(f".{directory.name}.incomplete")
@@ -79,7 +99,8 @@ def write_run(directory: Path, scenario: Scenario, tables: RunTables, mode: str,
         for name in written:
             getattr(tables, name).to_parquet(staging / f"{name}.parquet", index=False)
         meta = {
-            "mode": mode, "scenario": scenario.name, "method": scenario.method.name, "seed": scenario.seed,
+            "status": "complete", "mode": mode, "scenario": scenario.name, "method": scenario.method.name,
+            "seed": scenario.seed,
             "git_commit": _git_commit(), "versions": dict(_versions()), "wall_s": wall_s,
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "argv": sys.argv,
             "rows": {name: len(getattr(tables, name)) for name in written}, **(extra_meta or {}),
@@ -100,8 +121,10 @@ def write_run(directory: Path, scenario: Scenario, tables: RunTables, mode: str,
 def read_run(directory: str | Path) -> RunTables:
     """Load a run directory's tables (what the notebooks call)."""
     directory = Path(directory)
-    if not (directory / "meta.json").is_file():
-        raise FileNotFoundError(f"{directory} is not a complete run directory (no meta.json)")
+    if not is_complete(directory):
+        why = ("it was interrupted; continue it with hsplit run --resume DIR" if (directory / "meta.json").is_file()
+               else "no meta.json")
+        raise FileNotFoundError(f"{directory} is not a complete run directory ({why})")
     tables = {name: pd.read_parquet(directory / f"{name}.parquet") for name in TABLES
               if (directory / f"{name}.parquet").is_file()}
     return RunTables(**tables)

@@ -76,3 +76,33 @@ def write_scenario(tmp_path: Path):
         return path
 
     return write
+
+
+def run_scenario(raw: dict, out: Path, **train):
+    """Train a scenario dict (with `train:` changes) into `out`: `hsplit run` without the CLI."""
+    import warnings
+
+    from hsplit_actors.scenario import parse_scenario
+    from hsplit_actors.training.run import run
+
+    scenario = parse_scenario(yaml.safe_dump(raw | {"train": raw.get("train", {}) | train}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # exclusions and data shares are asserted where they matter
+        return run(scenario, out)
+
+
+def sampled_fleet(groups: list[dict], seed: int = 0, **extra):
+    """The fleet `plan` would sample from these fleet entries (on small_scenario's other settings)."""
+    from hsplit_actors.fleet import build_fleet
+    from hsplit_actors.scenario import parse_scenario
+
+    return build_fleet(parse_scenario(yaml.safe_dump(small_scenario(fleet=groups, seed=seed, **extra))))
+
+
+def explicit_fleet(memory_gb, flops, up: float = 100.0):
+    """A fleet given column by column: device i has memory_gb[i], flops[i], `up` Mbit/s up and twice that down."""
+    from hsplit_actors.fleet import Fleet
+
+    n = len(memory_gb)
+    return Fleet.explicit([f"d{i}" for i in range(n)], flops=list(flops), memory_gb=list(memory_gb),
+                          uplink_mbps=[up] * n, downlink_mbps=[2 * up] * n)

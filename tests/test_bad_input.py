@@ -3,14 +3,19 @@ and no run directory."""
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hsplit_actors.cli import main
+from hsplit_actors.errors import ScenarioError
 from tests.conftest import small_scenario
 
 
@@ -161,3 +166,194 @@ def test_fault_injection_without_actors_is_refused_by_validate(write_scenario, c
     raw = small_scenario(train={"local": True, "kill_actor": [{"round": 0}]})
     assert main(["validate", str(write_scenario(raw))]) == 2
     assert "train: fault injection (kill_actor) kills Ray actors; unset local" in capsys.readouterr().err
+
+
+SST2 = {"dataset": "sst2", "batch_size": 4, "seq_len": 32}
+MORE_CASES = {
+    "zero layers": (lambda s: s | {"model": {"preset": "gpt2-small", "overrides": {"n_layer": 0}}},
+                    ["model.overrides.n_layer: n_layer must be at least 1 (got 0)"]),
+    "a dimension given as text": (
+        lambda s: s | {"model": {"preset": "gpt2-small", "overrides": {"n_layer": 4, "n_head": "4"}}},
+        ["model.overrides.n_head: n_head must be a whole number (got '4')"]),
+    "heads that do not divide the width": (
+        lambda s: s | {"model": {"preset": "gpt2-small", "overrides": {"n_layer": 4, "n_embd": 130, "n_head": 4}}},
+        ["model.overrides.n_head: n_head (4) must divide n_embd (130)"]),
+    "a misspelt override": (lambda s: s | {"model": {"preset": "gpt2-small", "overrides": {"n_layers": 4}}},
+                            ["model.overrides.n_layers: a gpt2 config has no key 'n_layers'; did you mean 'n_layer'"]),
+    "one block for a split method": (
+        lambda s: s | {"model": {"preset": "minilm-l6", "overrides": {"num_hidden_layers": 1}}},
+        ["model.overrides.num_hidden_layers: sfl splits the model between blocks: it needs at least 2 blocks"]),
+    "a distribution of an unknown form": (
+        lambda s: s | {"fleet": [{"profile": "jetson_nano", "uplink_mbps": {"unifrom": [1, 5]}}]},
+        ["fleet[0].uplink_mbps: expected a number > 0 or one of", "(got a mapping with keys unifrom)"]),
+    "availability of an unknown form": (
+        lambda s: s | {"fleet": [{"profile": "jetson_nano", "availability": {"window": [[0, 5]]}}]},
+        ["fleet[0].availability: expected a probability in [0, 1] or {windows:"]),
+    "a misspelt key inside a distribution": (
+        lambda s: s | {"fleet": [{"profile": "jetson_nano", "flops": {"lognormal": {"median": 1e12, "sigm": 1}}}]},
+        ["fleet[0].flops.lognormal.sigm: unknown key 'sigm'; did you mean 'sigma'?"]),
+    "bounds in the wrong order": (
+        lambda s: s | {"fleet": [{"profile": "jetson_nano", "uplink_mbps": {"uniform": [5, 1]}}]},
+        ["fleet[0].uplink_mbps: uniform bounds must be [low, high]"]),
+    "more samples per client than the data set holds": (
+        lambda s: s | {"data": SST2 | {"samples_per_client": 10**6}},
+        ["data.samples_per_client: 1000000 exceeds the", "samples of", "lower it to at most"]),
+    "a validation split as large as the data set": (
+        lambda s: s | {"data": SST2 | {"validation_samples": 10**6}},
+        ["data.validation_samples: 1000000 leaves nothing of the"]),
+    "a fleet of 10^12 devices": (lambda s: s | {"fleet": [{"profile": "jetson_nano", "count": 10**12}]},
+                                 ["would need about", "1,000,000,000,000 devices", "or the fleet's counts"]),
+    "a billion rounds": (lambda s: s | {"rounds": 10**9}, ["would need about", "lower rounds, local_iterations"]),
+    "1e8 local iterations": (lambda s: s | {"local_iterations": 10**8}, ["would need about"]),
+}
+
+
+@pytest.mark.parametrize("command", ["validate", "plan"])
+@pytest.mark.parametrize("case", sorted(MORE_CASES))
+def test_more_bad_scenarios_are_one_line_exit_2(case: str, command: str, write_scenario, tmp_path: Path,
+                                                capsys) -> None:
+    """validate refuses what plan refuses, with the same line; nothing is allocated or written first."""
+    mutate, expected = MORE_CASES[case]
+    path = write_scenario(mutate(small_scenario()))
+    out = tmp_path / "runs"
+    args = ["validate", str(path)] if command == "validate" else ["plan", str(path), "--output-dir", str(out),
+                                                                   "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {path}"), err
+    assert "function-after" not in err and "Traceback" not in err
+    for fragment in expected:
+        assert fragment in err, f"{fragment!r} not in {err!r}"
+    assert not out.exists()
+
+
+def test_pydantic_union_internals_never_reach_the_user(write_scenario, tmp_path: Path, capsys) -> None:
+    """Every number-or-distribution field, given a mapping of no known form, names the field and the forms."""
+    for field in ("flops", "memory_gb", "uplink_mbps", "downlink_mbps", "latency_ms"):
+        raw = small_scenario(fleet=[{"profile": "jetson_nano", field: {"normal": {"mean": 1}}}])
+        code, err = _plan(write_scenario(raw), tmp_path, capsys)
+        assert code == 2 and f"fleet[0].{field}: expected a number > 0 or one of" in err, err
+        assert "more problem" not in err and "Dist" not in err
+
+
+def test_a_large_fleet_validates_in_seconds(write_scenario, tmp_path: Path, capsys) -> None:
+    """140,000 one-device entries (the size that took 42 s) through the whole of `validate`: the file, the schema,
+    every variant `hsplit compare` would run and the feasibility checks (bench-free: generous bound, 2 cores)."""
+    import time
+
+    entry = "  - {profile: jetson_nano, flops: %d, uplink_mbps: %.1f, availability: 0.8}\n"
+    fleet = "fleet:\n" + "".join(entry % (1e11 + i, 5 + i % 90) for i in range(140_000))
+    text = yaml.safe_dump(small_scenario(), sort_keys=False)
+    head, tail = text.split("fleet:\n", 1)
+    tail = tail[tail.index("server:"):]
+    path = write_scenario(head + fleet + tail)
+    start = time.perf_counter()
+    assert main(["validate", str(path)]) == 0
+    elapsed = time.perf_counter() - start
+    assert "140000 devices" in capsys.readouterr().out
+    assert elapsed < 15, f"validating 140,000 fleet entries took {elapsed:.1f} s"
+
+
+def test_the_work_estimate_follows_the_schedule(write_scenario, capsys) -> None:
+    """validate prints client-iterations = rounds x expected participants x local iterations (sync), and
+    (aggregations x buffer + concurrency) x local iterations (async); run adds the training steps."""
+    from hsplit_actors.scenario import parse_scenario
+    from hsplit_actors.workload import estimate
+
+    raw = small_scenario(rounds=7, local_iterations=5,
+                         fleet=[{"profile": "jetson_nano", "count": 4}, {"profile": "agx_orin", "count": 6,
+                                                                         "availability": 0.5}])
+    assert main(["validate", str(write_scenario(raw))]) == 0
+    out = capsys.readouterr().out
+    assert "estimate: 10 devices, 245 client-iterations" in out and "run: 245 training steps" in out
+    async_raw = raw | {"aggregation": {"mode": "async", "concurrency": 4, "buffer": 2, "aggregations": 9}}
+    assert estimate(parse_scenario(yaml.safe_dump(async_raw))).client_iterations == (9 * 2 + 4) * 5
+    base, longer = (estimate(parse_scenario(yaml.safe_dump(raw | {"rounds": r}))) for r in (7, 70))
+    assert longer.events == 10 * base.events and longer.peak_bytes > base.peak_bytes
+
+
+def test_a_plan_larger_than_memory_is_refused_before_work() -> None:
+    from hsplit_actors.scenario import parse_scenario
+    from hsplit_actors.workload import check
+
+    scenario = parse_scenario(yaml.safe_dump(small_scenario(rounds=1000)))
+    work = check(scenario, memory=10**12)  # fits
+    with pytest.raises(ScenarioError, match=r"s.yaml: this scenario's tables would need about .* available; "):
+        check(scenario, "s.yaml", memory=work.peak_bytes - 1)
+
+
+# -- every mutation of a valid scenario validates and plans, or is refused with one line -----------------------
+ODD_VALUES = [None, -1, 0, 1, 3, 0.5, -0.5, 1e300, 10**20, 2**63, "x", "", True, [], {}, [1, 2], {"a": 1},
+              {"uniform": [1, 2]}, {"lognormal": {"median": 2}}, float("nan"), float("inf"), "1e9", [[0, 5]]]
+BASES = [
+    small_scenario(),
+    small_scenario(method={"name": "hsplitlora", "ranks": [0, 2, 4]},
+                   fleet=[{"profile": "jetson_nano", "count": 2, "availability": {"windows": [[0, 50]], "period": 60}},
+                          {"profile": {"choice": {"orin_nano": 1, "agx_orin": 2}}, "count": 3}]),
+    small_scenario(aggregation={"mode": "async", "concurrency": 4, "buffer": 2, "aggregations": 3,
+                                "staleness": {"kind": "polynomial", "a": 0.5}},
+                   compare={"variants": {"a": {"method": "splitlora", "rank": 2}}, "seeds": [0, 1]}),
+]
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in items:
+        yield from _paths(child, (*prefix, key))
+
+
+def _mutate(raw: dict, path: tuple, how: str, new) -> None:
+    if not path:
+        raw["extra_top_level_key"] = new
+        return
+    *parents, last = path
+    holder = raw
+    for part in parents:
+        holder = holder[part]
+    if how == "delete" and isinstance(holder, dict):
+        del holder[last]
+    elif how == "delete":
+        holder.pop(last)
+    elif how == "add key" and isinstance(holder[last], dict):
+        holder[last]["unexpected"] = new
+    elif how == "wrap":
+        holder[last] = [holder[last]]
+    elif how == "nest":
+        holder[last] = {"value": holder[last]}
+    else:
+        holder[last] = new
+
+
+@st.composite
+def mutated_scenarios(draw) -> dict:
+    raw = copy.deepcopy(draw(st.sampled_from(BASES)))
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(list(_paths(raw))))
+        how = draw(st.sampled_from(["replace", "delete", "add key", "wrap", "nest"]))
+        _mutate(raw, path, how, copy.deepcopy(draw(st.sampled_from(ODD_VALUES))))  # never share one
+    return raw
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(raw=mutated_scenarios())
+def test_any_mutation_validates_and_plans_or_is_refused_in_one_line(raw: dict, tmp_path: Path, capsys) -> None:
+    """Types, signs, sizes, keys and nesting changed at random in valid scenarios: never a traceback (an
+    exception here fails the test), exit 0 or 2, and a refusal is one line."""
+    case = Path(tempfile.mkdtemp(dir=tmp_path))  # hypothesis may try the same example twice
+    path = case / "scenario.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    code = main(["validate", str(path)])
+    err = capsys.readouterr().err
+    assert code in (0, 2)
+    if code == 2:
+        assert err.count("\n") == 1 and err.startswith("error: "), err
+        return
+    code = main(["plan", str(path), "--out", str(case / "plan"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code in (0, 2), err
+    if code == 2:
+        assert err.count("\n") == 1 and err.startswith("error: "), err
+    else:
+        assert (case / "plan" / "meta.json").is_file()

@@ -109,9 +109,10 @@ def test_presets_have_their_published_sizes(preset: str) -> None:
     assert arch.total_params == pytest.approx(expected, rel=0.02)
 
 
-OVERRIDES = [{}, {"num_hidden_layers": 2}, {"n_layer": 3, "n_inner": 256}, {"hidden_size": 128, "num_labels": 3},
-             {"num_attention_heads": 4, "max_position_embeddings": 64}, {"num_key_value_heads": 4, "head_dim": 64},
-             {"intermediate_size": 100, "tie_word_embeddings": True}]
+# each a usable model of every family (960: a multiple of every preset's head count, LLaMA's head_dim even)
+OVERRIDES = [{}, {"num_hidden_layers": 2}, {"n_layer": 3, "n_inner": 256}, {"hidden_size": 960, "num_labels": 3},
+             {"num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 64},
+             {"num_key_value_heads": 4, "head_dim": 64}, {"intermediate_size": 100, "tie_word_embeddings": True}]
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -159,3 +160,18 @@ def test_memory_grows_with_split_point_and_rank() -> None:
     small, big = (iteration_cost(arch, ClientConfig.uniform(arch, 4, r, ["query", "value"]), 4, 256, "bfloat16")
                   .client_memory_bytes for r in (2, 16))
     assert big > small
+
+
+@pytest.mark.parametrize("family, name", [("gpt2", "GPT2Config"), ("bert", "BertConfig"), ("llama", "LlamaConfig")])
+def test_the_override_keys_a_scenario_accepts_are_the_config_class_keys(family: str, name: str) -> None:
+    """Validation refuses an override key its family's config would ignore; the list it uses (kept without
+    importing transformers) must be the installed config class's own parameters and aliases."""
+    import inspect
+
+    import transformers
+
+    from hsplit_actors.costmodel.presets import CONFIG_KEYS
+
+    config = getattr(transformers, name)
+    expected = (set(inspect.signature(config.__init__).parameters) - {"self", "kwargs"}) | set(config.attribute_map)
+    assert CONFIG_KEYS[family] == (expected - {"transformers_version"}) | {"num_labels"}  # a version is no override

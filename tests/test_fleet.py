@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hsplit_actors.fleet import build_fleet, load_catalogue
+from hsplit_actors.fleet import load_catalogue
 from hsplit_actors.fleet.devices import CATALOGUE
-from hsplit_actors.scenario import parse_scenario
-from tests.conftest import small_scenario
-
-
-def fleet_of(groups: list[dict], seed: int = 0, **extra):
-    return build_fleet(parse_scenario(yaml.safe_dump(small_scenario(fleet=groups, seed=seed, **extra))))
+from tests.conftest import sampled_fleet
 
 
 def test_catalogue_has_eight_real_devices_each_with_a_source() -> None:
@@ -34,7 +28,7 @@ def test_catalogue_has_eight_real_devices_each_with_a_source() -> None:
 
 
 def test_counts_overrides_and_custom_profiles() -> None:
-    fleet = fleet_of([{"profile": "jetson_nano", "count": 3, "memory_gb": 2},
+    fleet = sampled_fleet([{"profile": "jetson_nano", "count": 3, "memory_gb": 2},
                       {"profile": "mine", "count": 2}],
                      profiles={"mine": {"flops": 1e12, "memory_gb": 3, "uplink_mbps": 5, "downlink_mbps": 6}})
     assert fleet.device.tolist() == ["jetson_nano"] * 3 + ["mine"] * 2
@@ -46,25 +40,25 @@ def test_counts_overrides_and_custom_profiles() -> None:
 @given(lo=st.floats(0.5, 10), width=st.floats(0, 20), seed=st.integers(0, 10_000))
 def test_uniform_budgets_stay_within_bounds_and_are_seeded(lo: float, width: float, seed: int) -> None:
     group = [{"profile": "orin_nano", "count": 50, "memory_gb": {"uniform": [lo, lo + width]}}]
-    a, b = fleet_of(group, seed), fleet_of(group, seed)
+    a, b = sampled_fleet(group, seed), sampled_fleet(group, seed)
     assert (a.memory_gb >= lo).all() and (a.memory_gb <= lo + width).all()
     np.testing.assert_array_equal(a.memory_gb, b.memory_gb)
 
 
 def test_lognormal_bandwidth_centres_on_its_median_and_choice_follows_weights() -> None:
-    fleet = fleet_of([{"profile": {"choice": {"phone_sd8gen2": 3, "agx_orin": 1}}, "count": 4000,
+    fleet = sampled_fleet([{"profile": {"choice": {"phone_sd8gen2": 3, "agx_orin": 1}}, "count": 4000,
                        "uplink_mbps": {"lognormal": {"median": 12, "sigma": 0.8}}}])
     assert 11 < np.median(fleet.uplink_mbps) < 13
     assert (fleet.uplink_mbps > 0).all()
     share = (fleet.device == "phone_sd8gen2").mean()
     assert 0.72 < share < 0.78
-    other = fleet_of([{"profile": {"choice": {"phone_sd8gen2": 3, "agx_orin": 1}}, "count": 4000,
+    other = sampled_fleet([{"profile": {"choice": {"phone_sd8gen2": 3, "agx_orin": 1}}, "count": 4000,
                        "uplink_mbps": {"lognormal": {"median": 12, "sigma": 0.8}}}], seed=5)
     assert not np.array_equal(fleet.uplink_mbps, other.uplink_mbps)
 
 
 def test_windows_decide_who_is_online() -> None:
-    fleet = fleet_of([{"profile": "orin_nano", "availability": {"windows": [[10, 20]], "period": 100}},
+    fleet = sampled_fleet([{"profile": "orin_nano", "availability": {"windows": [[10, 20]], "period": 100}},
                       {"profile": "orin_nano"}])
     assert not fleet.online(0, 5) and fleet.online(0, 15) and fleet.online(0, 115) and not fleet.online(0, 125)
     assert fleet.online(1, 5)

@@ -26,6 +26,7 @@ from hsplit_actors.scenario.schema import CenLoRASpec, HetLoRASpec, HSplitLoRASp
 from hsplit_actors.training.hosts import _clone_parameters
 from hsplit_actors.training.importance import ImportanceProbe
 from hsplit_actors.training.slots import Slots
+from tests.conftest import explicit_fleet
 from tests.test_split import batch, small_model
 
 MINILM = ModelArch.from_hf_config(build_config("minilm-l6"))
@@ -158,18 +159,13 @@ def hsplit(**spec) -> object:
                          ServerInfo(4.8e13, 24.0, 1))
 
 
-def fleet_of(memory_gb, flops, up=100.0) -> Fleet:
-    n = len(memory_gb)
-    return Fleet.explicit([f"d{i}" for i in range(n)], flops=list(flops), memory_gb=list(memory_gb),
-                          uplink_mbps=[up] * n, downlink_mbps=[2 * up] * n)
-
 
 @settings(max_examples=25, deadline=None)
 @given(memory=st.lists(st.floats(0.045, 0.3), min_size=2, max_size=5),
        flops=st.lists(st.floats(1e11, 2e13), min_size=5, max_size=5))
 def test_every_armsc_configuration_fits_its_budget_by_the_cost_model(memory, flops) -> None:
     strategy = hsplit()
-    fleet = fleet_of(memory, flops[: len(memory)])
+    fleet = explicit_fleet(memory, flops[: len(memory)])
     assignment = strategy.configure(0, fleet)
     for c, j in enumerate(assignment.index):
         if j < 0:  # infeasible: not even the embeddings and one frozen block fit
@@ -187,7 +183,7 @@ def test_a_weaker_device_never_gets_a_deeper_split(a, b, up) -> None:
     weak = (min(a[0], b[0]), min(a[1], b[1]))
     strong = (max(a[0], b[0]), max(a[1], b[1]))
     strategy = hsplit()
-    assignment = strategy.configure(0, fleet_of([weak[0], strong[0]], [weak[1], strong[1]], up))
+    assignment = strategy.configure(0, explicit_fleet([weak[0], strong[0]], [weak[1], strong[1]], up))
     k = [assignment.configs[j].split_point if j >= 0 else 0 for j in assignment.index]
     assert k[0] <= k[1]
 
@@ -204,7 +200,7 @@ def test_splits_follow_compute_and_network() -> None:
 
 def test_ranks_go_where_importance_is_and_reconfiguration_waits_for_the_ranking_to_move() -> None:
     strategy = hsplit(reconfigure_threshold=0.1)
-    fleet = fleet_of([0.11], [1e12], 500.0)
+    fleet = explicit_fleet([0.11], [1e12], 500.0)
     first = strategy.configure(0, fleet)
     keys = strategy.importance.keys
     # a small change that swaps no pair: same assignment object, no ARMSC
@@ -350,7 +346,7 @@ def splits_of(assignment) -> list[int]:
 def test_split_objectives(memory, flops) -> None:
     """budget: the deepest split each memory holds; weakest: one split for all, the deepest the smallest budget
     holds (SplitLoRA's rule); latency never goes deeper than budget."""
-    fleet = fleet_of(memory, flops[: len(memory)])
+    fleet = explicit_fleet(memory, flops[: len(memory)])
     budget, weakest, latency = (hsplit(split_objective=o) for o in ("budget", "weakest", "latency"))
     by_budget = splits_of(budget.configure(0, fleet))
     for c, k in enumerate(by_budget):
@@ -364,7 +360,7 @@ def test_split_objectives(memory, flops) -> None:
 
 def test_uniform_ranks_spend_the_budget_on_one_rank_and_probe_nothing() -> None:
     strategy = hsplit(rank_rule="uniform", split_objective="budget")
-    fleet = fleet_of([0.11, 0.2, 0.3], [1e12] * 3)
+    fleet = explicit_fleet([0.11, 0.2, 0.3], [1e12] * 3)
     assignment = strategy.configure(0, fleet)
     assert strategy.importance_iterations == 0
     for c, j in enumerate(assignment.index):

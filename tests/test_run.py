@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,19 +17,14 @@ from hsplit_actors.cli import main
 from hsplit_actors.runs import read_run
 from hsplit_actors.scenario import parse_scenario
 from hsplit_actors.training.run import run
-from tests.conftest import REPO, tiny_training_scenario
-
-
-def _run(raw: dict, out: Path, **train):
-    scenario = parse_scenario(yaml.safe_dump(raw | {"train": raw["train"] | train}))
-    return run(scenario, out)
+from tests.conftest import REPO, run_scenario, tiny_training_scenario
 
 
 def test_same_tables_with_one_or_two_client_actors_and_in_process(ray_session, tmp_path: Path) -> None:
     raw = tiny_training_scenario()
-    _, one, extra_one = _run(raw, tmp_path / "one", actors=1)
-    _, two, extra_two = _run(raw, tmp_path / "two", actors=2)
-    _, local, _ = _run(raw, tmp_path / "local", local=True)
+    _, one, extra_one = run_scenario(raw, tmp_path / "one", actors=1)
+    _, two, extra_two = run_scenario(raw, tmp_path / "two", actors=2)
+    _, local, _ = run_scenario(raw, tmp_path / "local", local=True)
     assert extra_one["client_actors"] == 1 and extra_two["client_actors"] == 2
     for other in (two, local):
         pd.testing.assert_frame_equal(one.events, other.events)
@@ -39,16 +35,20 @@ def test_same_tables_with_one_or_two_client_actors_and_in_process(ray_session, t
 
 
 def test_a_different_seed_trains_differently(ray_session, tmp_path: Path) -> None:
-    _, a, _ = _run(tiny_training_scenario(), tmp_path / "a", local=True)
-    _, b, _ = _run(tiny_training_scenario(seed=4), tmp_path / "b", local=True)
+    _, a, _ = run_scenario(tiny_training_scenario(), tmp_path / "a", local=True)
+    _, b, _ = run_scenario(tiny_training_scenario(seed=4), tmp_path / "b", local=True)
     assert not np.array_equal(a.rounds["train_loss"], b.rounds["train_loss"])
 
 
 def test_federated_and_shared_server_variants_train(tmp_path: Path) -> None:
+    """Each round's aggregate changes the global model: were no update applied, every evaluation would be the
+    same (finite losses alone would not show it)."""
     for method in ({"name": "fedit", "rank": 4}, {"name": "splitlora", "rank": 4, "split_point": 2},
                    {"name": "sfl", "rank": 4, "split_point": 2, "variant": "v2"}):
-        _, tables, _ = _run(tiny_training_scenario(method=method, rounds=1), tmp_path / method["name"], local=True)
+        _, tables, _ = run_scenario(tiny_training_scenario(method=method, rounds=3), tmp_path / method["name"],
+                                    local=True)
         assert np.isfinite(tables.rounds["train_loss"]).all(), method
+        assert tables.rounds["eval_loss"].nunique() == 3, method
 
 
 def test_run_learns_sst2_with_pretrained_minilm(ray_session, tmp_path: Path) -> None:
@@ -59,7 +59,7 @@ def test_run_learns_sst2_with_pretrained_minilm(ray_session, tmp_path: Path) -> 
         data={"dataset": "sst2", "batch_size": 16, "seq_len": 40, "samples_per_client": 300},
         method={"name": "sfl", "split_point": 3, "rank": 8, "targets": ["query", "value"]},
         train={"eval_samples": 300, "lr": 0.003})
-    _, tables, _ = _run(raw, tmp_path / "minilm", actors=1)
+    _, tables, _ = run_scenario(raw, tmp_path / "minilm", actors=1)
     assert tables.rounds["eval_metric"].iloc[-1] > 0.65
 
 
@@ -153,7 +153,7 @@ def test_losing_a_node_replaces_its_client_actor_and_the_run_ends_as_without_the
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["lost"] and result["nodes"] == 1  # every client actor ends on the node that is left
     assert len(result["faults"]) == 1 and "replaced on a live node" in result["faults"][0]
-    _, clean, _ = _run(raw, tmp_path / "clean", local=True)
+    _, clean, _ = run_scenario(raw, tmp_path / "clean", local=True)
     assert result["losses"] == clean.rounds["train_loss"].tolist()
 
 
@@ -183,9 +183,9 @@ def _same_tables(a, b) -> None:
 
 def test_a_killed_client_actor_is_restarted_and_the_run_ends_as_without_the_fault(ray_session, tmp_path) -> None:
     raw = tiny_training_scenario(rounds=3, train={"eval_samples": 32, "lr": 0.01, "actors": 2})
-    _, clean, _ = _run(raw, tmp_path / "clean")
+    _, clean, _ = run_scenario(raw, tmp_path / "clean")
     faulty = raw | {"train": raw["train"] | {"kill_actor": [{"round": 1, "after_steps": 3, "actor": 1}]}}
-    directory, tables, extra = _run(faulty, tmp_path / "faulty")
+    directory, tables, extra = run_scenario(faulty, tmp_path / "faulty")
     assert extra["faults"] == 1
     assert tables.faults["round"].tolist() == [1]
     assert tables.faults["replayed_calls"].iloc[0] > 0
@@ -203,9 +203,9 @@ def test_a_lost_actor_is_restarted_or_replaced_and_the_run_ends_as_without_the_f
     """`restart: false` is as when its node is lost: Ray will not bring it back, so the coordinator starts a new
     one, restores it and replays the round."""
     raw = tiny_training_scenario(rounds=3, train={"eval_samples": 32, "lr": 0.01, "actors": 2})
-    _, clean, _ = _run(raw, tmp_path / "clean", local=True)
+    _, clean, _ = run_scenario(raw, tmp_path / "clean", local=True)
     fault = {"round": 1, "after_steps": 3} | kill
-    _, tables, extra = _run(raw | {"train": raw["train"] | {"kill_actor": [fault]}}, tmp_path / "faulty")
+    _, tables, extra = run_scenario(raw | {"train": raw["train"] | {"kill_actor": [fault]}}, tmp_path / "faulty")
     assert extra["faults"] == 1
     what = tables.faults["what"].iloc[0]
     assert what.endswith(f"{replaced} replaced on a live node") if replaced else "replaced" not in what
@@ -214,11 +214,11 @@ def test_a_lost_actor_is_restarted_or_replaced_and_the_run_ends_as_without_the_f
 
 def test_resume_from_a_checkpoint_ends_with_the_tables_of_an_uninterrupted_run(tmp_path: Path) -> None:
     raw = tiny_training_scenario(rounds=3, train={"eval_samples": 32, "lr": 0.01, "local": True})
-    _run(raw, tmp_path / "default")  # by default the newest two are kept
+    run_scenario(raw, tmp_path / "default")  # by default the newest two are kept
     assert sorted(p.name for p in (tmp_path / "default" / "checkpoints").iterdir()) == [
         "round_0001.pt", "round_0002.pt"]
     raw["train"]["keep_checkpoints"] = None
-    full_dir, full, _ = _run(raw, tmp_path / "full")
+    full_dir, full, _ = run_scenario(raw, tmp_path / "full")
     assert sorted(p.name for p in (full_dir / "checkpoints").iterdir()) == [
         "round_0000.pt", "round_0001.pt", "round_0002.pt"]
     cut = interrupted_copy(full_dir, tmp_path / "cut", rounds=2)
@@ -241,8 +241,8 @@ def test_cli_resume(tmp_path: Path, write_scenario, capsys) -> None:
 
 def test_recomputing_activations_changes_nothing_but_memory(tmp_path: Path) -> None:
     raw = tiny_training_scenario(rounds=2, train={"eval_samples": 32, "lr": 0.01, "local": True})
-    _, kept, _ = _run(raw, tmp_path / "kept")
-    _, recomputed, _ = _run(raw, tmp_path / "recomputed", recompute_activations=True)
+    _, kept, _ = run_scenario(raw, tmp_path / "kept")
+    _, recomputed, _ = run_scenario(raw, tmp_path / "recomputed", recompute_activations=True)
     _same_tables(kept, recomputed)
 
 
@@ -265,3 +265,43 @@ def test_progress_shows_round_virtual_time_loss_and_accuracy_locally_and_on_ray(
     assert task.completed == task.total == 2
     assert task.description == (f"round 2/2  t={last.t:,.1f}s  loss {last.last['train_loss']:.3f}  "
                                 f"accuracy {last.last['eval_metric']:.3f}")
+
+
+@pytest.mark.parametrize("fault", [
+    {"at": "export", "actor": 1},  # the aggregation reads the trained adapters
+    pytest.param({"at": "evaluate", "server": True}, marks=pytest.mark.slow),  # the server evaluates the new model
+    # the recovery point after it: lost for good, replaced
+    pytest.param({"at": "capture", "actor": 0, "restart": False}, marks=pytest.mark.slow),
+])
+def test_a_host_lost_outside_the_client_steps_is_recovered_like_one_lost_during_them(ray_session, tmp_path,
+                                                                                     fault) -> None:
+    raw = tiny_training_scenario(rounds=3, train={"eval_samples": 32, "lr": 0.01, "actors": 2})
+    _, clean, _ = run_scenario(raw, tmp_path / "clean", local=True)
+    faulty = raw | {"train": raw["train"] | {"kill_actor": [{"round": 1} | fault]}}
+    _, tables, extra = run_scenario(faulty, tmp_path / "faulty")
+    assert extra["faults"] == 1 and tables.faults["round"].tolist() == [1]
+    _same_tables(clean, tables)
+
+
+def test_the_ray_state_recovery_reads_is_where_it_was(ray_session) -> None:
+    """Fault detection reads an actor's state and node from Ray's private state API (the public one needs the
+    dashboard): if a Ray upgrade moves or reshapes it, this fails here, not in the middle of a recovery."""
+    import ray
+
+    from hsplit_actors.training.ray_state import actor_info, live_nodes
+
+    @ray.remote(num_cpus=0)
+    class Probe:
+        def node(self) -> str:
+            return ray.get_runtime_context().get_node_id()
+
+    probe = Probe.remote()
+    node = ray.get(probe.node.remote())
+    assert live_nodes() == [node]
+    assert actor_info(probe) == ("ALIVE", node)
+    ray.kill(probe, no_restart=True)
+    for _ in range(50):
+        if actor_info(probe)[0] == "DEAD":
+            break
+        time.sleep(0.1)
+    assert actor_info(probe)[0] == "DEAD"

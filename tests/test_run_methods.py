@@ -9,13 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from hsplit_actors.cli import main
 from hsplit_actors.runs import read_run
-from hsplit_actors.scenario import parse_scenario
 from hsplit_actors.training.run import run
-from tests.conftest import tiny_training_scenario
+from tests.conftest import run_scenario, tiny_training_scenario
 from tests.test_run import _same_tables, interrupted_copy
 
 # A slow device on a fast link and a fast device on a slow link: ARMSC splits the first early and keeps the
@@ -28,15 +26,12 @@ MIXED = {
 }
 
 
-def _run(raw: dict, out: Path, **train):
-    scenario = parse_scenario(yaml.safe_dump(raw | {"train": raw["train"] | train}))
-    return run(scenario, out)
 
 
 def test_hsplitlora_mixes_split_points_and_is_identical_on_two_actors_and_in_process(ray_session, tmp_path) -> None:
     raw = tiny_training_scenario(**MIXED)
-    _, local, _ = _run(raw, tmp_path / "local", local=True)
-    _, two, _ = _run(raw, tmp_path / "two", actors=2)
+    _, local, _ = run_scenario(raw, tmp_path / "local", local=True)
+    _, two, _ = run_scenario(raw, tmp_path / "two", actors=2)
     assert sorted(set(local.clients["split_point"])) == [1, 3]
     _same_tables(local, two)
     pd.testing.assert_frame_equal(local.importance, two.importance)
@@ -53,7 +48,7 @@ def test_hsplitlora_mixes_split_points_and_is_identical_on_two_actors_and_in_pro
 def test_hsplitlora_resumes_to_the_tables_of_an_uninterrupted_run(tmp_path: Path) -> None:
     raw = tiny_training_scenario(**MIXED, rounds=3, train={"eval_samples": 32, "lr": 0.01, "local": True,
                                                            "keep_checkpoints": None})
-    full_dir, full, _ = _run(raw, tmp_path / "full")
+    full_dir, full, _ = run_scenario(raw, tmp_path / "full")
     _, resumed, _ = run(None, resume=interrupted_copy(full_dir, tmp_path / "cut", rounds=2))
     _same_tables(full, resumed)
     pd.testing.assert_frame_equal(full.importance, resumed.importance)
@@ -70,8 +65,9 @@ def test_each_baseline_trains_and_evaluates(method: dict, tmp_path: Path) -> Non
     fleet = [{"profile": "jetson_nano", "count": 2, "memory_gb": 0.00993},
              {"profile": "agx_orin", "count": 2}]
     raw = tiny_training_scenario(method=method, fleet=fleet, rounds=2, train={"eval_samples": 32, "lr": 0.01})
-    _, tables, _ = _run(raw, tmp_path / method["name"], local=True)
+    _, tables, _ = run_scenario(raw, tmp_path / method["name"], local=True)
     assert np.isfinite(tables.rounds[["train_loss", "eval_loss", "eval_metric"]].to_numpy()).all(), method
+    assert tables.rounds["eval_loss"].nunique() == 2, method  # each aggregate moved the global model
     if method["name"] in ("hetlora", "flora"):
         assert tables.clients["trainable_params"].nunique() == 2  # heterogeneous ranks in one run
 
@@ -139,16 +135,21 @@ def test_the_recorded_experiment_reproduces(tmp_path: Path) -> None:
         assert figures[column] == pytest.approx(row[column], nan_ok=True), column
 
 
-def test_hsplitlora_with_partial_participation_recovers_a_killed_actor_exactly(ray_session, tmp_path) -> None:
+@pytest.mark.parametrize("fault", [{"after_steps": 2, "actor": 1},
+                                   {"at": "merge", "actor": 1},  # NAA's merge into every host's base
+                                   pytest.param({"at": "capture", "server": True, "restart": False},
+                                                marks=pytest.mark.slow)])
+def test_hsplitlora_with_partial_participation_recovers_a_killed_actor_exactly(ray_session, tmp_path, fault) -> None:
     """Fault recovery keeps only what changed each round: clients sitting a round out must come back from an
-    older capture, the base from the replayed merges. The run must still end exactly as one without the fault."""
+    older capture, the base from the replayed merges. The run must still end exactly as one without the fault,
+    whether the host is lost during the steps, NAA's merge or the capture after it."""
     fleet = [entry | {"availability": 0.5} for entry in MIXED["fleet"]]
     raw = tiny_training_scenario(**(MIXED | {"fleet": fleet}), rounds=4, train={"eval_samples": 32, "lr": 0.01})
-    _, clean, _ = _run(raw, tmp_path / "clean", local=True)
+    _, clean, _ = run_scenario(raw, tmp_path / "clean", local=True)
     # round 2 trains clients 0 and 3 only: client 1, on the killed actor, comes back from the round-1 capture
     assert clean.rounds["participants"].tolist()[2] == 2
-    faulty = raw | {"train": raw["train"] | {"actors": 2, "kill_actor": [{"round": 2, "after_steps": 2, "actor": 1}]}}
-    _, tables, extra = _run(faulty, tmp_path / "faulty")
+    faulty = raw | {"train": raw["train"] | {"actors": 2, "kill_actor": [{"round": 2} | fault]}}
+    _, tables, extra = run_scenario(faulty, tmp_path / "faulty")
     assert extra["faults"] == 1
     _same_tables(clean, tables)
     pd.testing.assert_frame_equal(clean.importance, tables.importance)
@@ -162,7 +163,7 @@ def test_a_device_with_no_adapter_still_takes_part(tmp_path: Path) -> None:
     raw = tiny_training_scenario(method={"name": "hsplitlora", "ranks": [16], "rank_rule": "uniform",
                                          "split_objective": "budget"},
                                  fleet=fleet, rounds=2, train={"eval_samples": 32, "lr": 0.01})
-    _, tables, _ = _run(raw, tmp_path / "frozen", local=True)
+    _, tables, _ = run_scenario(raw, tmp_path / "frozen", local=True)
     clients = tables.clients
     assert clients["feasible"].all()
     assert (clients.loc[clients["device"] == "jetson_nano", "trainable_params"] == 0).all()

@@ -4,17 +4,12 @@ tables are identical on one or two client actors and in-process; faults and --re
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from hsplit_actors.scenario import parse_scenario
 from hsplit_actors.training.run import run
-from tests.conftest import tiny_training_scenario
+from tests.conftest import run_scenario, tiny_training_scenario
 from tests.test_run import _same_tables, interrupted_copy
 from tests.test_run_methods import MIXED
 
@@ -22,11 +17,6 @@ ASYNC = {"mode": "async", "concurrency": 3, "buffer": 2, "aggregations": 4, "sta
 METRICS = ["train_loss", "eval_loss", "eval_metric"]
 
 
-def _run(raw: dict, out: Path, **train):
-    scenario = parse_scenario(yaml.safe_dump(raw | {"train": raw["train"] | train}))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return run(scenario, out)
 
 
 @pytest.mark.parametrize("method", [{"name": "fedit", "rank": 4},
@@ -38,8 +28,8 @@ def test_one_client_aggregating_every_second_round_ends_as_aggregating_every_rou
     previous round's training; fedit ended 2e-3 apart in eval loss)."""
     raw = tiny_training_scenario(fleet=[{"profile": "agx_orin"}], method=method, rounds=2, local_iterations=4,
                                  train={"eval_samples": 64, "lr": 0.01, "local": True, "eval_every": 2})
-    _, every, _ = _run(raw, tmp_path / "every")
-    _, second, _ = _run(raw | {"aggregation": {"mode": "sync", "interval": 2}}, tmp_path / "second")
+    _, every, _ = run_scenario(raw, tmp_path / "every")
+    _, second, _ = run_scenario(raw | {"aggregation": {"mode": "sync", "interval": 2}}, tmp_path / "second")
     assert second.rounds["aggregated"].tolist() == [False, True]
     final = every.rounds["eval_loss"].iloc[-1]
     assert np.isfinite(final)
@@ -63,7 +53,7 @@ def test_hsplitlora_reloads_and_restarts_nothing_between_aggregations(tmp_path, 
         monkeypatch.setattr(cls, name, counted)
     raw = tiny_training_scenario(**MIXED, rounds=3, aggregation={"mode": "sync", "interval": 3},
                                  train={"eval_samples": 32, "lr": 0.01, "local": True})
-    _, tables, _ = _run(raw, tmp_path / "interval")
+    _, tables, _ = run_scenario(raw, tmp_path / "interval")
     assert tables.rounds["aggregated"].tolist() == [False, False, True]
     assert calls == {"load_client": 4, "load_shared": 2}  # version 0, and fresh after version 1
 
@@ -72,10 +62,10 @@ def test_hsplitlora_reloads_and_restarts_nothing_between_aggregations(tmp_path, 
 def test_async_of_every_client_and_semi_sync_without_deadline_train_exactly_as_sync(case, tmp_path) -> None:
     raw = tiny_training_scenario(**(MIXED if case == "hsplitlora" else {}), rounds=3,
                                  train={"eval_samples": 32, "lr": 0.01, "local": True})
-    _, sync, _ = _run(raw, tmp_path / "sync")
-    _, asyn, _ = _run(raw | {"aggregation": {"mode": "async", "concurrency": 4, "buffer": 4, "aggregations": 3}},
-                      tmp_path / "async")
-    _, semi, _ = _run(raw | {"aggregation": {"mode": "semi_sync"}}, tmp_path / "semi")
+    _, sync, _ = run_scenario(raw, tmp_path / "sync")
+    everyone = {"mode": "async", "concurrency": 4, "buffer": 4, "aggregations": 3}
+    _, asyn, _ = run_scenario(raw | {"aggregation": everyone}, tmp_path / "async")
+    _, semi, _ = run_scenario(raw | {"aggregation": {"mode": "semi_sync"}}, tmp_path / "semi")
     for other in (asyn, semi):
         pd.testing.assert_frame_equal(sync.events, other.events)
         pd.testing.assert_frame_equal(sync.rounds[["round", "version", "t_end", *METRICS]],
@@ -91,7 +81,7 @@ def test_every_method_trains_asynchronously_on_stale_versions(method, tmp_path) 
     fleet = [{"profile": "jetson_nano", "count": 2, "memory_gb": 0.00993}, {"profile": "agx_orin", "count": 2}]
     raw = tiny_training_scenario(fleet=fleet, method=method, aggregation=ASYNC,
                                  train={"eval_samples": 32, "lr": 0.01, "local": True})
-    _, tables, extra = _run(raw, tmp_path / method["name"])
+    _, tables, extra = run_scenario(raw, tmp_path / method["name"])
     rounds = tables.rounds
     assert rounds["version"].tolist() == [1, 2, 3, 4] and (rounds["updates"] == 2).all()
     if method["name"] != "cenlora":  # clients that lap others bring updates on older versions
@@ -104,8 +94,8 @@ def test_every_method_trains_asynchronously_on_stale_versions(method, tmp_path) 
 
 def test_semi_sync_deadline_trains_with_late_work_carried(tmp_path) -> None:
     raw = tiny_training_scenario(**MIXED, rounds=3, train={"eval_samples": 32, "lr": 0.01, "local": True})
-    _, sync, _ = _run(raw, tmp_path / "sync")
-    _, semi, _ = _run(raw | {"aggregation": {"mode": "semi_sync", "min_updates": 2, "late": "carry"}},
+    _, sync, _ = run_scenario(raw, tmp_path / "sync")
+    _, semi, _ = run_scenario(raw | {"aggregation": {"mode": "semi_sync", "min_updates": 2, "late": "carry"}},
                       tmp_path / "semi")
     assert (semi.rounds["staleness_max"] >= 1).any()
     assert np.isfinite(semi.rounds[METRICS].to_numpy()).all()
@@ -116,9 +106,9 @@ def test_semi_sync_deadline_trains_with_late_work_carried(tmp_path) -> None:
 def test_tables_are_identical_with_one_or_two_client_actors_and_in_process(ray_session, tmp_path, aggregation):
     raw = tiny_training_scenario(**MIXED, aggregation=aggregation, rounds=3,
                                  train={"eval_samples": 32, "lr": 0.01})
-    _, local, _ = _run(raw, tmp_path / "local", local=True)
-    _, one, _ = _run(raw, tmp_path / "one", actors=1)
-    _, two, _ = _run(raw, tmp_path / "two", actors=2)
+    _, local, _ = run_scenario(raw, tmp_path / "local", local=True)
+    _, one, _ = run_scenario(raw, tmp_path / "one", actors=1)
+    _, two, _ = run_scenario(raw, tmp_path / "two", actors=2)
     for other in (one, two):
         _same_tables(local, other)
 
@@ -126,7 +116,7 @@ def test_tables_are_identical_with_one_or_two_client_actors_and_in_process(ray_s
 def test_async_resumes_from_an_aggregation_with_sessions_in_flight(tmp_path) -> None:
     raw = tiny_training_scenario(**MIXED, aggregation=ASYNC | {"aggregations": 5},
                                  train={"eval_samples": 32, "lr": 0.01, "local": True, "keep_checkpoints": None})
-    full_dir, full, _ = _run(raw, tmp_path / "full")
+    full_dir, full, _ = run_scenario(raw, tmp_path / "full")
     cut = interrupted_copy(full_dir, tmp_path / "cut", rounds=3)
     _, resumed, extra = run(None, resume=cut)
     assert extra["resumed_from_round"] == 2
@@ -135,8 +125,8 @@ def test_async_resumes_from_an_aggregation_with_sessions_in_flight(tmp_path) -> 
 
 def test_async_survives_a_killed_client_actor_mid_flight(ray_session, tmp_path) -> None:
     raw = tiny_training_scenario(**MIXED, aggregation=ASYNC, train={"eval_samples": 32, "lr": 0.01, "actors": 2})
-    _, clean, _ = _run(raw, tmp_path / "clean", local=True)
+    _, clean, _ = run_scenario(raw, tmp_path / "clean", local=True)
     faulty = raw | {"train": raw["train"] | {"kill_actor": [{"round": 2, "after_steps": 2, "actor": 1}]}}
-    _, tables, extra = _run(faulty, tmp_path / "faulty")
+    _, tables, extra = run_scenario(faulty, tmp_path / "faulty")
     assert extra["faults"] == 1
     _same_tables(clean, tables)

@@ -23,8 +23,8 @@ from hsplit_actors.compare.timing import (
 )
 from hsplit_actors.compare.variants import Job, grid_of, point_label, resolve, seeds_of, select, with_seed
 from hsplit_actors.engine.sim import PHASES
-from hsplit_actors.errors import ScenarioError
-from hsplit_actors.runs import read_run
+from hsplit_actors.errors import Interrupted, ScenarioError
+from hsplit_actors.runs import is_complete, read_run
 from hsplit_actors.scenario import dump_scenario, load_scenario
 from hsplit_actors.scenario.schema import Scenario
 
@@ -129,15 +129,20 @@ def compare(scenario: Scenario | None, names: str | None = None, out: str | Path
 
     connect(address or scenario.ray.address)
     cpus = scenario.compare.cpus_per_run
-    nodes = sweep(tune_jobs, directory, mode, "tune", cpus, finished)
-    chosen: dict[str, dict] = {name: {} for name in variants}
-    if tune_jobs:
-        chosen, tuning = choose(scenario, directory, tune_jobs)
-        tuning.to_csv(directory / "tuning.csv", index=False)
-    final_jobs = [Job(f"{name}/seed{seed}", name, seed, "final", chosen[name],
-                      with_seed(resolve(scenario, name, raw, chosen[name]), seed, validation_samples=held_out))
-                  for name, raw in variants.items() for seed in seeds]
-    nodes |= sweep(final_jobs, directory, mode, "final", cpus, finished)
+    try:
+        nodes = sweep(tune_jobs, directory, mode, "tune", cpus, finished)
+        chosen: dict[str, dict] = {name: {} for name in variants}
+        if tune_jobs:
+            chosen, tuning = choose(scenario, directory, tune_jobs)
+            tuning.to_csv(directory / "tuning.csv", index=False)
+        final_jobs = [Job(f"{name}/seed{seed}", name, seed, "final", chosen[name],
+                          with_seed(resolve(scenario, name, raw, chosen[name]), seed, validation_samples=held_out))
+                      for name, raw in variants.items() for seed in seeds]
+        nodes |= sweep(final_jobs, directory, mode, "final", cpus, finished)
+    except KeyboardInterrupt:  # finished runs are kept; unfinished training runs resume from their checkpoints
+        finished_runs = sum(is_complete(meta.parent) for meta in directory.glob("**/meta.json"))
+        raise Interrupted(f"interrupted with {finished_runs} of {total} runs finished; continue it with hsplit "
+                          f"compare --resume {directory}") from None
     placement = directory / "placement.json"  # a resumed sweep adds to what the first one placed
     earlier = json.loads(placement.read_text()) if placement.is_file() else {}
     placement.write_text(json.dumps(earlier | nodes, indent=1))

@@ -23,12 +23,16 @@ import ray
 
 from hsplit_actors.compare.variants import Job
 from hsplit_actors.errors import ScenarioError
+from hsplit_actors.runs import is_complete
 
 # before Tune is imported: trials keep the caller's working directory (relative data or model paths), and the
 # old quiet reporter (verbose 0 prints nothing) replaces the configuration banner
 os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# Ctrl-C reaches the command (one line, exit 130) instead of Tune's own graceful-stop handler; Tune's state on
+# disk and the runs' own directories are what `--resume` continues from
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 
 def execute(job: Job, root: Path, mode: str) -> Path:
@@ -37,7 +41,7 @@ def execute(job: Job, root: Path, mode: str) -> Path:
     from hsplit_actors.training.run import run
 
     directory = root / job.key
-    if (directory / "meta.json").is_file():
+    if is_complete(directory):
         return directory
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exclusions are reported in the table (participants) instead
@@ -72,7 +76,7 @@ def _watch(jobs: list[Job], root: Path, on_done: Callable[[str], None], stop: th
     while True:
         last = stop.is_set()  # one more look after the sweep ends, so the final runs are told too
         for job in jobs:
-            if job.key not in told and (root / job.key / "meta.json").is_file():
+            if job.key not in told and is_complete(root / job.key):
                 told.add(job.key)
                 on_done(job.key)
         if last:
@@ -106,7 +110,7 @@ def sweep(jobs: list[Job], root: Path, mode: str, name: str, cpus_per_run: float
     listing = root / "ray" / f"{name}.keys.json"
     if listing.is_file() and json.loads(listing.read_text()) != keys:
         runs = sum(1 for _ in (root / "ray").glob(f"{name}*.keys.json"))
-        jobs = [j for j in jobs if not (root / j.key / "meta.json").is_file()]
+        jobs = [j for j in jobs if not is_complete(root / j.key)]
         name, keys = f"{name}-{runs}", sorted(j.key for j in jobs)
         listing = root / "ray" / f"{name}.keys.json"
         if not jobs:

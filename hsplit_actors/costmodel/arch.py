@@ -14,6 +14,31 @@ LLAMA_LIKE = {"llama", "qwen2", "mistral"}
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
+class ArchError(ValueError):
+    """A config that makes no usable model; `key` is the config field at fault (for the error's path)."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(message)
+
+
+def _size(config: Any, key: str, *, minimum: int = 1, default: Any = None) -> int:
+    """A whole-number dimension of the config, checked: a float, a string or 0 layers would otherwise fail deep in
+    the cost model or in torch with a message that names neither the field nor the fix."""
+    value = getattr(config, key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArchError(key, f"{key} must be a whole number (got {value!r})")
+    if value < minimum:
+        raise ArchError(key, f"{key} must be at least {minimum} (got {value})")
+    return value
+
+
+def _divides(config: Any, whole: str, part: str) -> None:
+    a, b = getattr(config, whole), getattr(config, part)
+    if a % b:
+        raise ArchError(part, f"{part} ({b}) must divide {whole} ({a}): attention splits {whole} across the heads")
+
+
 @dataclass(frozen=True)
 class ModelArch:
     """Dimensions of a transformer: enough to count FLOPs, bytes and parameters per block."""
@@ -89,33 +114,50 @@ class ModelArch:
     def from_hf_config(cls, config: Any, task: str | None = None) -> ModelArch:
         """Read the dimensions from a transformers config object (GPT-2, LLaMA/Qwen2/Mistral, BERT)."""
         kind = getattr(config, "model_type", None)
+        labels = _size(config, "num_labels", default=2)
         if kind == "gpt2":
+            layers, hidden, heads = (_size(config, k) for k in ("n_layer", "n_embd", "n_head"))
+            _divides(config, "n_embd", "n_head")
+            inner = getattr(config, "n_inner", None)
             return cls(
-                family="gpt2", n_layers=config.n_layer, hidden=config.n_embd, n_heads=config.n_head,
-                n_kv_heads=config.n_head, head_dim=config.n_embd // config.n_head,
-                ffn=getattr(config, "n_inner", None) or 4 * config.n_embd, vocab=config.vocab_size,
-                max_positions=config.n_positions,
-                task=task or "causal_lm", num_labels=getattr(config, "num_labels", 2),
-                tie_embeddings=getattr(config, "tie_word_embeddings", True),
+                family="gpt2", n_layers=layers, hidden=hidden, n_heads=heads, n_kv_heads=heads,
+                head_dim=hidden // heads, ffn=4 * hidden if inner is None else _size(config, "n_inner"),
+                vocab=_size(config, "vocab_size"), max_positions=_size(config, "n_positions"),
+                task=task or "causal_lm", num_labels=labels,
+                tie_embeddings=bool(getattr(config, "tie_word_embeddings", True)),
             )
         if kind in LLAMA_LIKE:
-            heads = config.num_attention_heads
-            head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+            layers, hidden, heads = (_size(config, k) for k in ("num_hidden_layers", "hidden_size",
+                                                                "num_attention_heads"))
+            if getattr(config, "head_dim", None) is None:
+                _divides(config, "hidden_size", "num_attention_heads")
+                head_dim = hidden // heads
+            else:
+                head_dim = _size(config, "head_dim")
+            if head_dim % 2:
+                key = "head_dim" if getattr(config, "head_dim", None) is not None else "num_attention_heads"
+                raise ArchError(key, f"the head size must be even for rotary position embeddings (RoPE); "
+                                f"{hidden} / {heads} heads gives {head_dim}" if key != "head_dim" else
+                                f"head_dim must be even for rotary position embeddings (RoPE) (got {head_dim})")
+            kv = heads if getattr(config, "num_key_value_heads", None) is None else _size(config, "num_key_value_heads")
+            if heads % kv:
+                raise ArchError("num_key_value_heads", f"num_key_value_heads ({kv}) must divide num_attention_heads "
+                                f"({heads}): each key/value head serves a group of query heads")
             return cls(
-                family="llama", n_layers=config.num_hidden_layers, hidden=config.hidden_size, n_heads=heads,
-                n_kv_heads=getattr(config, "num_key_value_heads", None) or heads, head_dim=head_dim,
-                ffn=config.intermediate_size, vocab=config.vocab_size,
-                max_positions=config.max_position_embeddings, task=task or "causal_lm",
-                num_labels=getattr(config, "num_labels", 2),
-                tie_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+                family="llama", n_layers=layers, hidden=hidden, n_heads=heads, n_kv_heads=kv, head_dim=head_dim,
+                ffn=_size(config, "intermediate_size"), vocab=_size(config, "vocab_size"),
+                max_positions=_size(config, "max_position_embeddings"), task=task or "causal_lm",
+                num_labels=labels, tie_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
             )
         if kind == "bert":
+            layers, hidden, heads = (_size(config, k) for k in ("num_hidden_layers", "hidden_size",
+                                                                "num_attention_heads"))
+            _divides(config, "hidden_size", "num_attention_heads")
             return cls(
-                family="bert", n_layers=config.num_hidden_layers, hidden=config.hidden_size,
-                n_heads=config.num_attention_heads, n_kv_heads=config.num_attention_heads,
-                head_dim=config.hidden_size // config.num_attention_heads, ffn=config.intermediate_size,
-                vocab=config.vocab_size, max_positions=config.max_position_embeddings,
-                task=task or "classification", num_labels=getattr(config, "num_labels", 2),
+                family="bert", n_layers=layers, hidden=hidden, n_heads=heads, n_kv_heads=heads,
+                head_dim=hidden // heads, ffn=_size(config, "intermediate_size"), vocab=_size(config, "vocab_size"),
+                max_positions=_size(config, "max_position_embeddings"), task=task or "classification",
+                num_labels=labels,
             )
         raise ValueError(
             f"model_type {kind!r} is not supported; use a gpt2, llama, qwen2, mistral or bert config"

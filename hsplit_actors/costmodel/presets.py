@@ -28,6 +28,34 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 _ALIASES = {"gpt2": {"hidden_size": "n_embd", "num_hidden_layers": "n_layer", "num_attention_heads": "n_head",
                      "max_position_embeddings": "n_positions"}}
 
+_COMMON_KEYS = ("architectures", "bos_token_id", "chunk_size_feed_forward", "dtype", "eos_token_id", "id2label",
+                "initializer_range", "is_encoder_decoder", "label2id", "num_labels", "output_hidden_states",
+                "pad_token_id", "problem_type", "return_dict", "tie_word_embeddings", "use_cache")
+# The keys each family's transformers config takes (its __init__'s parameters, transformers 5.24). A config takes
+# any other keyword too and ignores it, so a misspelt override (`n_layers: 2`) would change nothing, silently;
+# the scenario refuses it instead. Listed here so validation needs no transformers import (3 s);
+# tests/test_costmodel.py compares them with the installed config classes.
+CONFIG_KEYS: dict[str, frozenset[str]] = {
+    "gpt2": frozenset(_COMMON_KEYS + (
+        "activation_function", "add_cross_attention", "attn_pdrop", "embd_pdrop", "layer_norm_epsilon", "n_embd",
+        "n_head", "n_inner", "n_layer", "n_positions", "reorder_and_upcast_attn", "resid_pdrop",
+        "scale_attn_by_inverse_layer_idx", "scale_attn_weights", "summary_activation", "summary_first_dropout",
+        "summary_proj_to_labels", "summary_type", "summary_use_proj", "vocab_size", *_ALIASES["gpt2"])),
+    "bert": frozenset(_COMMON_KEYS + (
+        "add_cross_attention", "attention_probs_dropout_prob", "classifier_dropout", "hidden_act",
+        "hidden_dropout_prob", "hidden_size", "intermediate_size", "is_decoder", "layer_norm_eps",
+        "max_position_embeddings", "num_attention_heads", "num_hidden_layers", "type_vocab_size", "vocab_size")),
+    "llama": frozenset(_COMMON_KEYS + (
+        "attention_bias", "attention_dropout", "head_dim", "hidden_act", "hidden_size", "intermediate_size",
+        "max_position_embeddings", "mlp_bias", "num_attention_heads", "num_hidden_layers", "num_key_value_heads",
+        "pretraining_tp", "rms_norm_eps", "rope_parameters", "vocab_size")),
+}
+
+
+def config_key(family: str, key: str) -> str:
+    """The field an override names (through the family's aliases): `hidden_size` is GPT-2's `n_embd`."""
+    return _ALIASES.get(family, {}).get(key, key)
+
 
 def preset_fields(preset: str, overrides: dict[str, Any] | None = None) -> SimpleNamespace:
     """The preset's fields as plain attributes, enough for `ModelArch.from_hf_config` without importing

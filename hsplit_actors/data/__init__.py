@@ -22,6 +22,17 @@ def train_file(dataset: str, path: str | None = None) -> Path | None:
     return Path(path) if path else DATA_DIR / TRAIN_FILES[dataset]
 
 
+def training_rows(dataset: str, path: Path) -> int:
+    """How many samples a training file holds, counted without parsing them (validation stays fast): SST-2 is
+    one line per sample after a header; E2E is CSV (a quoted field may span lines)."""
+    import csv
+
+    with path.open(encoding="utf-8", errors="replace", newline="") as f:
+        if dataset == "sst2":
+            return max(sum(1 for _ in f) - 1, 0)
+        return max(sum(1 for _ in csv.reader(f)) - 1, 0)
+
+
 def require_real_data(dataset: str) -> None:
     """Real training needs real samples; checked before a run starts anything."""
     if dataset not in TRAIN_FILES:

@@ -3,33 +3,46 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, get_args
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 
-from hsplit_actors.costmodel.arch import ModelArch
-from hsplit_actors.costmodel.presets import load_config, preset_fields
-from hsplit_actors.data import E2E_ATTRIBUTES, train_file
+from hsplit_actors.costmodel.arch import LLAMA_LIKE, ArchError, ModelArch
+from hsplit_actors.costmodel.presets import CONFIG_KEYS, PRESETS, config_key, load_config, preset_fields
+from hsplit_actors.data import E2E_ATTRIBUTES, train_file, training_rows
 from hsplit_actors.errors import ScenarioError
 from hsplit_actors.fleet.devices import load_catalogue
-from hsplit_actors.scenario.schema import METHOD_NAMES, Scenario
+from hsplit_actors.scenario import strict_yaml
+from hsplit_actors.scenario.schema import METHOD_NAMES, SPLIT_METHODS, Scenario
 
 Loc = tuple[str | int, ...]
 
 
 class _Lines:
-    """Maps a field path to its line in the YAML text, so errors can say where."""
+    """Maps a field path to its line in the YAML text, so errors can say where. The text is composed only when an
+    error asks (composing a 140,000-entry fleet twice would double validation's time)."""
 
-    def __init__(self, text: str):
-        try:
-            self.root = yaml.compose(text)
-        except yaml.YAMLError:
-            self.root = None
+    def __init__(self, text: str | None):
+        self.text = text
+        self._root: Any = False
+
+    @property
+    def root(self) -> Any:
+        if self._root is False:
+            try:
+                self._root = yaml.compose(self.text, Loader=strict_yaml.Parser) if self.text is not None else None
+            except yaml.YAMLError:
+                self._root = None
+        return self._root
 
     def walk(self, loc: Loc) -> tuple[list[str | int], int | None]:
-        """The part of `loc` that exists in the file, and the line of its deepest node (1-based)."""
+        """The part of `loc` that exists in the file, and the line of its deepest node (1-based); with no file
+        (a scenario given as data), all of `loc` and no line."""
+        if self.root is None:
+            return list(loc), None
         node, found, line = self.root, [], None
         for part in loc:
             child = None
@@ -55,26 +68,39 @@ def _dotted(parts: list[str | int]) -> str:
     return out or "scenario"
 
 
+def _models_in(annotation: Any) -> list[tuple[str | None, type[BaseModel]]]:
+    """The schema classes a field's annotation can hold (through lists, dicts, unions, Annotated), each with the
+    tag that selects it: a form tag (`<uniform>`) or a method's name."""
+    found: list[tuple[str | None, type[BaseModel]]] = []
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        name = annotation.model_fields.get("name")
+        tags = get_args(name.annotation) if name is not None else ()
+        return [(tags[0] if len(tags) == 1 else None, annotation)]
+    tag = next((m.tag for m in getattr(annotation, "__metadata__", ()) if isinstance(m, Tag)), None)
+    for arg in get_args(annotation):
+        found += [(tag or inner, model) for inner, model in _models_in(arg)]
+    return found
+
+
 def _allowed_keys(model: type[BaseModel], loc: Loc) -> list[str]:
-    """Field names allowed at `loc` (best effort, for 'did you mean')."""
-    fields: Any = model.model_fields
+    """Field names allowed at `loc`, pydantic's path with its union tags still in it (for 'did you mean')."""
+    candidates: list[tuple[str | None, type[BaseModel]]] = [(None, model)]
     for part in loc:
-        if isinstance(part, int) or part not in fields:
+        tagged = [c for c in candidates if c[0] is not None and c[0] == part]
+        if tagged:  # the union member pydantic tried
+            candidates = tagged
             continue
-        ann = fields[part].annotation
-        for candidate in getattr(ann, "__args__", (ann,)):
-            sub = getattr(candidate, "model_fields", None)
-            if sub:
-                fields = sub
-                break
-    return list(fields)
+        owner = next((m for _, m in candidates if isinstance(part, str) and part in m.model_fields), None)
+        if owner is not None:
+            candidates = _models_in(owner.model_fields[part].annotation) or candidates
+    return list(candidates[0][1].model_fields)
 
 
 def _message(err: dict[str, Any], loc: Loc) -> str:
     kind, got = err["type"], err.get("input")
     if kind == "extra_forbidden":
         key = str(loc[-1])
-        allowed = _allowed_keys(Scenario, loc[:-1])
+        allowed = _allowed_keys(Scenario, tuple(err["loc"][:-1]))
         close = difflib.get_close_matches(key, allowed, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(allowed)}"
         return f"unknown key {key!r}; {hint}"
@@ -85,10 +111,16 @@ def _message(err: dict[str, Any], loc: Loc) -> str:
         return f"unknown method {ctx.get('tag')!r}; choose one of {ctx.get('expected_tags', '')}"
     if kind == "union_tag_not_found":
         return "method needs a `name`"
+    if kind == "form" and isinstance(got, dict):
+        return f"{err['msg']} (got a mapping with keys {', '.join(map(str, got)) or 'none'})"
     if kind == "value_error":
         return str(err["ctx"]["error"])
     text = err["msg"][0].lower() + err["msg"][1:]
     return f"{text} (got {got!r})" if got is not None and not isinstance(got, dict | list) else text
+
+
+def _is_form_tag(part: str | int) -> bool:
+    return isinstance(part, str) and part.startswith("<") and part.endswith(">")
 
 
 def _format(exc: ValidationError, lines: _Lines, source: str) -> ScenarioError:
@@ -97,7 +129,9 @@ def _format(exc: ValidationError, lines: _Lines, source: str) -> ScenarioError:
     errors.sort(key=lambda e: (e["type"] in ("float_type", "model_type", "dict_type", "string_type"), 0))
     err = errors[0]
     # pydantic names the member of the `method` union it tried (`method.sfl.rank`); the file says `method.rank`
-    loc = tuple(p for i, p in enumerate(err["loc"]) if not (i and err["loc"][i - 1] == "method" and p in METHOD_NAMES))
+    # so do the forms of a number-or-mapping field (`<uniform>`)
+    loc = tuple(p for i, p in enumerate(err["loc"])
+                if not (i and err["loc"][i - 1] == "method" and p in METHOD_NAMES) and not _is_form_tag(p))
     found, line = lines.walk(loc)
     if err["type"] in ("extra_forbidden", "missing") and len(found) < len(loc):
         found = [*found, loc[len(found)]]
@@ -121,10 +155,42 @@ def architecture(scenario: Scenario) -> ModelArch:
     return ModelArch.from_hf_config(config, task=task)
 
 
+def _override_loc(scenario: Scenario, family: str, key: str) -> Loc:
+    """Where a config field came from: `model.overrides.<key as the user spelt it>`, else `model`."""
+    for given in scenario.model.overrides:
+        if config_key(family, given) == key:
+            return ("model", "overrides", given)
+    return ("model",)
+
+
+def _checked_architecture(scenario: Scenario, fail: Callable[[Loc, str], NoReturn]) -> ModelArch:
+    """The architecture, with overrides checked against the family's real config: known keys, whole positive
+    dimensions, heads that divide the width."""
+    spec = scenario.model
+    try:
+        family = PRESETS[spec.preset][0] if spec.preset else getattr(load_config(spec.path), "model_type", None)
+    except (OSError, ValueError) as exc:
+        fail(("model", "path"), f"cannot read {spec.path}/config.json: {exc}")
+    family = "llama" if family in LLAMA_LIKE else family
+    known = CONFIG_KEYS.get(family)
+    for key in spec.overrides:
+        if known is not None and key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "see the family's transformers config for its keys"
+            fail(("model", "overrides", key), f"a {family} config has no key {key!r}; {hint}")
+    try:
+        return architecture(scenario)
+    except ArchError as exc:
+        fail(_override_loc(scenario, family, exc.key), str(exc))
+    except ValueError as exc:
+        fail(("model",), str(exc))
+    raise AssertionError("unreachable")
+
+
 def _check(scenario: Scenario, lines: _Lines, source: str) -> None:
     """Checks that need more than one field: names of profiles, split ranges, files on disk."""
 
-    def fail(loc: Loc, message: str) -> None:
+    def fail(loc: Loc, message: str) -> NoReturn:
         _, line = lines.walk(loc)
         raise ScenarioError(message, field=_dotted(list(loc)), source=f"{source}:{line}" if line else source)
 
@@ -144,15 +210,18 @@ def _check(scenario: Scenario, lines: _Lines, source: str) -> None:
     for name in getattr(method, "per_device", {}):
         if name not in known:
             fail(("method", "per_device", name), f"unknown device {name!r}; per_device keys are device profile names")
-    try:
-        arch = architecture(scenario)
-    except (ValueError, TypeError) as exc:
-        fail(("model",), str(exc))
+    arch = _checked_architecture(scenario, fail)
     for target in method.targets or []:
         if target not in arch.matrices:
             fail(("method", "targets"),
                  f"{target!r} is not a matrix of a {arch.family} block; use {list(arch.matrices)}")
     layers = arch.n_layers
+    if scenario.method.name in SPLIT_METHODS and layers < 2:
+        fail(_override_loc(scenario, arch.family, "num_hidden_layers" if arch.family != "gpt2" else "n_layer"),
+             f"{method.name} splits the model between blocks: it needs at least 2 blocks (this model has {layers})")
+    if arch.task == "classification" and arch.num_labels < 2:
+        fail(_override_loc(scenario, arch.family, "num_labels"),
+             f"num_labels must be at least 2 for {scenario.data.dataset}'s classes (got {arch.num_labels})")
     split = getattr(method, "split_point", None)
     if split is not None and not 1 <= split < layers:
         fail(("method", "split_point"),
@@ -175,44 +244,38 @@ def _check(scenario: Scenario, lines: _Lines, source: str) -> None:
         if partition.by not in keys:
             fail(("data", "partition", "by"), f"cannot partition {scenario.data.dataset} by {partition.by!r}; "
                  f"use one of {', '.join(keys)}")
-    data_file = train_file(scenario.data.dataset, scenario.data.path)
+    data = scenario.data
+    data_file = train_file(data.dataset, data.path)
     if data_file is not None and not data_file.is_file():
-        loc = ("data", "path") if scenario.data.path else ("data", "dataset")
+        loc = ("data", "path") if data.path else ("data", "dataset")
         fail(loc, f"data file {str(data_file)!r} does not exist; fix `data.path` or restore the repository's data/")
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """YAML as a scenario needs it: a key given twice is an error (YAML would let the last one win silently),
-    and aliases are refused (`*name` re-uses a node: a few hundred bytes can expand a million-fold)."""
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.constructor.ConstructorError(
-                None, None, f"YAML aliases (*{event.anchor}) are not accepted in a scenario; write the value out",
-                event.start_mark)
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node, deep=False):
-        seen: dict = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice in one mapping (first on line {seen[key]}); keep one",
-                    key_node.start_mark)
-            seen[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)
+    if data_file is not None:
+        rows = training_rows(data.dataset, data_file)
+        if data.validation_samples >= rows:
+            fail(("data", "validation_samples"), f"{data.validation_samples} leaves nothing of the {rows} samples "
+                 f"of {data_file} for the clients; lower it")
+        left = rows - data.validation_samples
+        if data.samples_per_client > left:
+            held = f" after the {data.validation_samples} held out" if data.validation_samples else ""
+            fail(("data", "samples_per_client"), f"{data.samples_per_client} exceeds the {left} samples of "
+                 f"{data_file}{held}; lower it to at most {left}")
 
 
 def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     """Validate YAML text into a Scenario, or raise ScenarioError with one line naming field and line."""
     try:
-        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader with stricter rules
+        raw = strict_yaml.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
         raise ScenarioError(f"not valid YAML: {getattr(exc, 'problem', exc)}", source=where) from None
+    return validate_data(raw, source, text)
+
+
+def validate_data(raw: Any, source: str = "<scenario>", text: str | None = None) -> Scenario:
+    """Validate a scenario given as data (parsed YAML, or a scenario's dump with changes: `hsplit compare`'s
+    variants); `text` is the YAML it came from, for line numbers. Schema instances inside (a validated fleet)
+    are taken as they are."""
     if not isinstance(raw, dict):
         raise ScenarioError("a scenario is a YAML mapping (key: value lines)", source=source)
     lines = _Lines(text)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PositiveFloat, PositiveInt, Tag, model_validator
 
 from hsplit_actors.costmodel.presets import PRESETS
 
@@ -39,7 +40,38 @@ class ChoiceDist(Strict):
     choice: dict[float, PositiveFloat]
 
 
-Positive = PositiveFloat | UniformDist | LogNormalDist | ChoiceDist
+FORM_TAG = "<{}>"  # pydantic puts the tag in an error's path; the loader drops it (no key can be spelt so)
+
+
+def _form(*keys: str) -> Callable[[Any], str | None]:
+    """Which alternative of a number-or-mapping union a value means: `number` for a scalar, else the one of `keys`
+    the mapping names. Picking it up front makes an error speak of that alternative only, instead of pydantic
+    listing how the value failed each of them (`uplink_mbps.function-after[_ordered(), UniformDist]`)."""
+    number, tags = FORM_TAG.format("number"), {k: FORM_TAG.format(k) for k in keys}
+
+    def form(value: Any) -> str | None:  # called once per fleet field: kept cheap
+        if type(value) is dict:  # validating
+            named = [k for k in value if k in tags]
+        elif isinstance(value, BaseModel):  # serialising: the member it is
+            named = [k for k in type(value).model_fields if k in tags]
+        else:
+            return number
+        return tags[named[0]] if len(named) == 1 else None
+
+    return form
+
+
+def _one_of(number: Any, message: str, **mappings: Any) -> Any:
+    """A value that is a number (or string) or a mapping keyed by one of `mappings`' names."""
+    members = [Annotated[number, Tag(FORM_TAG.format("number"))],
+               *(Annotated[m, Tag(FORM_TAG.format(k))] for k, m in mappings.items())]
+    return Annotated[Union[tuple(members)], Discriminator(  # noqa: UP007 - built at run time
+        _form(*mappings), custom_error_type="form", custom_error_message=message)]
+
+
+Positive = _one_of(PositiveFloat, "expected a number > 0 or one of {uniform: [low, high]}, "
+                   "{lognormal: {median: M, sigma: S}}, {choice: {value: weight, ...}}",
+                   uniform=UniformDist, lognormal=LogNormalDist, choice=ChoiceDist)
 
 
 class ProfileChoice(Strict):
@@ -117,17 +149,22 @@ class ProfileSpec(Strict):
     latency_ms: Annotated[float, Field(ge=0)] = 20.0
 
 
+DeviceOrChoice = _one_of(str, "expected a device name or {choice: {name: weight, ...}}", choice=ProfileChoice)
+Availability = _one_of(Probability, "expected a probability in [0, 1] or {windows: [[start, end], ...], period: P}",
+                       windows=Windows)
+
+
 class FleetGroup(Strict):
     """`count` devices of one profile (or sampled profiles); any field may be a constant or a distribution."""
 
-    profile: str | ProfileChoice
+    profile: DeviceOrChoice
     count: PositiveInt = 1
     flops: Positive | None = None
     memory_gb: Positive | None = None
     uplink_mbps: Positive | None = None
     downlink_mbps: Positive | None = None
     latency_ms: Positive | None = None
-    availability: Probability | Windows = 1.0  # probability of taking part in a round, or on-line windows
+    availability: Availability = 1.0  # probability of taking part in a round, or on-line windows
     priority: int = 0  # for `server.queue: priority`: lower runs first
 
 
@@ -228,6 +265,7 @@ MethodSpec = Annotated[Union[METHOD_SPECS], Field(discriminator="name")]  # noqa
 # The one list of method names: read off the specs (methods/__init__.py maps the same names to strategies).
 METHOD_NAMES = tuple(get_args(spec.model_fields["name"].annotation)[0] for spec in METHOD_SPECS)
 MethodName = Literal[METHOD_NAMES]  # type: ignore[valid-type]
+SPLIT_METHODS = ("hsplitlora", "splitlora", "sfl")  # the methods that cut the model between two blocks
 
 
 Seed = Annotated[int, Field(ge=0, lt=2**63)]
@@ -261,10 +299,14 @@ class CompareSpec(Strict):
 
 
 class KillSpec(Strict):
-    """Fault injection: kill client actor `actor` (or the server actor) after `after_steps` steps of round `round`;
-    Ray restarts it, or with `restart: false` the coordinator replaces it."""
+    """Fault injection: kill client actor `actor` (or the server actor) in round `round` (the index of the
+    aggregation it leads to): `at: step` after `after_steps` client steps; or at that aggregation, just before
+    the hosts export the trained adapters (`export`), fold a merge into their base (`merge`), the server evaluates
+    (`evaluate`), or the recovery point is captured (`capture`). Ray restarts it, or with `restart: false` the
+    coordinator replaces it."""
 
     round: Annotated[int, Field(ge=0)]
+    at: Literal["step", "export", "merge", "evaluate", "capture"] = "step"
     after_steps: PositiveInt = 1
     actor: Annotated[int, Field(ge=0)] = 0
     restart: bool = True  # false: gone for good, as when its node is lost; the coordinator starts a replacement

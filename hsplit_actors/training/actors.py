@@ -18,6 +18,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from hsplit_actors.scenario.schema import Scenario
+from hsplit_actors.training.ray_state import live_nodes
 
 
 def client_actor_count(scenario: Scenario, n_clients: int) -> int:
@@ -104,7 +105,7 @@ class Coordinator:
 
         here = ray.get_runtime_context().get_node_id()
         runtime = RayRuntime(scenario.train.max_in_flight,
-                             replace_client=lambda i: start_client_host(self.name, i, here),
+                             replace_client=lambda i, lost: start_client_host(self.name, i, lost, here),
                              replace_server=lambda: start_server_host(self.name, here))
         return train(scenario, self.setup, self.assets, runtime, hosts, server, note, checkpoint_dir, resume)
 
@@ -142,13 +143,13 @@ def start_server_host(coordinator: str, node: str):
 ClientHostActor = ray.remote(num_cpus=0, max_restarts=-1, allow_out_of_order_execution=True)(HostActor)
 
 
-def start_client_host(coordinator: str, index: int, node: str | None = None):
-    """Client host `index` on `node`, or on the index-th live node, round-robin. Hard affinity: a soft one silently
-    falls back to the head node while a just-joined node's resources are not yet known to the scheduler. Ray
-    restarts a host that dies in place; one whose node is gone is replaced on the coordinator's node (the one node
-    certainly alive: the cluster's node list still shows a lost node for a while)."""
-    if node is None:
-        nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
-        node = nodes[index % len(nodes)]
+def start_client_host(coordinator: str, index: int, avoid: str | None = None, fallback: str | None = None):
+    """Client host `index` on the index-th live node, round-robin. Hard affinity: a soft one silently falls back
+    to the head node while a just-joined node's resources are not yet known to the scheduler. Ray restarts a host
+    that dies in place; one whose node is gone is replaced the same way over the nodes still alive, leaving out
+    `avoid` (the lost node, which the cluster's node list may still show alive for a while); when the lost node
+    is not known, on `fallback` (the coordinator's node, certainly alive)."""
+    nodes = [n for n in live_nodes() if n != avoid]
+    node = fallback if (avoid is None and fallback is not None) or not nodes else nodes[index % len(nodes)]
     placement = NodeAffinitySchedulingStrategy(node, soft=False)
     return ClientHostActor.options(scheduling_strategy=placement).remote("client", coordinator)

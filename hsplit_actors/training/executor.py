@@ -20,6 +20,8 @@ from hsplit_actors.methods.base import Assignment, Strategy, Trained
 from hsplit_actors.training import recovery
 from hsplit_actors.training.checkpoints import save_checkpoint
 
+ATTEMPTS = 3  # recoveries in a row before a fault is given up on
+
 
 class TrainingExecutor(Executor):
     def __init__(self, runtime, client_hosts: list, server, partitions: list[np.ndarray], strategy: Strategy,
@@ -58,6 +60,7 @@ class TrainingExecutor(Executor):
         self.checkpoint_round: int | None = None
         self.calibrate = strategy.importance_iterations
         self.peak_global_versions = 1
+        self.pending: tuple | None = None  # the aggregation not yet followed by its recovery point, to redo
 
     def host(self, client: int):
         return self.client_hosts[client % len(self.client_hosts)]
@@ -72,13 +75,28 @@ class TrainingExecutor(Executor):
                 self.saved, self.live = self.resume["state"], True
                 self.aggregations = len([m for m in self.metrics if m <= version])
             return
-        if self.strategy.shared_server:
-            fresh = self.strategy.server_adapters(version)
-            if version == 0 or fresh is not None:
-                factors = self.factors if fresh is None else fresh
-                self.rt.get(self.rt.call(self.server, "load_shared", factors, self.head,
-                                         fresh is None or self.strategy.keeps_optimizer))
-        self.saved = recovery.capture(self, self.known)
+        fresh = self.strategy.server_adapters(version) if self.strategy.shared_server else None
+        for attempt in range(ATTEMPTS + 1):
+            try:
+                if self.strategy.shared_server and (version == 0 or fresh is not None):
+                    factors = self.factors if fresh is None else fresh
+                    self.rt.get(self.rt.call(self.server, "load_shared", factors, self.head,
+                                             fresh is None or self.strategy.keeps_optimizer))
+                self._inject("capture", self.aggregations - 1)  # the aggregation just done
+                self.saved = recovery.capture(self, self.known)
+                break
+            except self.rt.errors as exc:
+                if attempt == ATTEMPTS:
+                    raise
+                # hosts as at the last recovery point, the steps replayed; then the aggregation again (what it
+                # reads from the hosts also resets what they accumulate, IWI's scores), as the method was before it
+                self._recover(self.aggregations - 1, exc)
+                if self.pending is not None:
+                    *args, learned, count = self.pending
+                    self.strategy.load_state_dict(learned)
+                    self.aggregations = count
+                    self._aggregate(*args)
+        self.pending = None
         self.calls = []
         if self.checkpoint_dir is not None and self.checkpoint_round is not None:
             save_checkpoint(self.checkpoint_dir, self.checkpoint_round, version, self.saved, self.metrics,
@@ -145,18 +163,36 @@ class TrainingExecutor(Executor):
         self.rt.bound(result)
         self.steps_since += 1
         for kill in list(self.kills):
-            if kill["round"] == self.aggregations and kill["after_steps"] == self.steps_since:
+            if (kill.get("at", "step") == "step" and kill["round"] == self.aggregations
+                    and kill["after_steps"] == self.steps_since):
                 self.kills.remove(kill)
                 victim = self.server if kill.get("server") else self.client_hosts[kill["actor"]]
                 self.rt.kill(victim, kill.get("restart", True))
 
     def aggregate(self, round_: int, version: int, updates: list, discarded: list, running: list) -> dict:
-        """`updates`: (session, staleness, coefficient) in client order. Returns the row's metrics."""
+        """`updates`: (session, staleness, coefficient) in client order. Returns the row's metrics. A host lost
+        anywhere in it (its steps, the exports, a merge, the evaluation) restores the last recovery point, replays
+        the steps and aggregates again, with what the method had learned before."""
         if not self.live:
             self.strategy.load_state_dict(self.resume["strategy"][version])  # what it learned then
             return self.resume["metrics"][version]
-        losses = [x for x in self._results(round_) if x is not None]
+        learned = self.strategy.state_dict()
+        self.pending = (round_, version, updates, discarded, running, learned, self.aggregations)
+        for attempt in range(ATTEMPTS + 1):
+            try:
+                return self._aggregate(round_, version, updates, discarded, running)
+            except self.rt.errors as exc:
+                if attempt == ATTEMPTS:
+                    raise
+                self.strategy.load_state_dict(learned)
+                self._recover(round_, exc)
+        raise AssertionError("unreachable")
+
+    def _aggregate(self, round_: int, version: int, updates: list, discarded: list, running: list) -> dict:
+        self.rt.get(self.steps)  # every client step has finished before anything reads the adapters
+        losses = [x for x in self.rt.get(self.losses) if x is not None]
         self.steps, self.losses = [], []
+        self._inject("export")
         trained = self._trained(updates)
         cids = [s.client for s, _, _ in updates]
         if self.calibrate:
@@ -170,15 +206,17 @@ class TrainingExecutor(Executor):
         self.global_at = {v: g for v, g in self.global_at.items() if v in live}
         self.peak_global_versions = max(self.peak_global_versions, len(self.global_at))
         if result.merge:  # every host folds the stacked factors into a new base (clients download them)
+            self._inject("merge")
             self.rt.get([self.rt.call(h, "merge", result.merge, version, live)
                          for h in self.client_hosts + [self.server]])
             self.merges.append((version, result.merge))
         self.changed |= set(cids)
+        metrics = {"train_loss": float(np.mean(losses)) if losses else float("nan")}
+        if (self.aggregations + 1) % self.eval_every == 0:
+            self._inject("evaluate")
+            metrics |= self._evaluate()
         self.aggregations += 1
         self.steps_since = 0
-        metrics = {"train_loss": float(np.mean(losses)) if losses else float("nan")}
-        if self.aggregations % self.eval_every == 0:
-            metrics |= self._evaluate()
         self.metrics[version] = metrics
         self.strategy_states[version] = self.strategy.state_dict()
         self.checkpoint_round = round_
@@ -190,7 +228,14 @@ class TrainingExecutor(Executor):
             return
         last = max(self.metrics)
         if "eval_metric" not in self.metrics[last]:
-            self.metrics[last] |= self._evaluate()
+            for attempt in range(ATTEMPTS + 1):
+                try:
+                    self.metrics[last] |= self._evaluate()
+                    break
+                except self.rt.errors as exc:
+                    if attempt == ATTEMPTS:
+                        raise
+                    self._recover(self.aggregations - 1, exc)
             for row in rows:
                 if row.get("version") == last and row.get("aggregated"):
                     row.update(self.metrics[last])
@@ -200,26 +245,27 @@ class TrainingExecutor(Executor):
         return {"eval_loss": scores["loss"], "eval_metric": scores[self.metric]}
 
     # -- faults -----------------------------------------------------------------------------------------
-    def _results(self, round_: int, attempts: int = 3) -> list:
-        """The losses since the last aggregation, once every step submitted so far has finished; after a host
-        failure, restore the last recovery point and replay the calls logged since."""
-        for attempt in range(attempts + 1):
-            try:
-                self.rt.get(self.steps)  # every client step has finished before anything reads the adapters
-                return self.rt.get(self.losses)
-            except self.rt.errors as exc:
-                if attempt == attempts:
-                    raise
-                replaced, self.server = self.rt.revive(self.client_hosts, self.server)
-                calls, self.calls = self.calls, []
-                recovery.restore(self, self.saved)
-                for hook, *args in calls:
-                    getattr(self, hook)(*args)
-                what = type(exc).__name__ + (f"; {', '.join(replaced)} replaced on a live node" if replaced else "")
-                self.faults.append({"round": round_, "t": self.clock.now, "actor": _which(exc), "what": what,
-                                    "restored": f"state after version {self.saved.version}",
-                                    "replayed_calls": len(calls)})
-        raise AssertionError("unreachable")
+    def _recover(self, round_: int, exc: BaseException) -> None:
+        """After a host failure: every host alive again (restarted by Ray, or replaced), restored to the last
+        recovery point, and the calls logged since replayed (resubmitted, not waited for)."""
+        replaced, self.server = self.rt.revive(self.client_hosts, self.server)
+        calls, self.calls = self.calls, []
+        recovery.restore(self, self.saved)
+        self.steps_since = 0  # the point is an aggregation's: its steps are counted again as they are replayed
+        for hook, *args in calls:
+            getattr(self, hook)(*args)
+        what = type(exc).__name__ + (f"; {', '.join(replaced)} replaced on a live node" if replaced else "")
+        self.faults.append({"round": round_, "t": self.clock.now, "actor": _which(exc), "what": what,
+                            "restored": f"state after version {self.saved.version}", "replayed_calls": len(calls)})
+
+    def _inject(self, at: str, round_: int | None = None) -> None:
+        """Fault injection outside the client steps (`train.kill_actor` with `at:`) in aggregation `round_` (by
+        default the one at hand)."""
+        for kill in list(self.kills):
+            if kill.get("at", "step") == at and kill["round"] == (self.aggregations if round_ is None else round_):
+                self.kills.remove(kill)
+                self.rt.kill(self.server if kill.get("server") else self.client_hosts[kill["actor"]],
+                             kill.get("restart", True))
 
     # -- what an aggregation reads ----------------------------------------------------------------------
     def _trained(self, updates: list) -> list[Trained]:

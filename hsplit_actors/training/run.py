@@ -8,19 +8,22 @@ the driver's side and stays light: torch is imported by the actors (or, with `tr
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import ray
 
 from hsplit_actors.data import require_real_data
 from hsplit_actors.engine import ProgressCallback
-from hsplit_actors.errors import ScenarioError
-from hsplit_actors.plan import prepare
-from hsplit_actors.runs import RunTables, new_run_dir, write_run
+from hsplit_actors.errors import Interrupted, ScenarioError
+from hsplit_actors.interrupts import stop_on_sigterm
+from hsplit_actors.plan import Setup, prepare
+from hsplit_actors.runs import RunTables, is_complete, mark_incomplete, new_run_dir, write_run
 from hsplit_actors.scenario import dump_scenario
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.training.actors import client_actor_count, start_actors
@@ -81,15 +84,29 @@ def _train_on_ray(scenario: Scenario, n_hosts: int, on_progress, checkpoint_dir,
             ray.kill(actor)
 
 
+_CONNECTED_HERE: list[bool] = []  # whether connect() called ray.init in this process (disconnect() undoes it)
+
+
 def connect(address: str | None) -> None:
     """Join `address` (a running cluster) or start a local Ray instance; quiet, no dashboard."""
     if ray.is_initialized():
         return
+    _CONNECTED_HERE.append(True)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
     if address:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        ray.init(address=address, **quiet)
     else:
-        ray.init(address="local", include_dashboard=False, log_to_driver=False, num_cpus=os.cpu_count())
+        ray.init(address="local", num_cpus=os.cpu_count(), **quiet)
+    stop_on_sigterm()  # ray.init replaced it with one that exits without cleaning up
+
+
+def disconnect() -> None:
+    """End what connect() started: a local Ray instance stops with its processes, a joined cluster is left (the
+    actors this driver owns die with it). Ray started by the caller (a notebook, a test session) is left alone."""
+    if _CONNECTED_HERE and ray.is_initialized():
+        ray.shutdown()
+    _CONNECTED_HERE.clear()
 
 
 def resume_state(directory: str | Path) -> tuple[Scenario, dict]:
@@ -98,7 +115,7 @@ def resume_state(directory: str | Path) -> tuple[Scenario, dict]:
     from hsplit_actors.training.checkpoints import load_checkpoint
 
     directory = Path(directory)
-    if (directory / "meta.json").is_file():
+    if is_complete(directory):
         raise ScenarioError(f"{directory} finished already; there is nothing to resume", field="--resume")
     if not (directory / "scenario.yaml").is_file():
         raise ScenarioError(f"{directory} is not a run directory (no scenario.yaml)", field="--resume")
@@ -108,9 +125,23 @@ def resume_state(directory: str | Path) -> tuple[Scenario, dict]:
     return load_scenario(directory / "scenario.yaml"), checkpoint
 
 
+def _interrupted(directory: Path, fresh: bool) -> Interrupted:
+    """Ctrl-C or SIGTERM during training: keep what can be resumed and say how, or leave nothing."""
+    checkpoints = sorted((directory / "checkpoints").glob("round_*.pt"))
+    if not checkpoints:
+        if fresh:
+            shutil.rmtree(directory, ignore_errors=True)
+        return Interrupted("interrupted before the first checkpoint; nothing was kept")
+    mark_incomplete(directory, "interrupted", checkpoints[-1])
+    return Interrupted(f"interrupted; {directory} is kept up to {checkpoints[-1].name}: continue it with "
+                       f"hsplit run --resume {directory}")
+
+
 def run(scenario: Scenario | None, out: str | Path | None = None, address: str | None = None,
-        on_progress: ProgressCallback | None = None, resume: str | Path | None = None) -> tuple[Path, RunTables, dict]:
-    """Train a scenario and write its run directory; with `resume`, continue an interrupted one."""
+        on_progress: ProgressCallback | None = None, resume: str | Path | None = None,
+        on_setup: Callable[[Setup], None] | None = None) -> tuple[Path, RunTables, dict]:
+    """Train a scenario and write its run directory; with `resume`, continue an interrupted one. `on_setup` is
+    told once the scenario is checked, before training starts."""
     checkpoint = None
     if resume is not None:
         saved, checkpoint = resume_state(resume)
@@ -126,6 +157,8 @@ def run(scenario: Scenario | None, out: str | Path | None = None, address: str |
             raise FileExistsError(f"run directory {directory} already exists; choose another --out")
         directory.mkdir(parents=True)
         (directory / "scenario.yaml").write_text(dump_scenario(scenario))
+    if on_setup is not None:
+        on_setup(setup)
     checkpoint_dir = str(directory / "checkpoints") if scenario.train.checkpoint else None
     start = time.perf_counter()
     try:
@@ -138,6 +171,8 @@ def run(scenario: Scenario | None, out: str | Path | None = None, address: str |
         if resume is None:  # bad input found while preparing (e.g. too little data): leave no partial directory
             shutil.rmtree(directory, ignore_errors=True)
         raise
+    except KeyboardInterrupt:
+        raise _interrupted(directory, resume is None) from None
     wall_s = time.perf_counter() - start
     # wall_s: Ray start (if any), actors, set-up and the clock; train_s: the clock's part (rounds, aggregation)
     extra |= {"ray": not scenario.train.local, "train_s": train_s, "startup_s": wall_s - train_s}

@@ -34,7 +34,7 @@ class RayRuntime:
     """Ray actors: calls are submitted (the coordinator is the only submitter, so each actor sees them in virtual
     order); at most `max_in_flight` submitted results are outstanding before the coordinator waits."""
 
-    def __init__(self, max_in_flight: int = 64, replace_client: Callable[[int], Any] | None = None,
+    def __init__(self, max_in_flight: int = 64, replace_client: Callable[[int, str | None], Any] | None = None,
                  replace_server: Callable[[], Any] | None = None):
         import ray
 
@@ -79,12 +79,13 @@ class RayRuntime:
                     break
                 except self.errors + (self.ray.exceptions.GetTimeoutError,) as exc:
                     make = self.replace_server if index is None else self.replace_client
-                    if make is not None and _dead_for_good(host, exc):
+                    gone, node = _dead_for_good(host, exc) if make is not None else (False, None)
+                    if gone and time.monotonic() <= deadline:
                         if index is None:
                             host = server = make()
                             replaced.append("the server actor")
                         else:
-                            host = client_hosts[index] = make(index)
+                            host = client_hosts[index] = make(index, node)
                             replaced.append(f"client actor {index}")
                         continue
                     if time.monotonic() > deadline:
@@ -93,19 +94,19 @@ class RayRuntime:
         return replaced, server
 
 
-def _dead_for_good(actor: Any, exc: BaseException) -> bool:
-    """Ray will not bring this actor back: it is DEAD, unschedulable (hard affinity to a node that is gone), or
-    the node it last ran on is gone (it would be restarted there)."""
+def _dead_for_good(actor: Any, exc: BaseException) -> tuple[bool, str | None]:
+    """Whether Ray will not bring this actor back: it is DEAD, unschedulable (hard affinity to a node that is
+    gone), or the node it last ran on is gone (it would be restarted there); and that node, to avoid."""
     import ray
-    from ray._private import state  # the public state API needs the dashboard, which runs are started without
 
+    from hsplit_actors.training.ray_state import actor_info, live_nodes
+
+    state, node = actor_info(actor)
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ray.exceptions.ActorUnschedulableError):
-            return True
+            return True, node
         cause = cause.__cause__ or cause.__context__
-    info = state.actors(actor._actor_id.hex()) or {}
-    if info.get("State") == "DEAD":
-        return True
-    node = (info.get("Address") or {}).get("NodeID")
-    return bool(node) and node not in {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    if state == "DEAD":
+        return True, node
+    return bool(node) and node not in live_nodes(), node

@@ -3,6 +3,7 @@ data and its partition across the fleet, and the global initial adapters."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,10 @@ def _arrays(enc: Encoded) -> dict[str, np.ndarray]:
             "labels": enc.labels.numpy()}
 
 
+class DataShareWarning(UserWarning):
+    """The fleet asks for more samples than the training file holds; each client gets fewer."""
+
+
 def draw_samples(n: int, held_out: int, wanted: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (sorted) of the validation split and of the clients' samples: one permutation, the validation
     rows first, so the two never overlap (and with nothing held out the clients get what they always got)."""
@@ -61,6 +66,10 @@ def training_data(scenario: Scenario, n_clients: int) -> TrainingData:
         raise ScenarioError(f"data.validation_samples {held_out} leaves nothing of {len(frame)} training samples for "
                             "the clients; lower it", field="data.validation_samples")
     wanted = min(len(frame) - held_out, n_clients * data.samples_per_client)
+    if wanted < n_clients * data.samples_per_client:
+        warnings.warn(f"{n_clients} clients x data.samples_per_client {data.samples_per_client} exceed the "
+                      f"{wanted} samples of {path}; the clients share those (about {wanted // n_clients} each)",
+                      DataShareWarning, stacklevel=2)
     if wanted < n_clients:
         raise ScenarioError(f"{len(frame) - held_out} samples cannot give each of {n_clients} clients one",
                             field="data.samples_per_client")
