@@ -37,8 +37,11 @@ def _ray_processes_since(start: float) -> list[str]:
 def _interrupt_when(args: list[str], ready, sig: int) -> tuple[int, str, list[str]]:
     """Start `hsplit args`, send `sig` once `ready()` holds; its exit code, stderr and leftover Ray processes."""
     start = time.time()
+    # a shell that starts jobs in the background (CI's, or `make test &`) ignores SIGINT for them, and Python
+    # keeps it ignored: the command gets the default disposition back, as in a terminal
     proc = subprocess.Popen([sys.executable, "-m", "hsplit_actors.cli", *args], cwd=REPO, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while not ready() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)

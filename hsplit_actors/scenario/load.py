@@ -196,13 +196,16 @@ def _check(scenario: Scenario, lines: _Lines, source: str) -> None:
 
     devices, servers = load_catalogue()
     known = {**devices, **scenario.profiles}
-    for i, group in enumerate(scenario.fleet):
-        names = [group.profile] if isinstance(group.profile, str) else list(group.profile.choice)
-        for name in names:
-            if name not in known:
-                close = difflib.get_close_matches(name, known, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else "define it under `profiles:`"
-                fail(("fleet", i, "profile"), f"unknown device {name!r}; {hint} (built-in: {', '.join(devices)})")
+    named = {g.profile for g in scenario.fleet if type(g.profile) is str}  # once per name, not per entry
+    named |= {n for g in scenario.fleet if type(g.profile) is not str for n in g.profile.choice}
+    if not named <= known.keys():
+        for i, group in enumerate(scenario.fleet):  # the first entry with an unknown name
+            for name in [group.profile] if isinstance(group.profile, str) else list(group.profile.choice):
+                if name not in known:
+                    close = difflib.get_close_matches(name, known, n=1)
+                    hint = f"did you mean {close[0]!r}?" if close else "define it under `profiles:`"
+                    fail(("fleet", i, "profile"),
+                         f"unknown device {name!r}; {hint} (built-in: {', '.join(devices)})")
     if scenario.server.profile not in servers:
         fail(("server", "profile"),
              f"unknown server GPU {scenario.server.profile!r}; choose one of {', '.join(servers)}")
