@@ -57,7 +57,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for w in caught:
         if issubclass(w.category, UserWarning) and w.category.__module__.startswith("hsplit_actors"):
             print(f"warning: {w.message}", file=sys.stderr)
-    runs = check_all(scenario)  # `hsplit compare` would refuse what this refuses
+    try:
+        runs = check_all(scenario)  # `hsplit compare` would refuse what this refuses
+    except ScenarioError as exc:
+        if exc.source is None:  # a variant's error: say which file it is in
+            raise ScenarioError(str(exc), source=str(args.scenario)) from None
+        raise
     print(f"{args.scenario}: ok ({scenario.method.name}, {len(scenario.fleet)} fleet entries, "
           f"{sum(g.count for g in scenario.fleet)} devices, {scenario.rounds} rounds; `hsplit compare` would make "
           f"{runs} runs)")

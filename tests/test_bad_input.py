@@ -357,3 +357,13 @@ def test_any_mutation_validates_and_plans_or_is_refused_in_one_line(raw: dict, t
         assert err.count("\n") == 1 and err.startswith("error: "), err
     else:
         assert (case / "plan" / "meta.json").is_file()
+
+
+def test_validate_refuses_a_comparison_variant_too_large_to_run(write_scenario, capsys) -> None:
+    """`hsplit compare` would refuse it, so validate does, naming the file and the variant (plan runs the
+    scenario's own method and is not concerned)."""
+    path = write_scenario(small_scenario(compare={"variants": {"long": {"method": "sfl", "rounds": 10**9}}}))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: compare.variants.long: this scenario's tables would need about")
+    assert err.count("\n") == 1

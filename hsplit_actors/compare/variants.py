@@ -11,6 +11,7 @@ from typing import Any
 from hsplit_actors.errors import ScenarioError
 from hsplit_actors.scenario.load import validate_data
 from hsplit_actors.scenario.schema import METHOD_NAMES, METHOD_SPECS, Scenario
+from hsplit_actors.workload import check
 
 SCENARIO_KEYS = ("aggregation", "rounds", "local_iterations")  # a variant may change these besides its method
 VARIANT_KEYS = ("method", "tune", *SCENARIO_KEYS)
@@ -93,7 +94,9 @@ def resolve(scenario: Scenario, name: str, raw: dict[str, Any], point: dict[str,
     # re-validated per variant would cost seconds each)
     data = scenario.model_dump(mode="json", exclude={"fleet"}) | {"fleet": list(scenario.fleet)} | update
     try:
-        return validate_data(data, source=f"variant {name!r}")
+        resolved = validate_data(data, source=f"variant {name!r}")
+        check(resolved)  # its rounds or aggregations may make tables this machine cannot hold
+        return resolved
     except ScenarioError as exc:
         inner = f"{exc.field}: " if exc.field else ""
         raise ScenarioError(inner + exc.message, field=where) from None
