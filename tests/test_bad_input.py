@@ -205,6 +205,11 @@ MORE_CASES = {
                                  ["would need about", "1,000,000,000,000 devices", "or the fleet's counts"]),
     "a billion rounds": (lambda s: s | {"rounds": 10**9}, ["would need about", "lower rounds, local_iterations"]),
     "1e8 local iterations": (lambda s: s | {"local_iterations": 10**8}, ["would need about"]),
+    # found by the mutation test below: each crashed (an empty draw; per-block tables of 10^20 blocks)
+    "a choice of no device": (lambda s: s | {"fleet": [{"profile": {"choice": {}}, "count": 3}]},
+                              ["fleet[0].profile.choice: dictionary should have at least 1 item"]),
+    "10^20 layers": (lambda s: s | {"model": {"preset": "gpt2-small", "overrides": {"n_layer": 10**20}}},
+                     ["model.overrides.n_layer: n_layer must be at most 10,000"]),
 }
 
 

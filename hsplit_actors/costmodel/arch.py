@@ -22,6 +22,16 @@ class ArchError(ValueError):
         super().__init__(message)
 
 
+# Upper bounds far above any real model (the largest have ~100-200 blocks, widths of tens of thousands), so that
+# a slip such as 10^20 layers is refused instead of allocating per-block tables until the machine gives up.
+LIMITS = {"layers": 10_000, "width": 1_000_000, "heads": 100_000, "vocab": 100_000_000,
+          "positions": 100_000_000, "labels": 100_000}
+_ROLE = {"n_layer": "layers", "num_hidden_layers": "layers", "n_embd": "width", "hidden_size": "width",
+         "n_inner": "width", "intermediate_size": "width", "head_dim": "width", "n_head": "heads",
+         "num_attention_heads": "heads", "num_key_value_heads": "heads", "vocab_size": "vocab",
+         "n_positions": "positions", "max_position_embeddings": "positions", "num_labels": "labels"}
+
+
 def _size(config: Any, key: str, *, minimum: int = 1, default: Any = None) -> int:
     """A whole-number dimension of the config, checked: a float, a string or 0 layers would otherwise fail deep in
     the cost model or in torch with a message that names neither the field nor the fix."""
@@ -30,6 +40,9 @@ def _size(config: Any, key: str, *, minimum: int = 1, default: Any = None) -> in
         raise ArchError(key, f"{key} must be a whole number (got {value!r})")
     if value < minimum:
         raise ArchError(key, f"{key} must be at least {minimum} (got {value})")
+    maximum = LIMITS[_ROLE[key]]
+    if value > maximum:
+        raise ArchError(key, f"{key} must be at most {maximum:,} (got {value:,}); no real model comes near it")
     return value
 
 

@@ -37,7 +37,7 @@ class LogNormalDist(Strict):
 
 
 class ChoiceDist(Strict):
-    choice: dict[float, PositiveFloat]
+    choice: Annotated[dict[float, PositiveFloat], Field(min_length=1)]  # value -> weight
 
 
 FORM_TAG = "<{}>"  # pydantic puts the tag in an error's path; the loader drops it (no key can be spelt so)
@@ -77,13 +77,13 @@ Positive = _one_of(PositiveFloat, "expected a number > 0 or one of {uniform: [lo
 class ProfileChoice(Strict):
     """Sample a device type per device, by weight: `{choice: {jetson_nano: 3, agx_orin: 1}}`."""
 
-    choice: dict[str, PositiveFloat]
+    choice: Annotated[dict[str, PositiveFloat], Field(min_length=1)]
 
 
 class Windows(Strict):
     """On-line windows in virtual seconds, repeated every `period` seconds when it is given."""
 
-    windows: list[tuple[Annotated[float, Field(ge=0)], PositiveFloat]]
+    windows: Annotated[list[tuple[Annotated[float, Field(ge=0)], PositiveFloat]], Field(min_length=1)]
     period: PositiveFloat | None = None
 
     @model_validator(mode="after")
