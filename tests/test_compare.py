@@ -219,6 +219,7 @@ def test_tuning_chooses_on_validation_and_reports_the_evaluation_set(ray_session
         assert saved.train.evaluate_on == "test" and saved.data.validation_samples == 40
 
 
+@pytest.mark.slow  # kept out of `make test` for its time (10-minute budget); `make test-slow` runs it
 def test_a_finished_comparison_grows_by_a_seed(ray_session, write_scenario, tmp_path: Path) -> None:
     """`--resume DIR --seeds 0,1`: the runs it had are kept as they are, the new seed's runs are added."""
     out = tmp_path / "cmp"

@@ -29,6 +29,7 @@ def test_timeline_notebook_executes(mode: str, write_scenario, tmp_path: Path, m
     assert not errors
 
 
+@pytest.mark.slow  # kept out of `make test` for its time (10-minute budget); `make test-slow` runs it
 def test_compare_notebook_executes(ray_session, write_scenario, tmp_path: Path, monkeypatch) -> None:
     """On a two-method comparison: the table, the metric plot and HSplitLoRA's importance heatmap."""
     from tests.test_run_methods import MIXED

@@ -51,6 +51,7 @@ def test_federated_and_shared_server_variants_train(tmp_path: Path) -> None:
         assert tables.rounds["eval_loss"].nunique() == 3, method
 
 
+@pytest.mark.slow  # kept out of `make test` for its time (10-minute budget); `make test-slow` runs it
 def test_run_learns_sst2_with_pretrained_minilm(ray_session, tmp_path: Path) -> None:
     """The real thing, small: pretrained MiniLM on SST-2 over 2 clients gets clearly above chance."""
     raw = tiny_training_scenario(
@@ -108,6 +109,7 @@ print(json.dumps({"nodes": len(extra["client_nodes"]), "rounds": len(tables.roun
 """
 
 
+@pytest.mark.slow  # kept out of `make test` for its time (10-minute budget); `make test-slow` runs it
 def test_two_node_cluster_places_clients_on_both_nodes(tmp_path: Path) -> None:
     """`ray.cluster_utils.Cluster` (two nodes on this machine): client actors spread, the run completes."""
     raw = tiny_training_scenario(rounds=1, train={"eval_samples": 32, "actors": 2})
@@ -181,6 +183,7 @@ def _same_tables(a, b) -> None:
     pd.testing.assert_frame_equal(a.clients, b.clients)
 
 
+@pytest.mark.slow  # for its time (10-minute budget); the export fault below restarts a client actor in place too
 def test_a_killed_client_actor_is_restarted_and_the_run_ends_as_without_the_fault(ray_session, tmp_path) -> None:
     raw = tiny_training_scenario(rounds=3, train={"eval_samples": 32, "lr": 0.01, "actors": 2})
     _, clean, _ = run_scenario(raw, tmp_path / "clean")
@@ -195,7 +198,7 @@ def test_a_killed_client_actor_is_restarted_and_the_run_ends_as_without_the_faul
 
 @pytest.mark.parametrize(("kill", "replaced"), [
     ({"actor": 1, "restart": False}, "client actor 1"),
-    ({"server": True, "restart": False}, "the server actor"),
+    pytest.param({"server": True, "restart": False}, "the server actor", marks=pytest.mark.slow),
     pytest.param({"server": True}, None, marks=pytest.mark.slow),  # restarted in place, as a client actor above
 ])
 def test_a_lost_actor_is_restarted_or_replaced_and_the_run_ends_as_without_the_fault(ray_session, tmp_path, kill,

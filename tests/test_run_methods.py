@@ -135,7 +135,7 @@ def test_the_recorded_experiment_reproduces(tmp_path: Path) -> None:
         assert figures[column] == pytest.approx(row[column], nan_ok=True), column
 
 
-@pytest.mark.parametrize("fault", [{"after_steps": 2, "actor": 1},
+@pytest.mark.parametrize("fault", [pytest.param({"after_steps": 2, "actor": 1}, marks=pytest.mark.slow),
                                    {"at": "merge", "actor": 1},  # NAA's merge into every host's base
                                    pytest.param({"at": "capture", "server": True, "restart": False},
                                                 marks=pytest.mark.slow)])

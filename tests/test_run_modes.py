@@ -102,7 +102,8 @@ def test_semi_sync_deadline_trains_with_late_work_carried(tmp_path) -> None:
     assert semi.rounds["t_end"].iloc[-1] < sync.rounds["t_end"].iloc[-1]
 
 
-@pytest.mark.parametrize("aggregation", [ASYNC, {"mode": "semi_sync", "min_updates": 2, "late": "carry"}])
+@pytest.mark.parametrize("aggregation", [ASYNC, pytest.param({"mode": "semi_sync", "min_updates": 2, "late": "carry"},
+                                                              marks=pytest.mark.slow)])
 def test_tables_are_identical_with_one_or_two_client_actors_and_in_process(ray_session, tmp_path, aggregation):
     raw = tiny_training_scenario(**MIXED, aggregation=aggregation, rounds=3,
                                  train={"eval_samples": 32, "lr": 0.01})
