@@ -70,9 +70,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _announce(scenario, training: bool):
+def _announce(work: workload.Workload, training: bool):
     """The work estimate on stderr, once the scenario has passed every check (`on_setup` of plan and run)."""
-    work = workload.estimate(scenario)
     return lambda _setup: print(work.line(training), file=sys.stderr, flush=True)
 
 
@@ -82,8 +81,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from hsplit_actors.summary import render, summarise
 
     scenario = _with_overrides(load_scenario(args.scenario), args)
-    workload.check(scenario, str(args.scenario))
-    announce = _announce(scenario, training=False)
+    announce = _announce(workload.check(scenario, str(args.scenario)), training=False)
     show = scenario.progress and not args.quiet and sys.stderr.isatty()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -114,8 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         scenario = _with_overrides(load_scenario(args.scenario), args)
     if args.local:
         scenario = scenario.model_copy(update={"train": scenario.train.model_copy(update={"local": True})})
-    workload.check(scenario, str(args.scenario or args.resume))
-    announce = _announce(scenario, training=True)
+    announce = _announce(workload.check(scenario, str(args.scenario or args.resume)), training=True)
     show = scenario.progress and not args.quiet and sys.stderr.isatty()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -282,7 +282,9 @@ def test_a_host_lost_outside_the_client_steps_is_recovered_like_one_lost_during_
     _, clean, _ = run_scenario(raw, tmp_path / "clean", local=True)
     faulty = raw | {"train": raw["train"] | {"kill_actor": [{"round": 1} | fault]}}
     _, tables, extra = run_scenario(faulty, tmp_path / "faulty")
-    assert extra["faults"] == 1 and tables.faults["round"].tolist() == [1]
+    # ray.kill is asynchronous: the loss shows at the first call that needs the dead (or restarted, empty) host,
+    # in round 1 or later, never before
+    assert extra["faults"] == 1 and tables.faults["round"].iloc[0] >= 1
     _same_tables(clean, tables)
 
 

@@ -76,26 +76,24 @@ class TrainingExecutor(Executor):
                 self.aggregations = len([m for m in self.metrics if m <= version])
             return
         fresh = self.strategy.server_adapters(version) if self.strategy.shared_server else None
-        for attempt in range(ATTEMPTS + 1):
-            try:
-                if self.strategy.shared_server and (version == 0 or fresh is not None):
-                    factors = self.factors if fresh is None else fresh
-                    self.rt.get(self.rt.call(self.server, "load_shared", factors, self.head,
-                                             fresh is None or self.strategy.keeps_optimizer))
-                self._inject("capture", self.aggregations - 1)  # the aggregation just done
-                self.saved = recovery.capture(self, self.known)
-                break
-            except self.rt.errors as exc:
-                if attempt == ATTEMPTS:
-                    raise
-                # hosts as at the last recovery point, the steps replayed; then the aggregation again (what it
-                # reads from the hosts also resets what they accumulate, IWI's scores), as the method was before it
-                self._recover(self.aggregations - 1, exc)
-                if self.pending is not None:
-                    *args, learned, count = self.pending
-                    self.strategy.load_state_dict(learned)
-                    self.aggregations = count
-                    self._aggregate(*args)
+
+        def publish() -> None:
+            if self.strategy.shared_server and (version == 0 or fresh is not None):
+                factors = self.factors if fresh is None else fresh
+                self.rt.get(self.rt.call(self.server, "load_shared", factors, self.head,
+                                         fresh is None or self.strategy.keeps_optimizer))
+            self._inject("capture", self.aggregations - 1)  # the aggregation just done
+            self.saved = recovery.capture(self, self.known)
+
+        def before_the_aggregation() -> None:
+            *_, learned, count = self.pending
+            self.strategy.load_state_dict(learned)
+            self.aggregations = count
+
+        # after a fault: hosts as at the last recovery point, the steps replayed, then the aggregation again (what
+        # it reads from the hosts also resets what they accumulate, IWI's scores), as the method was before it
+        self._with_recovery(self.aggregations - 1, publish, before_the_aggregation if self.pending else None,
+                            (lambda: self._aggregate(*self.pending[:5])) if self.pending else None)
         self.pending = None
         self.calls = []
         if self.checkpoint_dir is not None and self.checkpoint_round is not None:
@@ -178,15 +176,8 @@ class TrainingExecutor(Executor):
             return self.resume["metrics"][version]
         learned = self.strategy.state_dict()
         self.pending = (round_, version, updates, discarded, running, learned, self.aggregations)
-        for attempt in range(ATTEMPTS + 1):
-            try:
-                return self._aggregate(round_, version, updates, discarded, running)
-            except self.rt.errors as exc:
-                if attempt == ATTEMPTS:
-                    raise
-                self.strategy.load_state_dict(learned)
-                self._recover(round_, exc)
-        raise AssertionError("unreachable")
+        return self._with_recovery(round_, lambda: self._aggregate(round_, version, updates, discarded, running),
+                                   lambda: self.strategy.load_state_dict(learned))
 
     def _aggregate(self, round_: int, version: int, updates: list, discarded: list, running: list) -> dict:
         self.rt.get(self.steps)  # every client step has finished before anything reads the adapters
@@ -228,14 +219,7 @@ class TrainingExecutor(Executor):
             return
         last = max(self.metrics)
         if "eval_metric" not in self.metrics[last]:
-            for attempt in range(ATTEMPTS + 1):
-                try:
-                    self.metrics[last] |= self._evaluate()
-                    break
-                except self.rt.errors as exc:
-                    if attempt == ATTEMPTS:
-                        raise
-                    self._recover(self.aggregations - 1, exc)
+            self.metrics[last] |= self._with_recovery(self.aggregations - 1, self._evaluate)
             for row in rows:
                 if row.get("version") == last and row.get("aggregated"):
                     row.update(self.metrics[last])
@@ -245,6 +229,22 @@ class TrainingExecutor(Executor):
         return {"eval_loss": scores["loss"], "eval_metric": scores[self.metric]}
 
     # -- faults -----------------------------------------------------------------------------------------
+    def _with_recovery(self, round_: int, work, reset=None, redo=None):
+        """`work()`, again after each host failure: `reset()` (what the replay must see), the hosts recovered and
+        the logged calls replayed, then `redo()` (what came after the recovery point), up to ATTEMPTS times."""
+        for attempt in range(ATTEMPTS + 1):
+            try:
+                return work()
+            except self.rt.errors as exc:
+                if attempt == ATTEMPTS:
+                    raise
+                if reset is not None:
+                    reset()
+                self._recover(round_, exc)
+                if redo is not None:
+                    redo()
+        raise AssertionError("unreachable")
+
     def _recover(self, round_: int, exc: BaseException) -> None:
         """After a host failure: every host alive again (restarted by Ray, or replaced), restored to the last
         recovery point, and the calls logged since replayed (resubmitted, not waited for)."""
