@@ -189,6 +189,44 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
+def _int_list(flag: str):
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes whole numbers separated by commas, got {text!r}") from None
+        if not values or values[0] < (0 if flag == "--ranks" else 1):
+            raise argparse.ArgumentTypeError(f"{flag} {text!r}: give positive whole numbers"
+                                             + (" (0 for no adapter)" if flag == "--ranks" else ""))
+        return values
+
+    return parse
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from hsplit_actors.timing.calibrate import Request, calibrate, dispersion, write
+
+    ranks = args.ranks if 0 in args.ranks else (0, *args.ranks)
+    request = Request(args.model, args.device, args.dtype, args.task, args.seq, args.batch, ranks,
+                      args.threads or (), args.min_run_time)
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise ScenarioError(f"{out} exists; choose another --out or pass --force to replace it", field="--out")
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True,
+                        disable=args.quiet)
+    with progress:
+        task = progress.add_task("building the model", total=None)
+        profile = calibrate(request, lambda text: progress.update(task, description=text))
+    write(profile, out)
+    grid = profile["grid"]
+    print(f"{out}: {profile['model']['name']} ({profile['dtype']}, {profile['device']}), batch {grid['batch']} x "
+          f"seq {grid['seq']}, ranks {grid['ranks']}, threads {grid['threads']}; median relative IQR "
+          f"{100 * dispersion(profile):.1f}%")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hsplit", description="Heterogeneous split LoRA fine-tuning, simulated.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -227,6 +265,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--local", action="store_true", help="each run's hosts in its own process instead of Ray actors")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_compare)
+    k = sub.add_parser("calibrate", help="measure the model's pieces on this machine and write a timing profile")
+    k.add_argument("--model", required=True, help="a preset (e.g. minilm-l6, gpt2-small) or a model directory")
+    k.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    k.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    k.add_argument("--task", choices=("classification", "causal_lm"),
+                   help="default: classification for BERT models, causal_lm otherwise (as sst2 / e2e scenarios)")
+    k.add_argument("--out", required=True, help="the profile file to write (YAML)")
+    k.add_argument("--seq", type=_int_list("--seq"), default=(16, 32, 64, 128), help="sequence lengths, e.g. 16,64")
+    k.add_argument("--batch", type=_int_list("--batch"), default=(1, 2, 4, 8, 16, 32), help="batch sizes")
+    k.add_argument("--ranks", type=_int_list("--ranks"), default=(0, 8, 32), help="LoRA ranks (0 is always added)")
+    k.add_argument("--threads", type=_int_list("--threads"), help="torch thread counts (default: 1 and all)")
+    k.add_argument("--min-run-time", type=float, default=0.2, help="seconds of timed runs per point (default 0.2)")
+    k.add_argument("--force", action="store_true", help="replace an existing --out")
+    k.add_argument("--quiet", action="store_true", help="no progress display")
+    k.set_defaults(func=cmd_calibrate)
     return parser
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from hsplit_actors.costmodel import ModelArch
 from hsplit_actors.costmodel.costs import ADAM_COPIES, ADAPTER_BYTES
 from hsplit_actors.engine import Executor, ProgressCallback, Simulation
+from hsplit_actors.engine.durations import warn_batching
 from hsplit_actors.errors import ScenarioError
 from hsplit_actors.fleet import Fleet, build_fleet
 from hsplit_actors.fleet.devices import load_catalogue
@@ -49,6 +50,7 @@ def prepare(scenario: Scenario) -> Setup:
                         float(scenario.server.memory_gb or profile.memory_gb), scenario.server.gpus)
     strategy = make_strategy(scenario.method, arch, scenario.data.batch_size, scenario.data.seq_len,
                              scenario.model.dtype, scenario.seed, server)
+    warn_batching(scenario, strategy)
     return Setup(arch, fleet, strategy, check_feasibility(scenario, fleet, strategy))
 
 
@@ -94,7 +96,7 @@ def check_feasibility(scenario: Scenario, fleet: Fleet, strategy: Strategy) -> f
 def server_memory_gb(scenario: Scenario, assignment, strategy: Strategy) -> float:
     """Per-GPU server memory: its frozen part (deepest of all clients' server parts), the server-side adapters
     with Adam state (one set per client in SFL-V1 style, one shared set otherwise; spread over the GPUs), and the
-    activations of the largest job running on it."""
+    activations of the largest job (or batch of jobs) running on it."""
     counts = np.bincount(assignment.index[assignment.feasible], minlength=len(assignment.configs))
     costs = [strategy.cost(c) for c in assignment.configs]
     used = [cost for cost, count in zip(costs, counts, strict=True) if count]
@@ -106,7 +108,10 @@ def server_memory_gb(scenario: Scenario, assignment, strategy: Strategy) -> floa
     else:
         adapters = sum(c.server_adapter_params * int(n) for c, n in zip(costs, counts, strict=True))
     gpus = scenario.server.gpus
-    per_gpu = frozen + adapters * ADAPTER_BYTES * ADAM_COPIES / gpus + max(c.server_activation_bytes for c in used)
+    batching = scenario.server.batching
+    jobs = batching.max_jobs if batching is not None and strategy.shared_server else 1  # a batch holds them all
+    per_gpu = frozen + adapters * ADAPTER_BYTES * ADAM_COPIES / gpus + jobs * max(c.server_activation_bytes
+                                                                                   for c in used)
     return per_gpu / GIB
 
 
@@ -134,7 +139,7 @@ def simulate(scenario: Scenario, setup: Setup, executor: Executor | None = None,
     clients = clients_table(log, setup.fleet, setup.arch, samples)
     extra = {"server_busy_s": log.server_busy_s, "server_gpus": log.gpus, "n_clients": len(setup.fleet),
              "server_memory_gb_estimate": setup.server_memory_gb, "aggregation": scenario.aggregation.mode,
-             "peak_live_versions": log.peak_live_versions}
+             "peak_live_versions": log.peak_live_versions, "server_batches": log.server_batches}
     return RunTables(events, rounds, clients), timer() - start, extra
 
 

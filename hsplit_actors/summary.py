@@ -51,6 +51,8 @@ def summarise(tables: RunTables, meta: dict) -> dict:
         "phase_share": share,
         "server_utilisation": float(meta.get("server_busy_s", 0.0) / (gpus * makespan)) if makespan else 0.0,
         "queue_wait_mean_s": float((queue["t_end"] - queue["t_start"]).mean()) if len(queue) else 0.0,
+        # jobs per server execution: 1 without batching (older run directories record no batches)
+        "server_batch_mean": float(len(queue) / meta["server_batches"]) if meta.get("server_batches") else 1.0,
         "participants_mean": float(rounds["participants"].mean()) if len(rounds) else 0.0,
         "infeasible": int((~clients["feasible"]).sum()),
         "dropouts": int(rounds["dropouts"].sum()) if len(rounds) else 0,
@@ -100,7 +102,8 @@ def render(summary: dict, directory: str) -> str:
         f"{s['dropouts']} dropouts",
         f"time per phase (client-side sum): {shares}",
         f"server utilisation {100 * s['server_utilisation']:.1f}%, mean queue wait "
-        f"{_fmt_time(s['queue_wait_mean_s'])}, memory ~{s['server_memory_gb']:.1f} GiB per GPU",
+        f"{_fmt_time(s['queue_wait_mean_s'])}, {s.get('server_batch_mean', 1.0):.2f} jobs per server batch, "
+        f"memory ~{s['server_memory_gb']:.1f} GiB per GPU",
         f"stragglers (> {STRAGGLER_FACTOR}x median finish): {s['stragglers']} clients ({devices}); rounds wait "
         f"{_fmt_time(s['straggler_wait_s'])} on average past the median client",
         f"traffic: {_fmt_bytes(s['bytes_up'])} up, {_fmt_bytes(s['bytes_down'])} down",

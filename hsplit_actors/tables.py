@@ -13,13 +13,13 @@ from hsplit_actors.fleet import Fleet
 from hsplit_actors.methods.base import GIB
 
 EVENT_COLUMNS = ["run", "method", "round", "version", "client", "iteration", "phase", "t_start", "t_end", "bytes",
-                 "flops", "queue_len"]
+                 "flops", "queue_len", "batch"]
 
 
 def _log_arrays(log: SimulationLog):
     """The log as arrays, with each iteration's and each other event's round resolved from its session (sync and
     semi_sync: the round it was drawn for; async: the aggregation that took its update, -1 if none did)."""
-    ints = np.frombuffer(log.iter_ints, dtype=np.int64).reshape(-1, 6)  # client, session, it, config, queue, version
+    ints = np.frombuffer(log.iter_ints, dtype=np.int64).reshape(-1, 7)  # client, session, it, config, queue, v, batch
     o_ints = np.frombuffer(log.other_ints, dtype=np.int64).reshape(-1, 6)  # client, session, round, phase, bytes, v
     session_round = np.frombuffer(log.session_round, dtype=np.int64)
     it_round = session_round[ints[:, 1]] if len(session_round) else np.zeros(len(ints), dtype=np.int64)
@@ -73,6 +73,8 @@ def events_table(log: SimulationLog, run: str, method: str) -> pd.DataFrame:
         "bytes": column(cfg_bytes[cfg, it_phase], o_ints[:, 4], np.int64),
         "flops": column(cfg_flops[cfg, it_phase], o_floats[:, 2], np.float64),
         "queue_len": column(np.where(it_phase == 2, ints[it_rows, 4], 0), np.zeros(len(o_ints)), np.int32),
+        # jobs in the server batch this iteration ran in (1 unbatched); 0 on every other row
+        "batch": column(np.where(it_phase == 3, ints[it_rows, 6], 0), np.zeros(len(o_ints)), np.int32),
     })
     codes = column(it_phase, o_ints[:, 3], np.int8)
     constant = np.zeros(len(frame), dtype=np.int8)
@@ -139,7 +141,7 @@ def clients_table(log: SimulationLog, fleet: Fleet, arch: ModelArch, n_samples: 
         "memory_estimate_gb": per_config([c.client_memory_bytes / GIB for c in costs], 0.0).astype(float),
         "feasible": feasible,
     })
-    ints = np.frombuffer(log.iter_ints, dtype=np.int64).reshape(-1, 6)
+    ints = np.frombuffer(log.iter_ints, dtype=np.int64).reshape(-1, 7)
     clients = len(fleet)
     table["iterations_done"] = np.bincount(ints[:, 0], minlength=clients)
     sessions = np.unique(ints[:, 1])  # sessions with at least one iteration (async: there are no rounds)

@@ -19,6 +19,14 @@ def dirichlet(keys: np.ndarray, n_clients: int, alpha: float, rng: np.random.Gen
         cuts = (np.cumsum(shares)[:-1] * len(members)).astype(int)
         for client, chunk in enumerate(np.split(members, cuts)):
             parts[client].extend(chunk.tolist())
+    # A small alpha can leave a client with nothing, and a client with no data cannot take a single step: each
+    # empty client takes one sample from the largest (only such clients' partitions differ from the plain draw).
+    for client in range(n_clients):
+        if not parts[client]:
+            largest = max(range(n_clients), key=lambda c: len(parts[c]))
+            if len(parts[largest]) < 2:
+                raise ValueError(f"{len(keys)} samples cannot give each of {n_clients} clients one")
+            parts[client].append(parts[largest].pop())
     return [np.sort(np.array(p, dtype=np.int64)) for p in parts]
 
 

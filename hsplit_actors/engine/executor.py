@@ -28,6 +28,12 @@ class Executor:
     def server_step(self, s, iteration: int) -> None:
         """Server forward/backward for the activations of `s.client`; called in virtual arrival order."""
 
+    def server_batch(self, jobs: list) -> None:
+        """Several clients' server steps ((session, iteration), in queue order) run as one batch: one forward and
+        backward over their concatenated activations, one step of the shared server-side adapters."""
+        for s, iteration in jobs:
+            self.server_step(s, iteration)
+
     def client_backward(self, s, iteration: int) -> None:
         """Client-side backward with the returned activation gradient, and the client's optimiser step."""
 

@@ -7,6 +7,7 @@ which is quadratic with 100k queued clients).
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 
 import simpy
 
@@ -18,6 +19,7 @@ class GPUPool:
         self.waiting: list[tuple[float, int, simpy.Event]] = []
         self.seq = 0
         self.busy_s = 0.0  # total GPU-seconds of server work, for utilisation
+        self.batches = 0  # jobs run (each its own batch)
 
     def __len__(self) -> int:
         return len(self.waiting)
@@ -35,7 +37,98 @@ class GPUPool:
 
     def release(self, busy_s: float) -> None:
         self.busy_s += busy_s
+        self.batches += 1
         if self.waiting:
             heapq.heappop(self.waiting)[2].succeed()
         else:
             self.free += 1
+
+
+TICK = 1e-9  # virtual seconds: a timeout of (deadline - now) may land a rounding error short of the deadline
+
+
+class Job:
+    """One iteration's server work waiting for (or running in) a batch."""
+
+    __slots__ = ("key", "group", "seq", "arrival", "done", "start", "size", "payload", "taken")
+
+    def __init__(self, key: float, group: int, seq: int, arrival: float, done: simpy.Event, payload: object):
+        self.key, self.group, self.seq, self.arrival, self.done = key, group, seq, arrival, done
+        self.payload, self.start, self.size, self.taken = payload, 0.0, 0, False
+
+
+class BatchingServer:
+    """GPUs that run queued jobs of one group (same split point and server-side adapters) as one batch: SPEC §2's
+    optional batching. When a GPU is free, the best waiting job (by the queue discipline) opens a batch with the
+    best waiting jobs of its group, up to `max_jobs`. A batch that is not full waits until its first job has
+    waited `max_wait_s` (holding the free GPU, like a serving system's queue delay); 0 runs what is there.
+
+    `duration(jobs)` prices a batch; `on_start(jobs)` is the executor's hook (real computation, in start order).
+    With `max_jobs` 1 every batch is one job and the timeline is GPUPool's (tests/test_batching.py)."""
+
+    def __init__(self, env: simpy.Environment, gpus: int, max_jobs: int, max_wait_s: float,
+                 duration: Callable[[list[Job]], float], on_start: Callable[[list[Job]], None] | None = None):
+        self.env, self.free, self.max_jobs, self.max_wait_s = env, gpus, max_jobs, max_wait_s
+        self.duration, self.on_start = duration, on_start
+        self.order: list[tuple[float, int, Job]] = []  # every waiting job (taken ones are skipped lazily)
+        self.groups: dict[int, list[tuple[float, int, Job]]] = {}
+        self.waiting = 0
+        self.seq = 0
+        self.timer_at: float | None = None
+        self.busy_s = 0.0
+        self.batches = 0  # batches finished
+
+    def __len__(self) -> int:
+        return self.waiting
+
+    def submit(self, key: float, group: int, payload: object) -> Job:
+        """Queue one job; its `done` event fires when its batch has finished (`start`, `size` set by then)."""
+        self.seq += 1
+        job = Job(key, group, self.seq, self.env.now, self.env.event(), payload)
+        entry = (key, self.seq, job)
+        heapq.heappush(self.order, entry)
+        heapq.heappush(self.groups.setdefault(group, []), entry)
+        self.waiting += 1
+        self._dispatch()
+        return job
+
+    def _dispatch(self) -> None:
+        while self.free and self.waiting:
+            while self.order[0][2].taken:
+                heapq.heappop(self.order)
+            head = self.order[0][2]
+            group = self.groups[head.group]
+            batch = [heapq.heappop(group)[2] for _ in range(min(self.max_jobs, len(group)))]
+            deadline = head.arrival + self.max_wait_s
+            if len(batch) < self.max_jobs and deadline - self.env.now > TICK:
+                for job in batch:  # not yet: put them back and wake up at the head's deadline
+                    heapq.heappush(group, (job.key, job.seq, job))
+                if self.timer_at is None or self.timer_at > deadline:
+                    self.timer_at = deadline
+                    self.env.timeout(deadline - self.env.now).callbacks.append(self._wake)
+                return
+            for job in batch:
+                job.taken = True
+            self.waiting -= len(batch)
+            self.free -= 1
+            self.env.process(self._run(batch))
+
+    def _wake(self, _event) -> None:
+        if self.timer_at is not None and self.timer_at - self.env.now <= TICK:
+            self.timer_at = None
+        self._dispatch()
+
+    def _run(self, batch: list[Job]):
+        now = self.env.now
+        for job in batch:
+            job.start, job.size = now, len(batch)
+        if self.on_start is not None:
+            self.on_start(batch)
+        busy = self.duration(batch)
+        yield self.env.timeout(busy)
+        self.busy_s += busy
+        self.batches += 1  # counted when done, as GPUPool counts its jobs
+        self.free += 1
+        for job in batch:
+            job.done.succeed()
+        self._dispatch()

@@ -18,8 +18,9 @@ import numpy as np
 import simpy
 
 from hsplit_actors.costmodel import ClientConfig, IterationCost, ModelArch
+from hsplit_actors.engine.durations import Durations, batching_in_effect
 from hsplit_actors.engine.executor import Executor, TimingExecutor
-from hsplit_actors.engine.server import GPUPool
+from hsplit_actors.engine.server import BatchingServer, GPUPool, Job
 from hsplit_actors.fleet import Fleet
 from hsplit_actors.fleet.devices import load_catalogue
 from hsplit_actors.methods.base import Strategy
@@ -86,7 +87,8 @@ class SimulationLog:
 
     configs: list[ClientConfig] = field(default_factory=list)
     costs: list[IterationCost] = field(default_factory=list)
-    iter_ints: array = field(default_factory=lambda: array("q"))  # client, session, iteration, config, queue, version
+    # client, session, iteration, config, queue, version, batch (jobs in its server batch; 0: no server phase)
+    iter_ints: array = field(default_factory=lambda: array("q"))
     iter_times: array = field(default_factory=lambda: array("d"))  # t0..t6: boundaries of the six phases
     other_ints: array = field(default_factory=lambda: array("q"))  # client, session, round, phase, bytes, version
     other_floats: array = field(default_factory=lambda: array("d"))  # t_start, t_end, flops
@@ -97,6 +99,7 @@ class SimulationLog:
     gpus: int = 1
     by_time: bool = False  # async: traffic is attributed to rows by time (sessions have no round of their own)
     peak_live_versions: int = 1  # most distinct global versions computed on at once (bases a host keeps)
+    server_batches: int = 0  # server executions (batches; each job is one without batching)
 
 
 class Simulation:
@@ -114,7 +117,16 @@ class Simulation:
         _, servers = load_catalogue()
         profile = servers[scenario.server.profile]
         self.server_flops = float(scenario.server.flops or profile.flops)
-        self.gpus = GPUPool(self.env, scenario.server.gpus)
+        self.durations = Durations(scenario, arch, fleet.timing or [None] * len(fleet.windows), self.server_flops)
+        self.batching = batching_in_effect(scenario, strategy)
+        self.server_group: list[int] = []  # per configuration: its batching group (split point + server ranks)
+        self._groups: dict[tuple, int] = {}
+        if self.batching:
+            spec = scenario.server.batching
+            self.gpus = BatchingServer(self.env, scenario.server.gpus, spec.max_jobs, spec.max_wait_ms / 1e3,
+                                       self._batch_time, self._batch_start)
+        else:
+            self.gpus = GPUPool(self.env, scenario.server.gpus)
         self.log = SimulationLog(client_config=np.full(len(fleet), -1, dtype=np.int64), gpus=scenario.server.gpus)
         self._config_ids: dict[ClientConfig, int] = {}
         self.has_windows = [fleet.windows[g] is not None for g in fleet.group]
@@ -146,6 +158,7 @@ class Simulation:
         if self.real:
             self.executor.finish(self.log.rounds)
         self.log.server_busy_s = self.gpus.busy_s
+        self.log.server_batches = self.gpus.batches
         self.log.by_time = self.scenario.aggregation.mode == "async"
         return self.log
 
@@ -211,9 +224,11 @@ class Simulation:
         on_device, uses_server, split = k > 0, k < n_layers, 0 < k < n_layers
         flops, lat = dev["flops"][c], dev["latency_ms"][c] / 1e3
         up_bps, down_bps = dev["uplink_mbps"][c] * 1e6, dev["downlink_mbps"][c] * 1e6
-        t_fwd, t_bwd = cost.client_fwd_flops / flops, cost.client_bwd_flops / flops
+        config = self.log.configs[s.config_id]
+        t_fwd, t_bwd = self.durations.client(cost, config, int(fleet.group[c]), flops)
         t_up, t_down = cost.uplink_bytes * 8 / up_bps + lat, cost.downlink_bytes * 8 / down_bps + lat
-        t_srv = cost.server_flops / self.server_flops
+        t_srv = self.durations.server(cost, config)
+        batching, group = self.batching, self.server_group[s.config_id]
         discipline = self.scenario.server.queue
         key = 0.0 if discipline == "fifo" else (t_srv if discipline == "sjf" else float(dev["priority"][c]))
         watch = self.has_windows[c]
@@ -239,18 +254,23 @@ class Simulation:
             if on_device:
                 yield timeout(t_fwd)
             t1 = t2 = t3 = t4 = t5 = env.now
-            queue_len = 0
+            queue_len = batch = 0
             if uses_server:
                 if split:
                     yield timeout(t_up)
                     t2 = env.now
                 queue_len = len(gpus)
-                yield gpus.request(key)
-                t3 = env.now
-                if real:
-                    ex.server_step(s, it)
-                yield timeout(t_srv)
-                gpus.release(t_srv)
+                if batching:  # the batch's start and size come back with the job
+                    job = gpus.submit(key, group, (s, it))
+                    yield job.done
+                    t3, batch = job.start, job.size
+                else:
+                    yield gpus.request(key)
+                    t3, batch = env.now, 1
+                    if real:
+                        ex.server_step(s, it)
+                    yield timeout(t_srv)
+                    gpus.release(t_srv)
                 t4 = t5 = env.now
                 if split:
                     yield timeout(t_down)
@@ -260,7 +280,7 @@ class Simulation:
             if on_device:
                 yield timeout(t_bwd)
             times.extend((t0, t1, t2, t3, t4, t5, env.now))
-            ints.extend((c, sid, it, cfg, queue_len, version))
+            ints.extend((c, sid, it, cfg, queue_len, version, batch))
             if progress is not None:
                 self.done += 1
                 self.round_done += 1
@@ -285,6 +305,20 @@ class Simulation:
         """An update that arrived but is not aggregated (too stale, or late under `late: drop`)."""
         self._record(s.client, s.sid, -1, DISCARDED, self.env.now, self.env.now, 0, 0.0, s.version)
 
+    # -- the batching server's hooks ----------------------------------------------------------------------
+    def _batch_time(self, jobs: list[Job]) -> float:
+        """A batch's jobs share one configuration's server side: its time at the summed batch."""
+        cfg = jobs[0].payload[0].config_id
+        return self.durations.server(self.log.costs[cfg], self.log.configs[cfg], len(jobs))
+
+    def _batch_start(self, jobs: list[Job]) -> None:
+        if not self.real:
+            return
+        if len(jobs) == 1:
+            self.executor.server_step(*jobs[0].payload)
+        else:
+            self.executor.server_batch([job.payload for job in jobs])
+
     # -- progress -----------------------------------------------------------------------------------------
     def report(self) -> None:
         sched = self.schedule
@@ -297,6 +331,8 @@ class Simulation:
             self._config_ids[config] = len(self.log.configs)
             self.log.configs.append(config)
             self.log.costs.append(self.strategy.cost(config))
+            k = config.split_point
+            self.server_group.append(self._groups.setdefault((k, config.ranks[k:]), len(self._groups)))
         return self._config_ids[config]
 
     def _record(self, c: int, sid: int, rnd: int, phase: int, t0: float, t1: float, nbytes: int, flops: float,

@@ -27,6 +27,7 @@ class Fleet:
     participation: np.ndarray  # probability of taking part in a round
     priority: np.ndarray
     windows: list[Windows | None]
+    timing: list | None = None  # per fleet entry: its measured profile reference (None: FLOPs model)
 
     def __len__(self) -> int:
         return len(self.device)
@@ -124,4 +125,5 @@ def build_fleet(scenario: Scenario) -> Fleet:
         columns["participation"].add(1.0 if is_windows else entry.availability, n)
         columns["priority"].add(entry.priority, n)
         windows.append(entry.availability if is_windows else None)
-    return Fleet(windows=windows, **{k: c.array() for k, c in columns.items()})
+    return Fleet(windows=windows, timing=[entry.timing for entry in scenario.fleet],
+                 **{k: c.array() for k, c in columns.items()})

@@ -187,6 +187,35 @@ def _checked_architecture(scenario: Scenario, fail: Callable[[Loc, str], NoRetur
     raise AssertionError("unreachable")
 
 
+def _check_timing(scenario: Scenario, arch: ModelArch, source: str, fail: Callable[[Loc, str], NoReturn]) -> None:
+    """Each measured profile the scenario names: readable, for this model and dtype, its grid covering the job.
+    A relative path is found from the working directory, else from the scenario's folder; the scenario keeps the
+    path that was found, so plan and run read the very file checked here."""
+    from hsplit_actors.timing.profile import ProfileError, load_profile
+
+    base = Path(source).parent if Path(source).is_file() else None
+    data = scenario.data
+    owners: list[tuple[Loc, Any]] = [(("server", "timing"), scenario.server)]
+    owners += [(("fleet", i, "timing"), group) for i, group in enumerate(scenario.fleet) if group.timing is not None]
+    seen: dict[tuple[str, int | None], str] = {}
+    for loc, owner in owners:
+        ref = owner.timing
+        if ref is None:
+            continue
+        file, threads = (ref, None) if isinstance(ref, str) else (ref.file, ref.threads)
+        if (file, threads) not in seen:
+            try:
+                profile = load_profile(file, base)
+                profile.check(arch, scenario.model.dtype, data.batch_size, data.seq_len, threads)
+            except ProfileError as exc:
+                fail(loc, str(exc))
+            seen[file, threads] = profile.path
+        found = seen[file, threads]
+        if found != file:
+            moved = found if isinstance(ref, str) else ref.model_copy(update={"file": found})
+            object.__setattr__(owner, "timing", moved)
+
+
 def _check(scenario: Scenario, lines: _Lines, source: str) -> None:
     """Checks that need more than one field: names of profiles, split ranges, files on disk."""
 
@@ -218,6 +247,7 @@ def _check(scenario: Scenario, lines: _Lines, source: str) -> None:
         if target not in arch.matrices:
             fail(("method", "targets"),
                  f"{target!r} is not a matrix of a {arch.family} block; use {list(arch.matrices)}")
+    _check_timing(scenario, arch, source, fail)
     layers = arch.n_layers
     if scenario.method.name in SPLIT_METHODS and layers < 2:
         fail(_override_loc(scenario, arch.family, "num_hidden_layers" if arch.family != "gpt2" else "n_layer"),

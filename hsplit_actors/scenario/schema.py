@@ -139,6 +139,25 @@ class DataSpec(Strict):
     validation_samples: Annotated[int, Field(ge=0)] = 0
 
 
+class TimingSpec(Strict):
+    """A measured profile (`hsplit calibrate`) and the thread count to read it at (default: the profile's)."""
+
+    file: str
+    threads: PositiveInt | None = None
+
+
+Timing = _one_of(str, "expected a profile file written by `hsplit calibrate`, or {file: F, threads: N}",
+                 file=TimingSpec)
+
+
+class BatchingSpec(Strict):
+    """Queued server jobs of one split point and adapter set run as one batch of up to `max_jobs` (shared server
+    methods); a batch that is not full waits until its first job has waited `max_wait_ms`."""
+
+    max_jobs: PositiveInt
+    max_wait_ms: Annotated[float, Field(ge=0)] = 0.0
+
+
 class ProfileSpec(Strict):
     """A user-defined device type (same fields as the catalogue)."""
 
@@ -166,6 +185,7 @@ class FleetGroup(Strict):
     latency_ms: Positive | None = None
     availability: Availability = 1.0  # probability of taking part in a round, or on-line windows
     priority: int = 0  # for `server.queue: priority`: lower runs first
+    timing: Timing | None = None  # measured profile: compute durations from it instead of FLOPs / flops
 
 
 class ServerSpec(Strict):
@@ -174,6 +194,8 @@ class ServerSpec(Strict):
     flops: PositiveFloat | None = None  # per GPU; default from the profile
     memory_gb: PositiveFloat | None = None
     queue: Literal["fifo", "sjf", "priority"] = "fifo"
+    timing: Timing | None = None  # measured profile: server durations from it instead of FLOPs / flops
+    batching: BatchingSpec | None = None
 
 
 Matrix = Literal["query", "key", "value", "attn_out", "ffn_gate", "ffn_in", "ffn_out"]

@@ -146,6 +146,20 @@ class TrainingExecutor(Executor):
         self.gradients[c] = grad
         self.losses.append(loss)
 
+    def server_batch(self, jobs: list) -> None:
+        """Jobs the batching server runs together: one call, one forward/backward, one shared-set step; each
+        client's gradient comes back as its own result."""
+        if not self.live:
+            return
+        self.calls.append(("server_batch", jobs))
+        keys = [(s.client, s.number, iteration) for s, iteration in jobs]
+        calibrate = [iteration < self.calibrate for _, iteration in jobs]
+        payloads = [self.forward_out.pop(s.client) for s, _ in jobs]
+        out = self.rt.call(self.server, "step_batch", keys, calibrate, *payloads, returns=2 * len(jobs))
+        for (s, _), grad in zip(jobs, out[:len(jobs)], strict=True):
+            self.gradients[s.client] = grad
+        self.losses.extend(out[len(jobs):])
+
     def client_backward(self, s: Session, iteration: int) -> None:
         if not self.live:
             return

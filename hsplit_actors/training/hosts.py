@@ -165,6 +165,8 @@ class VirtualClient:
 
     def next_batch(self, batch_size: int, seed: int) -> np.ndarray:
         """The next `batch_size` of this client's samples; reshuffled (seeded) every epoch."""
+        if not len(self.indices):
+            raise RuntimeError(f"client {self.cid} holds no samples")  # partitions give each client one: a bug
         taken = []
         while len(taken) < batch_size:
             if self.order is None or self.cursor >= len(self.order):
@@ -265,6 +267,17 @@ class _Host:
 
         modules = family_of(self.model).embedding_modules(self.model) if embeddings else None
         return ImportanceProbe(self.slots.modules, blocks, self.scores.setdefault(cid, {}), modules)
+
+    def probe_batch(self, cids: list[int], sizes: list[int], blocks: range, embeddings: bool,
+                    scored: list[bool]) -> ImportanceProbe:
+        """A probe over a batch of several clients' rows: each client in `scored` scored on its own rows."""
+        from hsplit_actors.model.families import family_of
+
+        modules = family_of(self.model).embedding_modules(self.model) if embeddings else None
+        ends = np.cumsum([0, *sizes])
+        parts = [(slice(int(a), int(b)), self.scores.setdefault(c, {}))
+                 for c, a, b, on in zip(cids, ends[:-1], ends[1:], scored, strict=True) if on]
+        return ImportanceProbe(self.slots.modules, blocks, None, modules, parts)
 
     def importance(self, cids: list[int]) -> dict[int, dict[Key, float]]:
         """This round's mean score per matrix for each of `cids`, then forgotten."""
@@ -504,6 +517,46 @@ class ServerHost(_Host):
         loss.backward()
         state.step()
         return received.grad.cpu(), float(loss.detach())
+
+    def step_batch(self, jobs: list[tuple[int, int, int]], calibrate: list[bool], *payloads) -> tuple:
+        """Several clients' jobs ((client, session number, iteration), all of one split point) on the shared
+        server set as one batch: one forward and backward over the concatenated activations, the loss the sum of
+        each job's own mean loss (so each job's activation gradient, and the adapters' gradient, are what the jobs
+        would give one by one, summed), then **one** optimiser step. Dropout draws from the first job's seed.
+        Returns each job's activation gradient, then each job's loss (flat: one Ray return per value)."""
+        start = time.perf_counter()
+        try:
+            self.use_version(self.latest)
+            cids = [c for c, _, _ in jobs]
+            sizes = [int(p[0].shape[0]) for p in payloads]
+            k = self.split_points[cids[0]]
+            if any(calibrate):  # each calibrating client scored on its own rows, as when its job ran alone
+                with self.probe_batch(cids, sizes, range(k, len(self._blocks())), k == 0, calibrate):
+                    return self._step_batch(jobs, sizes, payloads)
+            return self._step_batch(jobs, sizes, payloads)
+        finally:
+            self.timed("server_step", start)
+
+    def _step_batch(self, jobs: list[tuple[int, int, int]], sizes: list[int], payloads) -> tuple:
+        if not self.shared:
+            raise RuntimeError("batched server steps need the shared server set (SFL-V1 jobs run one by one)")
+        hidden, mask, labels = (torch.cat([p[i] for p in payloads]).to(self.device) for i in range(3))
+        c0, number, it = jobs[0]
+        k = self.split_points[c0]
+        state = self.state_of(c0)
+        self.slots.load(state.adapters, state.head)
+        self.use_version(self.latest)
+        torch.manual_seed(step_seed(self.setup.seed, c0, number, it, 1))
+        split = self.split(k)
+        received = hidden if k == 0 else hidden.detach().requires_grad_(True)
+        logits = split.client(received, mask) if k == 0 else split.server(received, mask)
+        losses = [split.loss(lg, lb) for lg, lb in zip(logits.split(sizes), labels.split(sizes), strict=True)]
+        torch.stack(losses).sum().backward()
+        state.step()
+        values = [float(loss.detach()) for loss in losses]
+        if k == 0:
+            return (*[None] * len(jobs), *values)
+        return (*(g.cpu() for g in received.grad.split(sizes)), *values)
 
     def export(self, cids: list[int]) -> dict[int, tuple[Factors, dict[str, torch.Tensor]]]:
         return {c: self.state_of(c).export() for c in cids if (-1 if self.shared else c) in self.states}

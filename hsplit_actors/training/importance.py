@@ -19,10 +19,14 @@ class ImportanceProbe:
     """While entered, each forward through a slot of `blocks` registers a gradient hook that adds
     `mean(|W * G|)` of that matrix to `sink[key]` (a list; the host averages it)."""
 
-    def __init__(self, modules: dict[Key, nn.Module], blocks: range, sink: dict[Key, list[float]],
-                 embeddings: list[nn.Module] | None = None):
+    def __init__(self, modules: dict[Key, nn.Module], blocks: range, sink: dict[Key, list[float]] | None,
+                 embeddings: list[nn.Module] | None = None,
+                 parts: list[tuple[slice, dict[Key, list[float]]]] | None = None):
+        """`parts`: for a batch of several clients' jobs, each client's rows (a slice of the batch) and its sink.
+        Each client's score is computed from its own rows only, so batching leaves the scores as they were."""
         self.modules = {key: m for key, m in modules.items() if key[0] in blocks}
-        self.sink, self.embeddings = sink, embeddings or []
+        self.parts = parts if parts is not None else [(slice(None), sink)]
+        self.embeddings = embeddings or []
         self.handles: list = []
 
     def __enter__(self) -> ImportanceProbe:
@@ -47,8 +51,10 @@ class ImportanceProbe:
 
             def on_grad(delta: torch.Tensor) -> None:
                 with torch.no_grad():
-                    g = delta.reshape(-1, delta.shape[-1]).T.to(x.dtype) @ x.reshape(-1, x.shape[-1])
-                    self.sink.setdefault(key, []).append(float((weight.detach() * g).abs().mean()))
+                    for rows, sink in self.parts:
+                        d, inp = delta[rows], x[rows]
+                        g = d.reshape(-1, d.shape[-1]).T.to(inp.dtype) @ inp.reshape(-1, inp.shape[-1])
+                        sink.setdefault(key, []).append(float((weight.detach() * g).abs().mean()))
 
             output.register_hook(on_grad)
 

@@ -1,0 +1,103 @@
+"""The batching server in `run`: a batch is one forward/backward over the jobs' concatenated activations whose
+gradients are the jobs' gradients summed (each client's activation gradient its own), then one optimiser step;
+`max_jobs: 1` trains exactly as without batching."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from hsplit_actors.plan import prepare
+from hsplit_actors.scenario import parse_scenario
+from hsplit_actors.training import hosts as hosts_module
+from hsplit_actors.training.trainer import local_hosts, prepare_assets
+from tests.conftest import run_scenario, tiny_training_scenario
+
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+
+def _scenario(split_point: int = 1, **changes) -> dict:
+    raw = tiny_training_scenario(method={"name": "splitlora", "split_point": split_point, "rank": 4,
+                                         "targets": ["query", "value"]}, **changes)
+    raw["model"]["overrides"] |= NO_DROPOUT  # dropout draws differ between a batch and its jobs one by one
+    return raw
+
+
+def _server(raw: dict):
+    scenario = parse_scenario(yaml.safe_dump(raw))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        setup = prepare(scenario)
+        assets = prepare_assets(scenario, setup)
+    _, server = local_hosts(assets, 1, True)
+    server.load_shared(assets.factors, assets.head, True)
+    return scenario, setup, server
+
+
+@pytest.mark.parametrize("split_point", [1, 2])
+def test_a_batch_gives_each_job_its_gradient_and_the_adapters_the_sum(split_point, monkeypatch) -> None:
+    raw = _scenario(split_point)
+    scenario, setup, server = _server(raw)
+    b, s, h = scenario.data.batch_size, scenario.data.seq_len, setup.arch.hidden
+    g = torch.Generator().manual_seed(0)
+    payloads = [(torch.randn(b, s, h, generator=g), torch.ones(b, s, dtype=torch.long),
+                 torch.randint(0, 2, (b,), generator=g)) for _ in range(3)]
+    for c in range(3):
+        server.register(c, split_point)
+    captured: list[dict] = []
+
+    def record(state) -> None:  # the gradient the step would apply; parameters kept, so every job sees the same
+        captured.append({id(p): p.grad.clone() for group in state.optimizer.param_groups for p in group["params"]
+                         if p.grad is not None})
+        state.optimizer.zero_grad(set_to_none=True)
+
+    monkeypatch.setattr(hosts_module.AdapterState, "step", record)
+    alone = [server.step(c, 0, 0, payloads[c], True) for c in range(3)]
+    scores_alone = server.importance([0, 1, 2])
+    out = server.step_batch([(c, 0, 0) for c in range(3)], [True] * 3, *payloads)
+    scores_batched = server.importance([0, 1, 2])
+    grads, losses = out[:3], out[3:]
+    assert len(captured) == 4, "three steps alone, one for the batch"
+    for (grad, loss), batched_grad, batched_loss in zip(alone, grads, losses, strict=True):
+        torch.testing.assert_close(batched_grad, grad, rtol=1e-4, atol=1e-6)
+        assert batched_loss == pytest.approx(loss, rel=1e-5)
+    summed = {k: sum(step[k] for step in captured[:3]) for k in captured[3]}
+    assert captured[3].keys() == captured[0].keys()
+    for k, grad in captured[3].items():
+        torch.testing.assert_close(grad, summed[k], rtol=1e-4, atol=1e-6)
+    # the importance probe scores each client on its own rows, as when its job ran alone
+    assert scores_batched.keys() == scores_alone.keys() == {0, 1, 2}
+    for c in range(3):
+        for key, value in scores_alone[c].items():
+            assert scores_batched[c][key] == pytest.approx(value, rel=1e-4)
+
+
+def _tables(directory):
+    return (pd.read_parquet(directory / "events.parquet"), pd.read_parquet(directory / "rounds.parquet"))
+
+
+def test_max_jobs_one_trains_as_the_unbatched_server(tmp_path) -> None:
+    server = {"profile": "l4_24gb", "flops": 1e9}  # slow: jobs queue
+    raw = _scenario(server=server, fleet=[{"profile": "jetson_nano", "count": 3}, {"profile": "agx_orin", "count": 3}])
+    run_scenario(raw, tmp_path / "plain", local=True)
+    run_scenario(raw | {"server": server | {"batching": {"max_jobs": 1}}}, tmp_path / "one", local=True)
+    (ev_a, r_a), (ev_b, r_b) = _tables(tmp_path / "plain"), _tables(tmp_path / "one")
+    pd.testing.assert_frame_equal(ev_a, ev_b)
+    pd.testing.assert_frame_equal(r_a.drop(columns="wall_s"), r_b.drop(columns="wall_s"))
+
+
+def test_a_batching_server_trains_and_records_its_batches(tmp_path) -> None:
+    server = {"profile": "l4_24gb", "flops": 1e9, "batching": {"max_jobs": 3}}
+    raw = _scenario(server=server, fleet=[{"profile": "jetson_nano", "count": 3}, {"profile": "agx_orin", "count": 3}])
+    raw["rounds"] = 3
+    run_scenario(raw, tmp_path / "batched", local=True)
+    events, rounds = _tables(tmp_path / "batched")
+    server_rows = events[events["phase"] == "server"]
+    assert server_rows["batch"].max() > 1 and server_rows["batch"].max() <= 3
+    assert np.isfinite(rounds["train_loss"]).all()
+    assert rounds["eval_loss"].nunique() == len(rounds), "each aggregate must move the global model"
