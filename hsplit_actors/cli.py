@@ -209,8 +209,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from hsplit_actors.timing.calibrate import Request, calibrate, dispersion, write
 
     ranks = args.ranks if 0 in args.ranks else (0, *args.ranks)
+    if args.blocks < 1:
+        raise ScenarioError("--blocks must be at least 1", field="--blocks")
     request = Request(args.model, args.device, args.dtype, args.task, args.seq, args.batch, ranks,
-                      args.threads or (), args.min_run_time)
+                      args.threads or (), args.min_run_time, blocks=args.blocks)
     out = Path(args.out)
     if out.exists() and not args.force:
         raise ScenarioError(f"{out} exists; choose another --out or pass --force to replace it", field="--out")
@@ -277,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--ranks", type=_int_list("--ranks"), default=(0, 8, 32), help="LoRA ranks (0 is always added)")
     k.add_argument("--threads", type=_int_list("--threads"), help="torch thread counts (default: 1 and all)")
     k.add_argument("--min-run-time", type=float, default=0.2, help="seconds of timed runs per point (default 0.2)")
+    k.add_argument("--blocks", type=int, default=4, help="blocks built and timed in turn (default 4: a block "
+                   "timed alone keeps its weights in cache, a deep model does not)")
     k.add_argument("--force", action="store_true", help="replace an existing --out")
     k.add_argument("--quiet", action="store_true", help="no progress display")
     k.set_defaults(func=cmd_calibrate)

@@ -12,7 +12,7 @@ import numpy as np
 from hsplit_actors.costmodel import ModelArch
 from hsplit_actors.costmodel.costs import ADAM_COPIES, ADAPTER_BYTES
 from hsplit_actors.engine import Executor, ProgressCallback, Simulation
-from hsplit_actors.engine.durations import warn_batching
+from hsplit_actors.engine.durations import Durations, warn_batching
 from hsplit_actors.errors import ScenarioError
 from hsplit_actors.fleet import Fleet, build_fleet
 from hsplit_actors.fleet.devices import load_catalogue
@@ -50,6 +50,8 @@ def prepare(scenario: Scenario) -> Setup:
                         float(scenario.server.memory_gb or profile.memory_gb), scenario.server.gpus)
     strategy = make_strategy(scenario.method, arch, scenario.data.batch_size, scenario.data.seq_len,
                              scenario.model.dtype, scenario.seed, server)
+    if scenario.server.timing is not None or any(g.timing is not None for g in scenario.fleet):
+        strategy.durations = Durations(scenario, arch, fleet.timing, server.flops)  # ARMSC estimates with them
     warn_batching(scenario, strategy)
     return Setup(arch, fleet, strategy, check_feasibility(scenario, fleet, strategy))
 

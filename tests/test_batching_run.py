@@ -12,11 +12,15 @@ import pytest
 import torch
 import yaml
 
+from hsplit_actors.costmodel import ClientConfig
 from hsplit_actors.plan import prepare
 from hsplit_actors.scenario import parse_scenario
+from hsplit_actors.scenario.load import architecture
+from hsplit_actors.timing import load_profile
 from hsplit_actors.training import hosts as hosts_module
 from hsplit_actors.training.trainer import local_hosts, prepare_assets
 from tests.conftest import run_scenario, tiny_training_scenario
+from tests.timing_helpers import write_profile
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
@@ -77,27 +81,41 @@ def test_a_batch_gives_each_job_its_gradient_and_the_adapters_the_sum(split_poin
             assert scores_batched[c][key] == pytest.approx(value, rel=1e-4)
 
 
-def _tables(directory):
-    return (pd.read_parquet(directory / "events.parquet"), pd.read_parquet(directory / "rounds.parquet"))
+FLEET = [{"profile": "jetson_nano", "count": 3}, {"profile": "agx_orin", "count": 3}]
+SLOW = {"profile": "l4_24gb", "flops": 1e9}  # a slow server: jobs queue, so batches form
 
 
 def test_max_jobs_one_trains_as_the_unbatched_server(tmp_path) -> None:
-    server = {"profile": "l4_24gb", "flops": 1e9}  # slow: jobs queue
-    raw = _scenario(server=server, fleet=[{"profile": "jetson_nano", "count": 3}, {"profile": "agx_orin", "count": 3}])
-    run_scenario(raw, tmp_path / "plain", local=True)
-    run_scenario(raw | {"server": server | {"batching": {"max_jobs": 1}}}, tmp_path / "one", local=True)
-    (ev_a, r_a), (ev_b, r_b) = _tables(tmp_path / "plain"), _tables(tmp_path / "one")
-    pd.testing.assert_frame_equal(ev_a, ev_b)
-    pd.testing.assert_frame_equal(r_a.drop(columns="wall_s"), r_b.drop(columns="wall_s"))
+    raw = _scenario(server=SLOW, fleet=FLEET)
+    _, plain, _ = run_scenario(raw, tmp_path / "plain", local=True)
+    _, one, _ = run_scenario(raw | {"server": SLOW | {"batching": {"max_jobs": 1}}}, tmp_path / "one", local=True)
+    pd.testing.assert_frame_equal(plain.events, one.events)
+    pd.testing.assert_frame_equal(plain.rounds.drop(columns="wall_s"), one.rounds.drop(columns="wall_s"))
 
 
-def test_a_batching_server_trains_and_records_its_batches(tmp_path) -> None:
-    server = {"profile": "l4_24gb", "flops": 1e9, "batching": {"max_jobs": 3}}
-    raw = _scenario(server=server, fleet=[{"profile": "jetson_nano", "count": 3}, {"profile": "agx_orin", "count": 3}])
-    raw["rounds"] = 3
-    run_scenario(raw, tmp_path / "batched", local=True)
-    events, rounds = _tables(tmp_path / "batched")
+def test_a_batching_profiled_server_trains_and_records_its_batches(tmp_path) -> None:
+    raw = _scenario(server=SLOW, fleet=FLEET) | {"rounds": 3}
+    arch = architecture(parse_scenario(yaml.safe_dump(raw)))
+    profile = write_profile(tmp_path / "server.yaml", arch, scale=100.0)  # slow enough for jobs to queue
+    raw["server"] = SLOW | {"timing": str(profile), "batching": {"max_jobs": 3}}
+    _, tables, _ = run_scenario(raw, tmp_path / "batched", local=True)
+    events, rounds = tables.events, tables.rounds
     server_rows = events[events["phase"] == "server"]
     assert server_rows["batch"].max() > 1 and server_rows["batch"].max() <= 3
+    # the virtual clock of `run` is the profile's: each batch takes the profile's time at its summed batch
+    config = ClientConfig.uniform(arch, 1, 4, ["query", "value"])
+    loaded = load_profile(profile)
+    for jobs, rows in server_rows.groupby("batch"):
+        expected = loaded.phases(arch, config, 8, 24, jobs=int(jobs))[2]
+        np.testing.assert_allclose(rows["t_end"] - rows["t_start"], expected, rtol=1e-9)
     assert np.isfinite(rounds["train_loss"]).all()
     assert rounds["eval_loss"].nunique() == len(rounds), "each aggregate must move the global model"
+
+
+def test_a_batched_run_on_ray_actors_equals_in_process(ray_session, tmp_path) -> None:
+    raw = _scenario(server=SLOW | {"batching": {"max_jobs": 3}}, fleet=FLEET)
+    _, local, _ = run_scenario(raw, tmp_path / "local", local=True)
+    _, actors, _ = run_scenario(raw, tmp_path / "ray", actors=1)
+    assert local.events.loc[local.events["phase"] == "server", "batch"].max() > 1
+    pd.testing.assert_frame_equal(local.events, actors.events)
+    pd.testing.assert_frame_equal(local.rounds.drop(columns="wall_s"), actors.rounds.drop(columns="wall_s"))

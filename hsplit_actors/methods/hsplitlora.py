@@ -91,6 +91,7 @@ class Device:
     uplink_mbps: float
     downlink_mbps: float
     latency_ms: float
+    group: float = -1.0  # its fleet entry, where the strategy has measured profiles (-1: FLOPs model only)
 
 
 def greedy_ranks(arch: ModelArch, importance: dict[Key, float], keys: list[Key], levels: list[int],
@@ -155,7 +156,10 @@ class HSplitLoRA(Strategy):
         n = len(fleet)
         self.weakest_gb = float(fleet.memory_gb.min())
         self.server_ranks = self.allocate_server(importance)
-        columns = np.stack([fleet.flops, fleet.memory_gb, fleet.uplink_mbps, fleet.downlink_mbps, fleet.latency_ms], 1)
+        figures = [fleet.flops, fleet.memory_gb, fleet.uplink_mbps, fleet.downlink_mbps, fleet.latency_ms]
+        if self.durations is not None and self.durations.measured_clients:  # a profile is part of the device
+            figures.append(fleet.group.astype(float))
+        columns = np.stack(figures, 1)
         unique, inverse = np.unique(columns, axis=0, return_inverse=True)
         configs: list[ClientConfig] = []
         index = np.full(n, -1, dtype=np.int64)
@@ -204,13 +208,19 @@ class HSplitLoRA(Strategy):
         job times the jobs it competes with (participants per GPU), on `reference_config(k)`. Because that
         configuration is the same for every device, a weaker device (less compute and memory, the same network)
         never gets a deeper split than a stronger one."""
-        cost = iteration_cost(self.arch, self.reference_config(k), self.batch, self.seq, self.dtype)
+        config = self.reference_config(k)
+        cost = iteration_cost(self.arch, config, self.batch, self.seq, self.dtype)
         client = (cost.client_fwd_flops + cost.client_bwd_flops) / device.flops
+        server = cost.server_flops / self.server.flops
+        if self.durations is not None:  # measured profiles, where the scenario gives them (engine/durations.py)
+            client = sum(self.durations.client(cost, config, int(device.group), device.flops)) \
+                if device.group >= 0 else client
+            server = self.durations.server(cost, config)
         network = 0.0 if k == self.arch.n_layers else (
             cost.uplink_bytes * 8 / (device.uplink_mbps * 1e6) + cost.downlink_bytes * 8
             / (device.downlink_mbps * 1e6) + 2 * device.latency_ms / 1e3)
         contention = max(1.0, n_clients / self.server.gpus)
-        return client + network + cost.server_flops / self.server.flops * contention
+        return client + network + server * contention
 
     def memory(self, k: int, ranks: dict[Key, int]) -> int:
         column = self.column  # arch.matrices is a property: computed once, this is ARMSC's innermost loop

@@ -1,9 +1,10 @@
 """A measured timing profile (`hsplit calibrate` writes it) and the phase durations it predicts.
 
 The profile holds, per thread count, the median time of each model piece over a grid of (batch, seq):
-embeddings forward, one block's forward and forward+backward at each LoRA rank of the grid (adapters on every
-adaptable matrix), the same block's forward+backward when its input needs no gradient (a client's first block),
-head + loss forward and forward+backward, and the optimiser step of one block's adapters.
+embeddings forward, the attention context (mask and positions) a part builds, one block's forward and
+forward+backward at each LoRA rank of the grid (adapters on every adaptable matrix), the same block's
+forward+backward when its input needs no gradient (a client's first block), head + loss forward and
+forward+backward, and the optimiser step of one block's adapters.
 
 Prediction is **bilinear interpolation** in (batch, seq), not a roofline fit. Why: the small jobs this project
 simulates sit exactly where roofline models fail (launch overhead, cache effects, thread scheduling), and a dense
@@ -33,7 +34,7 @@ FORMAT_VERSION = 1
 # What must agree between the profile's model and the scenario's (blocks are measured one at a time, so the number
 # of blocks may differ: a profile of one block serves any depth).
 MODEL_FIELDS = ("family", "task", "hidden", "n_heads", "n_kv_heads", "head_dim", "ffn", "vocab", "num_labels")
-PIECES = ("embed_fwd", "head_fwd", "head_fwdbwd")
+PIECES = ("embed_fwd", "context", "head_fwd", "head_fwdbwd")
 RANKED_PIECES = ("block_fwd", "block_fwdbwd", "block_fwdbwd_noinput")
 
 
@@ -144,6 +145,28 @@ class Profile:
                 extra += share * (self._at_rank(name, r, batch, seq, threads) - base)
         return base + extra
 
+    def _first_block_backward(self, rank_row: tuple[int, ...], arch: ModelArch, batch: float, seq: int,
+                              threads: int) -> float:
+        """Backward of a block whose input needs no gradient (the first adapted block on a device). Its cost is
+        set by how far back the gradient must flow, not by how many matrices carry adapters: the gradient runs
+        through the whole block to reach the attention's adapters. So it starts from the measured all-adapted
+        backward at the smallest grid rank and swaps each matrix's adapter increment (from the input-gradient
+        tables) for the one it has. An FFN-only pattern, whose gradient stops after the FFN, is overestimated."""
+        ref = next(r for r in self.ranks if r > 0)
+        back = self.piece(f"block_fwdbwd_noinput_r{ref}", batch, seq, threads) - self.piece(
+            f"block_fwd_r{ref}", batch, seq, threads)
+
+        def increment(r: int) -> float:  # one adapter's backward cost at rank r, over no adapter
+            if r == 0:
+                return 0.0
+            with_r = self._at_rank("block_fwdbwd", r, batch, seq, threads) - self._at_rank(
+                "block_fwd", r, batch, seq, threads)
+            bare = self.piece("block_fwdbwd_r0", batch, seq, threads) - self.piece("block_fwd_r0", batch, seq,
+                                                                                  threads)
+            return (with_r - bare) / len(self.adapter_matrices)
+
+        return max(0.0, back + sum(increment(r) - increment(ref) for r in rank_row))
+
     def _at_rank(self, name: str, r: int, batch: float, seq: int, threads: int) -> float:
         grid = [q for q in self.ranks if q > 0]
         if r in grid:
@@ -180,7 +203,7 @@ def _phases(profile: Profile, arch: ModelArch, config: ClientConfig, batch: int,
             if rg:
                 bwd += profile._ranked("block_fwdbwd", row, arch, b, seq, threads) - f
             elif adapted:
-                bwd += profile._ranked("block_fwdbwd_noinput", row, arch, b, seq, threads) - f
+                bwd += profile._first_block_backward(row, arch, b, seq, threads)
             bwd += profile._optimizer(row, threads)
             rg = rg or adapted
         return fwd, max(0.0, bwd)
@@ -190,9 +213,9 @@ def _phases(profile: Profile, arch: ModelArch, config: ClientConfig, batch: int,
         return f, max(0.0, profile.piece("head_fwdbwd", b, seq, threads) - f)
 
     client_fwd = client_bwd = server = 0.0
-    if k > 0:
+    if k > 0:  # each part builds its own attention mask and positions (the context) once per pass
         client_fwd, client_bwd = blocks(range(k), batch, False)
-        client_fwd += profile.piece("embed_fwd", batch, seq, threads)
+        client_fwd += profile.piece("embed_fwd", batch, seq, threads) + profile.piece("context", batch, seq, threads)
         if k == n:
             hf, hb = head(batch)
             client_fwd, client_bwd = client_fwd + hf, client_bwd + hb
@@ -200,7 +223,8 @@ def _phases(profile: Profile, arch: ModelArch, config: ClientConfig, batch: int,
         b = batch * jobs
         fwd, bwd = blocks(range(k, n), b, k > 0)
         hf, hb = head(b)
-        server = fwd + bwd + hf + hb + (profile.piece("embed_fwd", b, seq, threads) if k == 0 else 0.0)
+        server = fwd + bwd + hf + hb + profile.piece("context", b, seq, threads) + (
+            profile.piece("embed_fwd", b, seq, threads) if k == 0 else 0.0)
     return client_fwd, client_bwd, server
 
 
