@@ -52,7 +52,10 @@ def plan_row(raw: dict, setting: str, batching: dict | None) -> dict:
     wall = time.perf_counter() - start
     s = summarise(tables, extra)
     label = "none" if batching is None else ", ".join(f"{k} {v}" for k, v in batching.items())
+    ev = tables.events
+    server_s = (ev["t_end"] - ev["t_start"])[ev["phase"] == "server"].mean()
     return {"setting": setting, "batching": label, "queue_wait_mean_s": s["queue_wait_mean_s"],
+            "queue+server_mean_s": s["queue_wait_mean_s"] + float(server_s),
             "round_s_mean": s["round_s_mean"], "server_utilisation_%": 100 * s["server_utilisation"],
             "jobs_per_batch": s["server_batch_mean"], "server_busy_s": extra["server_busy_s"], "plan_wall_s": wall}
 
