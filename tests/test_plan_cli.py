@@ -26,7 +26,7 @@ def test_plan_writes_a_complete_run_directory(write_scenario, tmp_path: Path, ca
     assert meta["mode"] == "plan" and meta["seed"] == 1 and "simpy" in meta["versions"]
     tables = read_run(out)
     assert list(tables.events.columns) == ["run", "method", "round", "version", "client", "iteration", "phase",
-                                           "t_start", "t_end", "bytes", "flops", "queue_len"]
+                                           "t_start", "t_end", "bytes", "flops", "queue_len", "batch"]
     for column in ("round", "t_end", "wall_s", "train_loss", "eval_loss", "eval_metric", "participants",
                    "bytes_up", "bytes_down"):
         assert column in tables.rounds.columns

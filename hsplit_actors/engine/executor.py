@@ -29,8 +29,9 @@ class Executor:
         """Server forward/backward for the activations of `s.client`; called in virtual arrival order."""
 
     def server_batch(self, jobs: list) -> None:
-        """Several clients' server steps ((session, iteration), in queue order) run as one batch: one forward and
-        backward over their concatenated activations, one step of the shared server-side adapters."""
+        """Several clients' server steps ((session, iteration), in queue order) that the batching server runs as
+        one batch. `run`'s executor makes them one forward/backward and one optimiser step; this default (for
+        executors with nothing to batch) takes them one by one."""
         for s, iteration in jobs:
             self.server_step(s, iteration)
 

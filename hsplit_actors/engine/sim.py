@@ -2,7 +2,8 @@
 run S local iterations through client_fwd -> uplink -> queue -> server -> downlink -> client_bwd, upload its
 update into the upload buffer (a `simpy.Store`). One aggregation process (`aggregation.py`) decides when to
 draw clients and when to aggregate what the buffer holds: sync rounds, semi-sync deadlines or FedBuff's async
-buffer. Durations come from the cost model only, so a seeded run is deterministic.
+buffer. Durations come from the cost model or a measured profile (`durations.py`), never from the wall clock, so
+a seeded run is deterministic.
 
 Recording is columnar (`array`), one row per iteration with its seven phase boundaries; the events table is
 expanded from it afterwards (phases are contiguous), which keeps the hot loop to two appends per iteration.
