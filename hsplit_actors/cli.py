@@ -4,6 +4,7 @@ methods on it."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -213,15 +214,27 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise ScenarioError("--blocks must be at least 1", field="--blocks")
     request = Request(args.model, args.device, args.dtype, args.task, args.seq, args.batch, ranks,
                       args.threads or (), args.min_run_time, blocks=args.blocks)
+    if not args.min_run_time > 0:
+        raise ScenarioError(f"--min-run-time must be a positive number of seconds (got {args.min_run_time})",
+                            field="--min-run-time")
     out = Path(args.out)
+    if out.is_dir():
+        raise ScenarioError(f"{out} is a folder; give the profile file to write, e.g. {out / 'profile.yaml'}",
+                            field="--out")
     if out.exists() and not args.force:
         raise ScenarioError(f"{out} exists; choose another --out or pass --force to replace it", field="--out")
+    folder = next((p for p in out.absolute().parents if p.exists()), None)
+    if folder is not None and not os.access(folder, os.W_OK):  # found before minutes of measuring, not after
+        raise ScenarioError(f"cannot write {out}: {folder} is not writable; choose another --out", field="--out")
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True,
                         disable=args.quiet)
     with progress:
         task = progress.add_task("building the model", total=None)
         profile = calibrate(request, lambda text: progress.update(task, description=text))
-    write(profile, out)
+    try:
+        write(profile, out)
+    except OSError as exc:
+        raise ScenarioError(f"cannot write {out}: {exc.strerror}; choose another --out", field="--out") from None
     grid = profile["grid"]
     print(f"{out}: {profile['model']['name']} ({profile['dtype']}, {profile['device']}), batch {grid['batch']} x "
           f"seq {grid['seq']}, ranks {grid['ranks']}, threads {grid['threads']}; median relative IQR "

@@ -151,6 +151,20 @@ def test_calibrate_on_cuda(tmp_path) -> None:
     assert load_profile(out).device == "cuda"
 
 
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--out", "{tmp}"], "is a folder; give the profile file to write"),
+    (["--out", "{tmp}/p.yaml", "--min-run-time", "-1"], "--min-run-time must be a positive number"),
+    (["--out", "{tmp}/p.yaml", "--model", "no-such-model"], "neither a preset"),
+    (["--out", "/proc/p.yaml"], "cannot write /proc/p.yaml"),
+])
+def test_bad_calibrate_arguments_are_one_line(extra, message, tmp_path, capsys) -> None:
+    args = ["calibrate", "--model", "minilm-l6", "--seq", "16", "--batch", "1", "--ranks", "4", "--threads", "1",
+            "--min-run-time", "0.01", "--quiet"] + [a.format(tmp=tmp_path) for a in extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err, err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where there is no CUDA")
 def test_calibrate_on_cuda_without_cuda_is_one_line(tmp_path, capsys) -> None:
     assert main(["calibrate", "--model", "minilm-l6", "--device", "cuda", "--out", str(tmp_path / "x.yaml")]) == 2
