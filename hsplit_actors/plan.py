@@ -12,7 +12,7 @@ import numpy as np
 from hsplit_actors.costmodel import ModelArch
 from hsplit_actors.costmodel.costs import ADAM_COPIES, ADAPTER_BYTES
 from hsplit_actors.engine import Executor, ProgressCallback, Simulation
-from hsplit_actors.engine.durations import Durations, warn_batching
+from hsplit_actors.engine.durations import Durations, batching_in_effect, warn_batching
 from hsplit_actors.errors import ScenarioError
 from hsplit_actors.fleet import Fleet, build_fleet
 from hsplit_actors.fleet.devices import load_catalogue
@@ -50,8 +50,7 @@ def prepare(scenario: Scenario) -> Setup:
                         float(scenario.server.memory_gb or profile.memory_gb), scenario.server.gpus)
     strategy = make_strategy(scenario.method, arch, scenario.data.batch_size, scenario.data.seq_len,
                              scenario.model.dtype, scenario.seed, server)
-    if scenario.server.timing is not None or any(g.timing is not None for g in scenario.fleet):
-        strategy.durations = Durations(scenario, arch, fleet.timing, server.flops)  # ARMSC estimates with them
+    strategy.durations = Durations(scenario, arch, fleet.timing, server.flops)  # the engine's, and ARMSC's
     warn_batching(scenario, strategy)
     return Setup(arch, fleet, strategy, check_feasibility(scenario, fleet, strategy))
 
@@ -110,8 +109,7 @@ def server_memory_gb(scenario: Scenario, assignment, strategy: Strategy) -> floa
     else:
         adapters = sum(c.server_adapter_params * int(n) for c, n in zip(costs, counts, strict=True))
     gpus = scenario.server.gpus
-    batching = scenario.server.batching
-    jobs = batching.max_jobs if batching is not None and strategy.shared_server else 1  # a batch holds them all
+    jobs = scenario.server.batching.max_jobs if batching_in_effect(scenario, strategy) else 1  # a batch holds all
     per_gpu = frozen + adapters * ADAPTER_BYTES * ADAM_COPIES / gpus + jobs * max(c.server_activation_bytes
                                                                                    for c in used)
     return per_gpu / GIB

@@ -288,7 +288,7 @@ def test_importance_hooks_measure_mean_abs_w_times_the_true_weight_gradient() ->
     ids, mask, labels = batch("bert")
     split = SplitModel(model, 4)
     sink: dict = {}
-    with ImportanceProbe(slots.modules, range(4), sink, family.embedding_modules(model)):
+    with ImportanceProbe(slots.modules, range(4), [(slice(None), sink)], family.embedding_modules(model)):
         split.loss(split.client(ids, mask), labels).backward()
     for module in slots.modules.values():
         module.get_base_layer().weight.requires_grad_(True)

@@ -268,6 +268,18 @@ def test_a_relative_profile_path_is_found_beside_the_scenario(arch, tmp_path, ca
     assert main(["validate", str(scenario)]) == 0, capsys.readouterr().err
 
 
+def test_a_relative_profile_path_is_read_from_the_working_directory_first(arch, tmp_path, capsys,
+                                                                        monkeypatch) -> None:
+    (tmp_path / "here" / "profiles").mkdir(parents=True)
+    write_profile(tmp_path / "here" / "profiles" / "p.yaml", arch)  # good, in the working directory
+    (tmp_path / "beside" / "profiles").mkdir(parents=True)
+    (tmp_path / "beside" / "profiles" / "p.yaml").write_text("- not a profile\n")  # beside the scenario
+    scenario = tmp_path / "beside" / "s.yaml"
+    scenario.write_text(yaml.safe_dump(small_scenario(server={"profile": "a100_40gb", "timing": "profiles/p.yaml"})))
+    monkeypatch.chdir(tmp_path / "here")
+    assert main(["validate", str(scenario)]) == 0, capsys.readouterr().err
+
+
 def test_batches_above_the_grid_are_extrapolated_with_a_warning(arch, tmp_path, write_scenario, capsys) -> None:
     profile = write_profile(tmp_path / "p.yaml", arch)
     path = write_scenario(small_scenario(method={"name": "splitlora", "split_point": 2, "rank": 4},

@@ -65,6 +65,6 @@ def warn_batching(scenario, strategy) -> None:
                       "client, so no two clients' jobs share one (batching needs a shared server side, e.g. sfl "
                       "variant v2)", BatchingIgnored, stacklevel=2)
         return
-    ref = scenario.server.timing
-    if ref is not None and spec.max_jobs > 1:
-        warn_beyond(load_profile(ref if isinstance(ref, str) else ref.file), spec.max_jobs * scenario.data.batch_size)
+    measured = _resolve(scenario.server.timing)
+    if measured is not None and spec.max_jobs > 1:
+        warn_beyond(measured[0], spec.max_jobs * scenario.data.batch_size)

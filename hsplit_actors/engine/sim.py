@@ -118,7 +118,8 @@ class Simulation:
         _, servers = load_catalogue()
         profile = servers[scenario.server.profile]
         self.server_flops = float(scenario.server.flops or profile.flops)
-        self.durations = Durations(scenario, arch, fleet.timing or [None] * len(fleet.windows), self.server_flops)
+        self.durations = strategy.durations or Durations(scenario, arch, fleet.timing or [None] * len(fleet.windows),
+                                                         self.server_flops)  # `prepare` made one, else here
         self.batching = batching_in_effect(scenario, strategy)
         self.server_group: list[int] = []  # per configuration: its batching group (split point + server ranks)
         self._groups: dict[tuple, int] = {}

@@ -87,7 +87,7 @@ class Strategy(ABC):
     shared_server: bool = False  # one server-side adapter set for all clients (SFL-V2 / SplitLoRA)
     restarts_adapters: bool = False  # each round starts from fresh adapters (the aggregate was merged)
     importance_iterations: int = 0  # calibration iterations per round whose |W * dL/dW| the hosts report
-    durations = None  # engine.durations.Durations: measured profiles, for a method that estimates latency (ARMSC)
+    durations = None  # engine.durations.Durations, set by `prepare`: a method that estimates latency uses it (ARMSC)
 
     def __init__(self, spec, arch: ModelArch, batch: int, seq: int, dtype: str, seed: int = 0,
                  server: ServerInfo | None = None):

@@ -127,7 +127,8 @@ def calibrate(request: Request, on_step: Callable[[str], None] | None = None) ->
     family.prepare(model)
     model.to(device=device, dtype=dtype).train()
     matrices = list(family.matrix_paths)
-    threads = request.threads or tuple(sorted({1, torch.get_num_threads()}))
+    original_threads = torch.get_num_threads()
+    threads = request.threads or tuple(sorted({1, original_threads}))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def measure(label: str, stmt: Callable[[], None], t: int, per: int = 1) -> tuple[float, float]:
@@ -223,7 +224,7 @@ def calibrate(request: Request, on_step: Callable[[str], None] | None = None) ->
                 put("head_fwdbwd", i, j, measure("head + loss fwd+bwd", head_bwd, t))
         tables[t] = per
     default_threads = max(threads)
-    torch.set_num_threads(default_threads)
+    torch.set_num_threads(original_threads)
     return {
         "kind": KIND,
         "format": FORMAT_VERSION,

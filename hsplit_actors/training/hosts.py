@@ -263,21 +263,21 @@ class _Host:
         self._keep(set(versions) | {newest})
 
     def probe(self, cid: int, blocks: range, embeddings: bool) -> ImportanceProbe:
-        from hsplit_actors.model.families import family_of
-
-        modules = family_of(self.model).embedding_modules(self.model) if embeddings else None
-        return ImportanceProbe(self.slots.modules, blocks, self.scores.setdefault(cid, {}), modules)
+        return self._probe([(slice(None), self.scores.setdefault(cid, {}))], blocks, embeddings)
 
     def probe_batch(self, cids: list[int], sizes: list[int], blocks: range, embeddings: bool,
                     scored: list[bool]) -> ImportanceProbe:
         """A probe over a batch of several clients' rows: each client in `scored` scored on its own rows."""
+        ends = np.cumsum([0, *sizes])
+        return self._probe([(slice(int(a), int(b)), self.scores.setdefault(c, {}))
+                            for c, a, b, on in zip(cids, ends[:-1], ends[1:], scored, strict=True) if on],
+                           blocks, embeddings)
+
+    def _probe(self, parts: list, blocks: range, embeddings: bool) -> ImportanceProbe:
         from hsplit_actors.model.families import family_of
 
         modules = family_of(self.model).embedding_modules(self.model) if embeddings else None
-        ends = np.cumsum([0, *sizes])
-        parts = [(slice(int(a), int(b)), self.scores.setdefault(c, {}))
-                 for c, a, b, on in zip(cids, ends[:-1], ends[1:], scored, strict=True) if on]
-        return ImportanceProbe(self.slots.modules, blocks, None, modules, parts)
+        return ImportanceProbe(self.slots.modules, blocks, parts, modules)
 
     def importance(self, cids: list[int]) -> dict[int, dict[Key, float]]:
         """This round's mean score per matrix for each of `cids`, then forgotten."""

@@ -17,15 +17,14 @@ from hsplit_actors.model.lora import Key
 
 class ImportanceProbe:
     """While entered, each forward through a slot of `blocks` registers a gradient hook that adds
-    `mean(|W * G|)` of that matrix to `sink[key]` (a list; the host averages it)."""
+    `mean(|W * G|)` of that matrix to each part's `sink[key]` (a list; the host averages it)."""
 
-    def __init__(self, modules: dict[Key, nn.Module], blocks: range, sink: dict[Key, list[float]] | None,
-                 embeddings: list[nn.Module] | None = None,
-                 parts: list[tuple[slice, dict[Key, list[float]]]] | None = None):
-        """`parts`: for a batch of several clients' jobs, each client's rows (a slice of the batch) and its sink.
-        Each client's score is computed from its own rows only, so batching leaves the scores as they were."""
+    def __init__(self, modules: dict[Key, nn.Module], blocks: range,
+                 parts: list[tuple[slice, dict[Key, list[float]]]], embeddings: list[nn.Module] | None = None):
+        """`parts`: each client's rows of the batch (a slice; `slice(None)` for a job alone) and its sink. A
+        batched job is scored on its own rows only, so batching leaves the scores as they were."""
         self.modules = {key: m for key, m in modules.items() if key[0] in blocks}
-        self.parts = parts if parts is not None else [(slice(None), sink)]
+        self.parts = parts
         self.embeddings = embeddings or []
         self.handles: list = []
 
