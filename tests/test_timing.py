@@ -268,15 +268,17 @@ def test_a_relative_profile_path_is_found_beside_the_scenario(arch, tmp_path, ca
     assert main(["validate", str(scenario)]) == 0, capsys.readouterr().err
 
 
-def test_a_relative_profile_path_is_read_from_the_working_directory_first(arch, tmp_path, capsys,
-                                                                        monkeypatch) -> None:
-    (tmp_path / "here" / "profiles").mkdir(parents=True)
-    write_profile(tmp_path / "here" / "profiles" / "p.yaml", arch)  # good, in the working directory
-    (tmp_path / "beside" / "profiles").mkdir(parents=True)
-    (tmp_path / "beside" / "profiles" / "p.yaml").write_text("- not a profile\n")  # beside the scenario
-    scenario = tmp_path / "beside" / "s.yaml"
-    scenario.write_text(yaml.safe_dump(small_scenario(server={"profile": "a100_40gb", "timing": "profiles/p.yaml"})))
-    monkeypatch.chdir(tmp_path / "here")
+def test_a_relative_profile_path_is_read_beside_the_scenario_first(arch, tmp_path, capsys, monkeypatch) -> None:
+    """`../profiles/p.yaml` in a scenario means beside the scenario, even where the working directory has a file
+    at that relative place (a stray one here: not a profile at all)."""
+    (tmp_path / "repo" / "scenarios").mkdir(parents=True)
+    write_profile(tmp_path / "repo" / "profiles" / "p.yaml", arch)
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "p.yaml").write_text("- not a profile\n")  # ../profiles/p.yaml seen from repo/
+    scenario = tmp_path / "repo" / "scenarios" / "s.yaml"
+    scenario.write_text(yaml.safe_dump(small_scenario(server={"profile": "a100_40gb",
+                                                               "timing": "../profiles/p.yaml"})))
+    monkeypatch.chdir(tmp_path / "repo")
     assert main(["validate", str(scenario)]) == 0, capsys.readouterr().err
 
 

@@ -189,7 +189,7 @@ def _checked_architecture(scenario: Scenario, fail: Callable[[Loc, str], NoRetur
 
 def _check_timing(scenario: Scenario, arch: ModelArch, source: str, fail: Callable[[Loc, str], NoReturn]) -> None:
     """Each measured profile the scenario names: readable, for this model and dtype, its grid covering the job.
-    A relative path is found from the working directory, else from the scenario's folder; the scenario keeps the
+    A relative path is found from the scenario's folder, else from the working directory; the scenario keeps the
     path that was found, so plan and run read the very file checked here."""
     from hsplit_actors.timing.profile import ProfileError, load_profile
 

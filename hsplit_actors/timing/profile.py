@@ -316,10 +316,11 @@ def _load_cached(path: str, mtime_ns: int, size: int) -> Profile:
 
 
 def load_profile(path: str | Path, base: str | Path | None = None) -> Profile:
-    """Read and check a profile; a relative path is taken from the working directory, else from `base` (the
-    scenario's folder). Cached per file version."""
+    """Read and check a profile. A relative path is taken from `base` (the scenario's folder) where it exists
+    there, else from the working directory: a scenario's `../profiles/x.yaml` must not meet a stray file that
+    happens to lie at that place from wherever the command runs. Cached per file version."""
     p = Path(path)
-    if not p.exists() and not p.is_absolute() and base is not None and (Path(base) / p).exists():
+    if not p.is_absolute() and base is not None and (Path(base) / p).exists():
         p = Path(base) / p
     if not p.is_file():
         raise ProfileError(str(path), "no such timing profile; give a file written by `hsplit calibrate`")
