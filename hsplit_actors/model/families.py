@@ -71,7 +71,8 @@ class Family:
         """Final norm + head: logits."""
         raise NotImplementedError
 
-    def loss(self, model: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def loss(self, model: nn.Module, logits: torch.Tensor, labels: torch.Tensor,
+             label_smoothing: float = 0.0) -> torch.Tensor:
         raise NotImplementedError
 
     def head_modules(self, model: nn.Module) -> list[nn.Module]:
@@ -81,6 +82,16 @@ class Family:
     def trainable_head(self, model: nn.Module) -> list[nn.Module]:
         """Head modules that train alongside the adapters (a classifier; nothing for an LM head)."""
         return []
+
+
+def causal_loss(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Next-token cross-entropy (-100 ignored): transformers' own loss, or with label smoothing the same shift
+    and mean written out (its loss function takes no smoothing)."""
+    if not label_smoothing:
+        return model.loss_function(logits, labels, vocab_size=model.config.vocab_size)
+    shifted = nn.functional.pad(labels, (0, 1), value=-100)[..., 1:]
+    return nn.functional.cross_entropy(logits.float().view(-1, model.config.vocab_size), shifted.reshape(-1),
+                                       ignore_index=-100, label_smoothing=label_smoothing)
 
 
 class GPT2(Family):
@@ -127,8 +138,8 @@ class GPT2(Family):
     def head(self, model, hidden):
         return model.lm_head(model.transformer.ln_f(hidden))
 
-    def loss(self, model, logits, labels):
-        return model.loss_function(logits, labels, vocab_size=model.config.vocab_size)
+    def loss(self, model, logits, labels, label_smoothing=0.0):
+        return causal_loss(model, logits, labels, label_smoothing)
 
     def head_modules(self, model):
         return [model.transformer.ln_f, model.lm_head]
@@ -182,8 +193,8 @@ class Llama(Family):
     def head(self, model, hidden):
         return model.lm_head(model.model.norm(hidden))
 
-    def loss(self, model, logits, labels):
-        return model.loss_function(logits, labels, vocab_size=model.config.vocab_size)
+    def loss(self, model, logits, labels, label_smoothing=0.0):
+        return causal_loss(model, logits, labels, label_smoothing)
 
     def head_modules(self, model):
         return [model.model.norm, model.lm_head]
@@ -218,8 +229,9 @@ class Bert(Family):
         pooled = model.bert.pooler(hidden) if model.bert.pooler is not None else hidden[:, 0]
         return model.classifier(model.dropout(pooled))
 
-    def loss(self, model, logits, labels):
-        return nn.functional.cross_entropy(logits.view(-1, model.config.num_labels), labels.view(-1))
+    def loss(self, model, logits, labels, label_smoothing=0.0):
+        return nn.functional.cross_entropy(logits.view(-1, model.config.num_labels), labels.view(-1),
+                                           label_smoothing=label_smoothing)
 
     def head_modules(self, model):
         return [m for m in (model.bert.pooler, model.dropout, model.classifier) if m is not None]

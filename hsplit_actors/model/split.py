@@ -48,8 +48,9 @@ class SplitModel:
     """A model cut at `split_point` (1 <= k <= L). `client` and `server` are the two parts (`server` is None
     when k = L); `step` runs one split iteration with the two-part backward of SPEC §1."""
 
-    def __init__(self, model: nn.Module, split_point: int):
+    def __init__(self, model: nn.Module, split_point: int, label_smoothing: float = 0.0):
         self.model = model
+        self.label_smoothing = label_smoothing  # of the training loss (`loss`); evaluation never smooths
         self.family = family_of(model)
         self.family.prepare(model)
         layers = len(self.family.blocks(model))
@@ -72,7 +73,7 @@ class SplitModel:
         return out if self.server is None else self.server(out, attention_mask)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.family.loss(self.model, logits, labels)
+        return self.family.loss(self.model, logits, labels, self.label_smoothing)
 
     def step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> float:
         """One iteration's forward and backward, as the protocol runs it: the client sends h, the server computes

@@ -335,10 +335,36 @@ class KillSpec(Strict):
     server: bool = False  # kill the server actor instead (`actor` is then ignored)
 
 
+class ScheduleSpec(Strict):
+    """The learning rate over a trainable set's own optimiser steps (SPEC §5): `warmup_steps` rising linearly to
+    the full rate, then `constant`, or `linear` / `cosine` decay to 0 at `total_steps` (default: the steps the run
+    gives that set if it takes part every time; see `training/recipe.py`)."""
+
+    kind: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: Annotated[int, Field(ge=0)] = 0
+    total_steps: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _room_to_decay(self) -> ScheduleSpec:
+        if self.total_steps is not None and self.kind != "constant" and self.total_steps <= self.warmup_steps:
+            raise ValueError(f"total_steps {self.total_steps} leaves no step to decay after warmup_steps "
+                             f"{self.warmup_steps}; raise total_steps or lower warmup_steps")
+        return self
+
+
 class TrainSpec(Strict):
     """Real training (`hsplit run`)."""
 
     lr: PositiveFloat = 2e-3
+    # the recipe every method trains with (SPEC §5): AdamW, this schedule, weight decay (0.01 is torch's AdamW
+    # default and SplitLoRA's reference value), gradient clipping by global norm per trainable set (null: none),
+    # label smoothing of the training loss (evaluation is never smoothed), and the server-side adapters' rate
+    # (null: `lr`; it is not aggregation.server_lr, which scales an aggregated update)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    max_grad_norm: PositiveFloat | None = None
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    server_side_lr: PositiveFloat | None = None
     eval_every: PositiveInt = 1  # evaluate the global model every N rounds
     # evaluation samples (SST-2: GLUE's labelled dev split, data/sst2/test.tsv; E2E: test pairs)
     eval_samples: PositiveInt = 872
@@ -479,6 +505,15 @@ class Scenario(Strict):
                              "only `aggregation:`")
         object.__setattr__(self, "aggregation", agg.model_copy(update={"interval": old}))
         object.__setattr__(self, "aggregation_interval", None)
+        return self
+
+    @model_validator(mode="after")
+    def _schedule_ends(self) -> Scenario:
+        from hsplit_actors.training.recipe import schedule_problem
+
+        problem = schedule_problem(self, sum(group.count for group in self.fleet))
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")

@@ -22,6 +22,7 @@ from hsplit_actors.metrics import evaluate
 from hsplit_actors.model.lora import Key, LoRAFactors
 from hsplit_actors.model.split import SplitModel
 from hsplit_actors.training.importance import ImportanceProbe
+from hsplit_actors.training.recipe import Recipe
 from hsplit_actors.training.slots import Adapter, Slots
 
 Factors = dict[Key, LoRAFactors]
@@ -33,10 +34,12 @@ class HostSetup:
 
     seed: int
     batch_size: int
-    lr: float
+    client: Recipe  # how device-side sets step (training/recipe.py)
+    server: Recipe  # how server-side sets step
     threads: int
     keys: tuple[Key, ...]  # every (block, matrix) any participant adapts
     recompute: bool = False  # client forward without graph, recomputed at backward
+    label_smoothing: float = 0.0  # of the training loss
 
 
 @dataclass
@@ -85,21 +88,34 @@ def _clone_head(head: dict[str, torch.Tensor] | None, device: torch.device | str
 
 @dataclass
 class AdapterState:
-    """One trainable set (a client's, a server copy, or the shared server set) with its optimiser."""
+    """One trainable set (a client's, a server copy, or the shared server set) with its optimiser. `steps` is the
+    owner's position in the schedule: it carries over when the set is rebuilt (training/recipe.py)."""
 
     adapters: dict[Key, Adapter]
     head: dict[str, nn.Parameter]
-    lr: float
+    recipe: Recipe
+    steps: int = 0
     optimizer: torch.optim.Optimizer = field(init=False)
 
     def __post_init__(self) -> None:
-        params = [p for a in self.adapters.values() for p in (a.A, a.B)] + list(self.head.values())
-        self.optimizer = torch.optim.AdamW(params, lr=self.lr) if params else None
+        params = self.parameters()
+        self.optimizer = torch.optim.AdamW(params, lr=self.recipe.lr, weight_decay=self.recipe.weight_decay) \
+            if params else None
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for a in self.adapters.values() for p in (a.A, a.B)] + list(self.head.values())
 
     def step(self) -> None:
+        """One optimiser step at the schedule's rate for this owner's step count (clipped first, if asked)."""
         if self.optimizer is not None:
+            if self.recipe.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.parameters(), self.recipe.max_grad_norm)
+            rate = self.recipe.rate(self.steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = rate
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
+        self.steps += 1
 
     def export(self) -> tuple[Factors, dict[str, torch.Tensor]]:
         """On the CPU, whatever device trains them: exports travel between hosts and into checkpoints."""
@@ -123,25 +139,31 @@ class AdapterState:
     def state_dict(self) -> dict:
         """A copy (the optimiser's own state dict shares tensors that later steps change in place)."""
         optimizer = copy.deepcopy(self.optimizer.state_dict()) if self.optimizer else None
-        return {"factors": self.export(), "optimizer": optimizer}
+        return {"factors": self.export(), "optimizer": optimizer, "steps": self.steps}
 
     @classmethod
-    def from_state_dict(cls, state: dict, lr: float, device: torch.device | str = "cpu") -> AdapterState:
+    def from_state_dict(cls, state: dict, recipe: Recipe, device: torch.device | str = "cpu") -> AdapterState:
         factors, head = state["factors"]
-        new = cls(_clone_parameters(factors, factors, device), _clone_head(head, device), lr)
+        new = cls(_clone_parameters(factors, factors, device), _clone_head(head, device), recipe,
+                  state.get("steps", 0))
         if new.optimizer is not None:
             new.optimizer.load_state_dict(state["optimizer"])
         return new
 
 
-def load_state(current: AdapterState | None, factors: Factors, head: dict[str, torch.Tensor] | None, lr: float,
-               keep_optimizer: bool, device: torch.device | str = "cpu") -> AdapterState:
+def load_state(current: AdapterState | None, factors: Factors, head: dict[str, torch.Tensor] | None,
+               recipe: Recipe, keep_optimizer: bool, device: torch.device | str = "cpu",
+               steps: int | None = None) -> AdapterState:
     """A round's starting adapters: assigned in place (optimiser state kept) when allowed and the shapes match,
-    otherwise a new set with a new optimiser (new ranks, or a method that restarts adapters each round)."""
+    otherwise a new set with a new optimiser (new ranks, or a method that restarts adapters each round). Either
+    way the schedule goes on from the owner's step count (`steps`, default: `current`'s)."""
+    if steps is None:
+        steps = current.steps if current is not None else 0
     if keep_optimizer and current is not None and current.same_shapes(factors, head):
         current.assign(factors, head or {})
+        current.steps = steps
         return current
-    return AdapterState(_clone_parameters(factors, factors, device), _clone_head(head, device), lr)
+    return AdapterState(_clone_parameters(factors, factors, device), _clone_head(head, device), recipe, steps)
 
 
 @dataclass
@@ -298,7 +320,7 @@ class _Host:
     def split(self, k: int) -> SplitModel:
         k = k or len(self._blocks())  # k = 0 (centralised): the whole model on the server
         if k not in self._splits:
-            self._splits[k] = SplitModel(self.model, k)
+            self._splits[k] = SplitModel(self.model, k, self.setup.label_smoothing)
         return self._splits[k]
 
     def ping(self) -> bool:
@@ -336,8 +358,8 @@ class ClientHost(_Host):
         if vc is None:
             vc = VirtualClient(cid, split_point, np.asarray(indices), None)
             self.clients[cid] = vc
-        vc.state = load_state(vc.state if vc.split_point == split_point else None, own, own_head, self.setup.lr,
-                              keep_optimizer)
+        vc.state = load_state(vc.state if vc.split_point == split_point else None, own, own_head,
+                              self.setup.client, keep_optimizer, steps=vc.state.steps if vc.state else 0)
         vc.split_point, vc.regulariser, vc.version = split_point, regulariser, version
 
     def forward(self, cid: int, rnd: int, it: int, calibrate: bool = False, after: object = None):
@@ -435,7 +457,7 @@ class ClientHost(_Host):
         self.scores.clear()
         self.clients = {}  # exactly the captured ones: a client first seen after the capture starts anew
         for c, s in clients.items():
-            state = AdapterState.from_state_dict(s["state"], self.setup.lr)
+            state = AdapterState.from_state_dict(s["state"], self.setup.client)
             self.clients[c] = VirtualClient(c, s["split_point"], s["indices"], state, s["cursor"], s["epoch"],
                                             s["order"], s["regulariser"], s["version"])
             if s["pending"] is not None:
@@ -471,13 +493,14 @@ class ServerHost(_Host):
                 self.states.pop(owner, None)
             return
         own = {k: f for k, f in factors.items() if k[0] >= split_point or self.shared}
-        self.states[owner] = load_state(self.states.get(owner), own, head, self.setup.lr, keep_optimizer,
+        self.states[owner] = load_state(self.states.get(owner), own, head, self.setup.server, keep_optimizer,
                                         self.device)
 
     def load_shared(self, factors: Factors, head: dict[str, torch.Tensor] | None, keep_optimizer: bool) -> None:
         """The shared server set: at the start (every method that has one), and, for a method that restarts its
         adapters (HSplitLoRA), fresh after each aggregation."""
-        self.states[-1] = load_state(self.states.get(-1), factors, head, self.setup.lr, keep_optimizer, self.device)
+        self.states[-1] = load_state(self.states.get(-1), factors, head, self.setup.server, keep_optimizer,
+                                     self.device)
 
     def register(self, cid: int, split_point: int) -> None:
         """Where `cid` splits this round (its server side is the shared set)."""
@@ -576,7 +599,7 @@ class ServerHost(_Host):
                 "scores": copy.deepcopy(self.scores)}  # every client's (those of this session so far)
 
     def restore(self, snapshot: dict, merges: list) -> None:
-        self.states = {owner: AdapterState.from_state_dict(state, self.setup.lr, self.device)
+        self.states = {owner: AdapterState.from_state_dict(state, self.setup.server, self.device)
                        for owner, state in snapshot["states"].items()}
         self.split_points = dict(snapshot["split_points"])
         self.scores = copy.deepcopy(snapshot.get("scores", {}))

@@ -19,6 +19,7 @@ from hsplit_actors.model.families import family_of
 from hsplit_actors.model.loading import load_model
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.training.hosts import HostSetup, ModelRecipe
+from hsplit_actors.training.recipe import recipes
 from hsplit_actors.training.slots import head_parameters
 
 
@@ -108,9 +109,10 @@ def initial_adapters(scenario: Scenario, model, strategy: Strategy, assignment: 
     return factors, head, tuple(sorted(strategy.adapter_keys(assignment)))
 
 
-def host_setup(scenario: Scenario, keys: tuple[Key, ...]) -> HostSetup:
-    lr = scenario.method.lr or scenario.train.lr  # a method may have its own (hsplit compare)
-    return HostSetup(seed=scenario.seed, batch_size=scenario.data.batch_size, lr=lr,
+def host_setup(scenario: Scenario, keys: tuple[Key, ...], n_clients: int) -> HostSetup:
+    client, server = recipes(scenario, n_clients)
+    return HostSetup(seed=scenario.seed, batch_size=scenario.data.batch_size, client=client, server=server,
                      threads=scenario.train.threads_per_actor, keys=keys,
-                     recompute=scenario.train.recompute_activations)
+                     recompute=scenario.train.recompute_activations,
+                     label_smoothing=scenario.train.label_smoothing)
 

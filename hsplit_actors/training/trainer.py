@@ -34,7 +34,7 @@ def prepare_assets(scenario: Scenario, setup: Setup) -> Assets:
     data = training_data(scenario, len(setup.fleet))
     model, state, recipe = base_model(scenario, setup.arch)
     factors, head, keys = initial_adapters(scenario, model, setup.strategy, setup.strategy.configure(0, setup.fleet))
-    return Assets(data, state, recipe, host_setup(scenario, keys), factors, head)
+    return Assets(data, state, recipe, host_setup(scenario, keys, len(setup.fleet)), factors, head)
 
 
 def local_hosts(assets: Assets, n_hosts: int, shared_server: bool) -> tuple[list[ClientHost], ServerHost]:

@@ -1,0 +1,74 @@
+"""Recorded fingerprints of small training runs: a change that must not alter results (a new default-off
+setting, a refactoring) is checked against tables recorded before it. `python -m tests.fingerprints` re-records
+(only when a change is *meant* to alter results; say so in the commit)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from tests.conftest import run_scenario, tiny_training_scenario
+
+FILE = Path(__file__).with_name("data") / "fingerprints.json"
+
+# HetLoRA / FLoRA budgets that give two different ranks; the MIXED fleet of test_run_methods mixes split points
+_TWO_RANKS = [{"profile": "jetson_nano", "count": 2, "memory_gb": 0.00993}, {"profile": "agx_orin", "count": 2}]
+_MIXED = {
+    "profiles": {"slow_cpu": {"flops": 1e9, "memory_gb": 4, "uplink_mbps": 1000, "downlink_mbps": 1000},
+                 "slow_link": {"flops": 1e13, "memory_gb": 4, "uplink_mbps": 1, "downlink_mbps": 1}},
+    "fleet": [{"profile": "slow_cpu", "count": 2}, {"profile": "slow_link", "count": 2}],
+}
+
+CASES: dict[str, dict] = {
+    "sfl_v1": {"method": {"name": "sfl", "split_point": 1, "rank": 4}},
+    "splitlora": {"method": {"name": "splitlora", "rank": 4, "split_point": 2}},
+    "fedit": {"method": {"name": "fedit", "rank": 4}},
+    "hetlora": {"method": {"name": "hetlora", "ranks": [2, 4, 8]}, "fleet": _TWO_RANKS},
+    "flora": {"method": {"name": "flora", "ranks": [2, 4, 8]}, "fleet": _TWO_RANKS},
+    "cenlora": {"method": {"name": "cenlora", "rank": 4}},
+    "hsplitlora": {**_MIXED, "method": {"name": "hsplitlora", "ranks": [0, 2, 4], "allow_federated": True}},
+    "hsplitlora_async": {**_MIXED, "method": {"name": "hsplitlora", "ranks": [0, 2, 4]},
+                         "aggregation": {"mode": "async", "concurrency": 3, "buffer": 2, "aggregations": 3,
+                                         "staleness": "polynomial"}},
+}
+
+
+def scenario(case: str) -> dict:
+    return tiny_training_scenario(**CASES[case], rounds=2, train={"eval_samples": 32, "lr": 0.01, "local": True})
+
+
+def fingerprint(tables) -> str:
+    """A digest of every number and label in events, rounds (less wall time) and clients."""
+    digest = hashlib.sha256()
+    for frame in (tables.events, tables.rounds.drop(columns="wall_s"), tables.clients):
+        for name in frame.columns:
+            digest.update(name.encode())
+            values = frame[name].to_numpy()
+            digest.update(values.astype(np.float64).tobytes() if values.dtype.kind in "fiub"
+                          else "\x1f".join(map(str, values)).encode())
+    return digest.hexdigest()
+
+
+def measure(case: str, out: Path, **train) -> str:
+    _, tables, _ = run_scenario(scenario(case), out, **train)
+    return fingerprint(tables)
+
+
+def recorded() -> dict[str, str]:
+    return json.loads(FILE.read_text())
+
+
+if __name__ == "__main__":
+    cases = sys.argv[1:] or list(CASES)
+    prints = recorded() if FILE.exists() else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in cases:
+            prints[case] = measure(case, Path(tmp) / case)
+            print(case, prints[case])
+    FILE.parent.mkdir(exist_ok=True)
+    FILE.write_text(json.dumps(prints, indent=1, sort_keys=True) + "\n")
