@@ -18,7 +18,14 @@ from hsplit_actors.fleet import Fleet
 from hsplit_actors.methods import METHODS, make_strategy
 from hsplit_actors.methods.base import GIB, ServerInfo, Trained, fedavg, fresh_adapters
 from hsplit_actors.methods.hetlora import tail_norm, zero_pad_aggregate
-from hsplit_actors.methods.hsplitlora import Importance, ranking_distance, stack, zero_padded_average
+from hsplit_actors.methods.hsplitlora import (
+    Importance,
+    greedy_ranks,
+    ranking_distance,
+    stack,
+    step_priority,
+    zero_padded_average,
+)
 from hsplit_actors.model.families import family_of
 from hsplit_actors.model.lora import LoRAFactors
 from hsplit_actors.model.split import SplitModel
@@ -269,6 +276,19 @@ def test_importance_normalises_by_per_rank_cost_weights_by_data_and_smooths() ->
     imp.update(1, {0: {q: 0.0}}, {0: 1.0})
     assert imp.scores[q] == pytest.approx(0.5 * 3.5 / 768)
     assert [r["round"] for r in imp.rows] == [0, 0, 1]
+
+
+def test_the_per_rank_cost_is_counted_once_between_iwi_and_armscs_greedy() -> None:
+    """Equal raw scores: an attention map (in + out = 768) is worth 2.5x an FFN map (1,920) per byte, not
+    2.5^2 = 6.25x. So an FFN map whose raw score is 3x the attention map's is chosen first."""
+    imp = Importance(MINILM, beta=0.0, matrices=("query", "ffn_in"))
+    q, f = (0, "query"), (0, "ffn_in")
+    imp.update(0, {0: {q: 1.0, f: 1.0}}, {0: 1.0})
+    ratio = step_priority(imp.scores[q], 0, 2) / step_priority(imp.scores[f], 0, 2)
+    assert ratio == pytest.approx((384 + 1536) / (384 + 384))
+    imp.update(1, {0: {q: 1.0, f: 3.0}}, {0: 1.0})
+    one_matrix = lambda ranks: sum(r > 0 for r in ranks.values()) <= 1  # noqa: E731 - room for one adapted map
+    assert greedy_ranks(imp.snapshot(), [q, f], [0, 2, 4], one_matrix) == {q: 0, f: 4}
 
 
 def test_importance_hooks_measure_mean_abs_w_times_the_true_weight_gradient() -> None:

@@ -94,10 +94,19 @@ class Device:
     group: float = -1.0  # its fleet entry, where the strategy has measured profiles (-1: FLOPs model only)
 
 
-def greedy_ranks(arch: ModelArch, importance: dict[Key, float], keys: list[Key], levels: list[int],
+def step_priority(importance: float, rank: int, nxt: int) -> float:
+    """How much a rank step r -> r' of one matrix is worth per byte it costs: `I_m (log(1 + r') - log(1 + r)) /
+    (r' - r)`. `I_m` is already divided by the matrix's per-rank cost `in + out` (IWI's resource normalisation,
+    SPEC §4), and the step costs `(r' - r) (in + out)` parameters, so this is raw importance per byte with the
+    cost counted **once**: dividing by the step's bytes as well would count it twice, and an FFN map (in + out
+    = 1,920 in MiniLM) would need 6.25x an attention map's (768) raw score to be chosen instead of 2.5x."""
+    return importance * (math.log1p(nxt) - math.log1p(rank)) / (nxt - rank)
+
+
+def greedy_ranks(importance: dict[Key, float], keys: list[Key], levels: list[int],
                  fits, start: dict[Key, int] | None = None) -> dict[Key, int]:
-    """Raise ranks through `levels` (ascending) in order of importance gained per parameter byte,
-    `I_m (log(1 + r') - log(1 + r)) / bytes`, accepting each step that `fits(ranks)`; a rejected matrix stops."""
+    """Raise ranks through `levels` (ascending) in order of `step_priority` (importance gained per byte),
+    accepting each step that `fits(ranks)`; a rejected matrix stops."""
     ranks = {k: 0 for k in keys} | dict(start or {})
     steps = [lv for lv in levels if lv > 0]
 
@@ -105,9 +114,7 @@ def greedy_ranks(arch: ModelArch, importance: dict[Key, float], keys: list[Key],
         above = [lv for lv in steps if lv > ranks[key]]
         if above:
             nxt = above[0]
-            gain = importance[key] * (math.log1p(nxt) - math.log1p(ranks[key]))
-            nbytes = (nxt - ranks[key]) * sum(arch.matrix_shape(key[1])) * ADAPTER_BYTES * ADAM_COPIES
-            heapq.heappush(heap, (-gain / nbytes, key, nxt))
+            heapq.heappush(heap, (-step_priority(importance[key], ranks[key], nxt), key, nxt))
 
     heap: list = []
     for key in keys:
@@ -187,7 +194,7 @@ class HSplitLoRA(Strategy):
         """Ranks for `keys` under a budget: IWI's greedy rule, or (rank_rule: uniform) the largest level of Q
         that every key can have at once."""
         if self.spec.rank_rule == "importance":
-            return greedy_ranks(self.arch, importance, keys, self.levels, fits)
+            return greedy_ranks(importance, keys, self.levels, fits)
         for level in sorted(self.levels, reverse=True):
             ranks = dict.fromkeys(keys, level)
             if level == 0 or fits(ranks):
