@@ -76,6 +76,14 @@ def test_a_variant_is_a_method_with_overrides() -> None:
     assert fast.rounds == 5 and fast.aggregation.mode == "async" and fast.aggregation.buffer == 2
     base = resolve(scenario, "base", variants["base"])
     assert base.method.rank == 2 and base.rounds == scenario.rounds and base.aggregation.mode == "sync"
+    # a variant's train (recipe) and data sections merge into the scenario's, key by key
+    recipe = scenario_with({"variants": {"warm": {"method": "sfl", "train": {"schedule": {"kind": "linear",
+                                                                                          "warmup_steps": 2}},
+                                                  "data": {"partition": {"kind": "iid"}}}}},
+                           train={"lr": 0.004, "eval_samples": 99})
+    warm = resolve(recipe, "warm", select(recipe, None)["warm"])
+    assert warm.train.schedule.kind == "linear" and warm.train.lr == 0.004 and warm.train.eval_samples == 99
+    assert warm.data.partition.kind == "iid" and warm.data.batch_size == recipe.data.batch_size
     # without variants: one per method, with per_method's settings; the scenario's own method keeps its settings
     old = scenario_with({"methods": ["sfl", "fedit"], "per_method": {"fedit": {"rank": 8}}})
     assert resolve(old, "sfl", select(old, None)["sfl"]).method.split_point == 2
@@ -93,6 +101,9 @@ def test_a_variant_is_a_method_with_overrides() -> None:
                                                           "aggregations": 3}}}}, "exceeds the 6 clients"),
     ({"variants": {"a": {"method": "sfl", "rounds": 0}}}, "rounds"),
     ({"variants": {}}, "compare.variants is empty"),
+    ({"variants": {"a": {"method": "sfl", "train": {"schedule": {"kind": "linear", "warmup_steps": 50}}}}},
+     "nothing is left to decay"),
+    ({"variants": {"a": {"method": "sfl", "data": {"partition": {"kind": "zipf"}}}}}, "compare.variants.a"),
     ({"seeds": []}, "compare.seeds"),
     ({"seeds": [1, 1]}, "repeat a seed"),
     ({"seeds": [-1]}, "compare.seeds"),

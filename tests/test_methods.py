@@ -378,6 +378,23 @@ def test_split_objectives(memory, flops) -> None:
     assert all(a <= b for a, b in zip(splits_of(latency.configure(0, fleet)), by_budget, strict=True))
 
 
+@settings(max_examples=20, deadline=None)
+@given(memory=st.lists(st.floats(0.05, 0.3), min_size=2, max_size=5),
+       flops=st.lists(st.floats(1e11, 2e13), min_size=5, max_size=5), share=st.floats(0.01, 1.0),
+       objective=st.sampled_from(["latency", "budget"]))
+def test_the_drift_cap_keeps_every_device_within_its_share_of_the_blocks(memory, flops, share, objective) -> None:
+    """max_client_share: no device holds more than max(1, floor(share L)) blocks; under `budget` the split is
+    the uncapped one cut down to the cap (a device that held any split still holds one)."""
+    fleet = explicit_fleet(memory, flops[: len(memory)])
+    cap = max(1, math.floor(share * MINILM.n_layers + 1e-9))
+    capped = splits_of(hsplit(split_objective=objective, max_client_share=share).configure(0, fleet))
+    free = splits_of(hsplit(split_objective=objective).configure(0, fleet))
+    assert all(k <= cap for k in capped)
+    assert [k > 0 for k in capped] == [k > 0 for k in free]
+    if objective == "budget":
+        assert capped == [min(k, cap) for k in free]
+
+
 def test_uniform_ranks_spend_the_budget_on_one_rank_and_probe_nothing() -> None:
     strategy = hsplit(rank_rule="uniform", split_objective="budget")
     fleet = explicit_fleet([0.11, 0.2, 0.3], [1e12] * 3)

@@ -13,7 +13,10 @@ from hsplit_actors.scenario.load import validate_data
 from hsplit_actors.scenario.schema import METHOD_NAMES, METHOD_SPECS, Scenario
 from hsplit_actors.workload import check
 
-SCENARIO_KEYS = ("aggregation", "rounds", "local_iterations")  # a variant may change these besides its method
+# a variant may change these besides its method; `train` (the recipe: schedule, weight decay, ...) and `data`
+# (e.g. its partition) are merged key by key into the scenario's own sections
+SCENARIO_KEYS = ("aggregation", "rounds", "local_iterations", "train", "data")
+MERGED_KEYS = ("train", "data")
 VARIANT_KEYS = ("method", "tune", *SCENARIO_KEYS)
 
 
@@ -85,14 +88,16 @@ def resolve(scenario: Scenario, name: str, raw: dict[str, Any], point: dict[str,
     base = scenario.method.model_dump(mode="json") if scenario.method.name == method else {"name": method}
     overrides = {k: v for k, v in raw.items() if k in settings} | (point or {})
     update: dict[str, Any] = {"method": base | overrides | {"name": method}}
+    data = scenario.model_dump(mode="json", exclude={"fleet"}) | {"fleet": list(scenario.fleet)}
     for key in SCENARIO_KEYS:
         if key in raw:
-            update[key] = raw[key]
+            merge = key in MERGED_KEYS and isinstance(raw[key], dict)
+            update[key] = data[key] | raw[key] if merge else raw[key]
     # the whole scenario again, through every check a scenario file gets (the method's settings, aggregation
     # against the fleet, ...); its errors are named under the variant
     # (the fleet, which no variant changes, is passed as the validated groups it is: a 140,000-entry fleet
     # re-validated per variant would cost seconds each)
-    data = scenario.model_dump(mode="json", exclude={"fleet"}) | {"fleet": list(scenario.fleet)} | update
+    data |= update
     try:
         resolved = validate_data(data, source=f"variant {name!r}")
         check(resolved)  # its rounds or aggregations may make tables this machine cannot hold

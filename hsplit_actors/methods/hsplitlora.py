@@ -237,12 +237,18 @@ class HSplitLoRA(Strategy):
         config = ClientConfig(k, tuple(tuple(r) for r in rows))
         return iteration_cost(self.arch, config, self.batch, self.seq, self.dtype).client_memory_bytes
 
+    @property
+    def deepest_allowed(self) -> int:
+        """The drift cap: `max_client_share` of the blocks, at least one."""
+        return max(1, math.floor(self.spec.max_client_share * self.arch.n_layers + 1e-9))
+
     def split_point(self, device: Device, n_clients: int) -> int | None:
         """The feasible split with the lowest latency (ties: the deeper); None when the budget holds none.
         k = L (the whole model on the device, no per-iteration transfers) is a candidate only with
         `allow_federated`: a device that trains alone on its own data drifts under non-iid data."""
         budget = device.memory_gb * GIB
-        deepest = self.arch.n_layers if self.spec.allow_federated else self.arch.n_layers - 1
+        deepest = min(self.arch.n_layers if self.spec.allow_federated else self.arch.n_layers - 1,
+                      self.deepest_allowed)
         feasible = [k for k in range(1, deepest + 1) if self.memory(k, {}) <= budget]
         objective = self.spec.split_objective
         if objective == "budget":
