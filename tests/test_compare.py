@@ -209,9 +209,12 @@ def test_variants_times_seeds_equal_their_sequential_runs(ray_session, write_sce
 
 def test_tuning_chooses_on_validation_and_reports_the_evaluation_set(ray_session, write_scenario,
                                                                        tmp_path: Path) -> None:
-    raw = tiny_compare(("sfl",), tune={"lr": [0.03, 0.001]}, tune_seeds=[1], validation_samples=40)
+    # a tiny random model learns nothing in 6 steps: the guard would refuse it (tested below), so it is off here
+    raw = tiny_compare(("sfl",), tune={"lr": [0.03, 0.001]}, tune_seeds=[1], validation_samples=40,
+                       tune_guard=False)
     out = tmp_path / "tuned"
     assert main(["compare", str(write_scenario(raw)), "--out", str(out), "--quiet"]) == 0
+    assert "lr=" in (out / "comparison.md").read_text()  # the row says at what value it was tuned
     tuning = pd.read_csv(out / "tuning.csv")
     assert len(tuning) == 2 and set(tuning["seed"]) == {1}  # points x tuning seeds
     assert len(pd.read_csv(out / "per_seed.csv")) == 2  # the chosen point under every seed
@@ -228,6 +231,37 @@ def test_tuning_chooses_on_validation_and_reports_the_evaluation_set(ray_session
     for run_dir in per_seed["run_dir"]:  # final runs: the evaluation set, the same clients' data
         saved = Scenario.model_validate(__import__("yaml").safe_load((Path(run_dir) / "scenario.yaml").read_text()))
         assert saved.train.evaluate_on == "test" and saved.data.validation_samples == 40
+
+
+@pytest.mark.parametrize(("means", "refused"), [
+    ({"lr=0.001": 0.55, "lr=0.003": 0.58}, "within noise of predicting the majority class"),  # bound 0.55+0.05
+    ({"lr=0.001": 0.80, "lr=0.003": 0.81, "lr=0.01": 0.805}, "cannot tell the points"),  # se 0.025
+    ({"lr=0.001": 0.75, "lr=0.003": 0.81}, None),
+    ({"lr=0.001": 0.81}, None),  # one point: nothing to tie with
+])
+def test_tuning_cannot_crown_chance_or_a_tie(means, refused) -> None:
+    from hsplit_actors.compare import refuse_untuned
+    from hsplit_actors.errors import ScenarioError
+
+    meta = {"eval_majority_rate": 0.55, "eval_size": 396}  # standard error sqrt(.55 .45 / 396) = 0.025
+    if refused is None:
+        refuse_untuned("v", pd.Series(means), meta, "final")
+        return
+    with pytest.raises(ScenarioError, match=refused) as caught:
+        refuse_untuned("v", pd.Series(means), meta, "final")
+    assert "'v'" in str(caught.value) and "\n" not in str(caught.value)
+    refuse_untuned("v", pd.Series(means), {"eval_size": 396}, "final")  # perplexity: no majority class
+
+
+def test_a_variant_tuned_at_chance_is_refused_before_its_final_runs(ray_session, write_scenario, tmp_path: Path,
+                                                                   capsys) -> None:
+    raw = tiny_compare(("sfl",), tune={"lr": [1e-7, 2e-7]}, tune_seeds=[1], validation_samples=40)
+    out = tmp_path / "chance"
+    assert main(["compare", str(write_scenario(raw)), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    error = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "variant 'sfl'" in error[0] and "Traceback" not in err
+    assert (out / "tuning.csv").is_file() and not (out / "sfl").exists()  # tuning kept, no final run
 
 
 @pytest.mark.slow  # kept out of `make test` for its time (10-minute budget); `make test-slow` runs it

@@ -55,7 +55,8 @@ def plan_jobs(scenario: Scenario, variants: dict[str, dict], plan_only: bool) ->
 
 
 def choose(scenario: Scenario, directory: Path, jobs: list[Job]) -> tuple[dict[str, dict], pd.DataFrame]:
-    """Per variant, the tuning point with the best mean validation figure over seeds (`compare.tune_by`)."""
+    """Per variant, the tuning point with the best mean validation figure over seeds (`compare.tune_by`); written
+    to tuning.csv, then held to the guard (`refuse_untuned`)."""
     rows = []
     read = {job.key: _read(directory / job.key) for job in jobs}
     horizon: dict[str, float] = {}  # per variant: its shortest tuning run's last evaluation (the AUC's span)
@@ -79,7 +80,31 @@ def choose(scenario: Scenario, directory: Path, jobs: list[Job]) -> tuple[dict[s
         best = means.idxmax() if group["higher_is_better"].iloc[0] else means.idxmin()
         chosen[variant] = next(j.point for j in jobs if j.variant == variant and point_label(j.point) == best)
         table.loc[(table["variant"] == variant) & (table["point"] == best), "chosen"] = True
+    table.to_csv(directory / "tuning.csv", index=False)  # kept, whatever the guard says: it shows why
+    if scenario.compare.tune_guard:
+        for variant, group in table.groupby("variant", sort=False):
+            means = group.groupby("point", sort=False)[figure].mean()
+            refuse_untuned(variant, means, read[group["run_dir"].iloc[0]][1], scenario.compare.tune_by)
     return chosen, table
+
+
+def refuse_untuned(variant: str, means: pd.Series, meta: dict, figure: str) -> None:
+    """Tuning that cannot crown chance: accuracy within 2 standard errors of the majority-class rate at the best
+    point, or all points within 1 standard error of each other (a tie), is no working point; say so and stop."""
+    rate, n = meta.get("eval_majority_rate"), meta.get("eval_size")
+    if rate is None or not n:  # perplexity: no class to predict
+        return
+    se = math.sqrt(rate * (1 - rate) / n)
+    best, where = float(means.max()), means.idxmax()
+    fix = "widen compare.tune (e.g. lr down to 1e-5), or set compare.tune_guard: false to run it anyway"
+    if best <= rate + 2 * se:
+        raise ScenarioError(f"tuning found no working point for variant {variant!r}: its best validation accuracy "
+                            f"{best:.3f} ({where}) is within noise of predicting the majority class ({rate:.3f}, "
+                            f"{n} samples); {fix}", field="compare.tune")
+    if len(means) > 1 and float(means.max() - means.min()) <= se:
+        raise ScenarioError(f"tuning cannot tell the points of variant {variant!r} apart: validation {figure} "
+                            f"{float(means.min()):.3f}-{best:.3f} over {', '.join(means.index)}, within one "
+                            f"standard error ({se:.3f}); {fix}", field="compare.tune")
 
 
 def compare(scenario: Scenario | None, names: str | None = None, out: str | Path | None = None,
@@ -134,7 +159,6 @@ def compare(scenario: Scenario | None, names: str | None = None, out: str | Path
         chosen: dict[str, dict] = {name: {} for name in variants}
         if tune_jobs:
             chosen, tuning = choose(scenario, directory, tune_jobs)
-            tuning.to_csv(directory / "tuning.csv", index=False)
         final_jobs = [Job(f"{name}/seed{seed}", name, seed, "final", chosen[name],
                           with_seed(resolve(scenario, name, raw, chosen[name]), seed, validation_samples=held_out))
                       for name, raw in variants.items() for seed in seeds]
@@ -172,12 +196,14 @@ def _training_tables(scenario: Scenario, directory: Path, jobs: list[Job]) -> pd
     table = per_variant(per_seed, [c for c in PER_RUN if c != "participants"])
     table["participants"] = [f"{g['participants'].mean():.3g}/{g['fleet_size'].iloc[0]}"
                              for _, g in per_seed.groupby("variant", sort=False)]
+    table["tuned"] = [point_label(json.loads(g["tuned"].iloc[0])) if g["tuned"].iloc[0] else "not tuned"
+                      for _, g in per_seed.groupby("variant", sort=False)]
     table["target"], table["hold"], table["metric"] = target, scenario.compare.hold, metric
     table.to_csv(directory / "comparison.csv", index=False)
     header = f"metric: {metric}; target {target:.4g} held for {scenario.compare.hold} evaluations\n\n" \
         if target is not None else f"metric: {metric}\n\n"
     (directory / "comparison.md").write_text(header + to_markdown(
-        table, ["participants", "reached", *SHOWN], {c: c.replace("metric", metric) for c in SHOWN}))
+        table, ["tuned", "participants", "reached", *SHOWN], {c: c.replace("metric", metric) for c in SHOWN}))
     curves = {}
     for job in jobs:
         evaluated = read[job.key][0].rounds.dropna(subset=["eval_metric"])

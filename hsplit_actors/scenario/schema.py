@@ -312,6 +312,9 @@ class CompareSpec(Strict):
     # setting -> candidates, chosen per variant on a validation split carved from the training data
     tune: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
     tune_by: Literal["final", "auc"] = "final"  # the validation figure tuning maximises (perplexity: minimises)
+    # refuse the final runs of a variant whose tuning found no working point: its best validation accuracy within
+    # 2 standard errors of predicting the majority class, or every point within 1 standard error of the others
+    tune_guard: bool = True
     tune_seeds: Annotated[list[Seed], Field(min_length=1)] | None = None  # seeds tuning runs under (default: seeds)
     validation_samples: PositiveInt = 400  # the held-out split tuning evaluates on (data.validation_samples)
     cpus_per_run: PositiveFloat = 2.0  # Ray resources a run takes: a cluster runs CPUs / this many at once

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -37,6 +38,16 @@ def prepare_assets(scenario: Scenario, setup: Setup) -> Assets:
     return Assets(data, state, recipe, host_setup(scenario, keys, len(setup.fleet)), factors, head)
 
 
+def evaluation_baseline(data: TrainingData) -> dict:
+    """How many samples the evaluation holds and, for accuracy, the share of its most common label: what
+    predicting one class scores, so a tuning point at chance can be told from one that learned."""
+    labels = data.test["labels"]
+    if data.metric != "accuracy":
+        return {"eval_size": int(len(labels))}
+    _, counts = np.unique(labels, return_counts=True)
+    return {"eval_size": int(len(labels)), "eval_majority_rate": float(counts.max() / counts.sum())}
+
+
 def local_hosts(assets: Assets, n_hosts: int, shared_server: bool) -> tuple[list[ClientHost], ServerHost]:
     """In-process hosts (`train.local`): the same classes the Ray actors wrap."""
     hosts = [ClientHost(assets.recipe, assets.state, assets.host_setup, assets.data.train) for _ in range(n_hosts)]
@@ -61,7 +72,7 @@ def train(scenario: Scenario, setup: Setup, assets: Assets, runtime, hosts: list
     tables.faults = pd.DataFrame(executor.faults, columns=FAULT_COLUMNS)
     tables.importance = pd.DataFrame(setup.strategy.importance_rows(), columns=IMPORTANCE_COLUMNS)
     extra |= {"client_actors": len(hosts), "metric": assets.data.metric, "faults": len(executor.faults),
-              "resumed_from_round": resume["round"] if resume else None}
+              "resumed_from_round": resume["round"] if resume else None} | evaluation_baseline(assets.data)
     server = executor.server  # a new one if the first was lost and replaced
     busy = runtime.get([runtime.call(h, "busy_seconds") for h in hosts] + [runtime.call(server, "busy_seconds")])
     extra["host_busy_s"] = {"client_hosts": busy[:-1], "server": busy[-1]}
