@@ -83,6 +83,21 @@ def test_a_schedule_or_setting_that_cannot_run_is_refused_in_one_line(write_scen
     assert "\n" not in err and "Traceback" not in err and words in err and "train" in err
 
 
+def test_plan_takes_a_scenario_with_a_recipe_and_times_it_as_without(write_scenario, tmp_path: Path) -> None:
+    """The recipe changes what training computes, never the virtual clock."""
+    import pandas as pd
+
+    from hsplit_actors.cli import main
+
+    plain = write_scenario(small_scenario(), "plain.yaml")
+    recipe = write_scenario(small_scenario(train={"schedule": {"kind": "cosine", "warmup_steps": 2},
+                                                  "max_grad_norm": 1.0, "label_smoothing": 0.1}), "recipe.yaml")
+    for path, out in ((plain, "a"), (recipe, "b")):
+        assert main(["plan", str(path), "--out", str(tmp_path / out), "--quiet"]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a" / "events.parquet"),
+                                  pd.read_parquet(tmp_path / "b" / "events.parquet"))
+
+
 # -- one trainable set ---------------------------------------------------------------------------------------
 def _set(recipe: Recipe, steps: int = 0, seed: int = 0) -> AdapterState:
     torch.manual_seed(seed)
