@@ -31,8 +31,9 @@ CASES: dict[str, dict] = {
     "hetlora": {"method": {"name": "hetlora", "ranks": [2, 4, 8]}, "fleet": _TWO_RANKS},
     "flora": {"method": {"name": "flora", "ranks": [2, 4, 8]}, "fleet": _TWO_RANKS},
     "cenlora": {"method": {"name": "cenlora", "rank": 4}},
-    "hsplitlora": {**_MIXED, "method": {"name": "hsplitlora", "ranks": [0, 2, 4], "allow_federated": True}},
-    "hsplitlora_async": {**_MIXED, "method": {"name": "hsplitlora", "ranks": [0, 2, 4]},
+    "hsplitlora": {**_MIXED, "method": {"name": "hsplitlora", "ranks": [0, 2, 4], "allow_federated": True,
+                                        "max_client_share": 1.0}},
+    "hsplitlora_async": {**_MIXED, "method": {"name": "hsplitlora", "ranks": [0, 2, 4], "max_client_share": 1.0},
                          "aggregation": {"mode": "async", "concurrency": 3, "buffer": 2, "aggregations": 3,
                                          "staleness": "polynomial"}},
 }

@@ -22,7 +22,7 @@ MIXED = {
     "profiles": {"slow_cpu": {"flops": 1e9, "memory_gb": 4, "uplink_mbps": 1000, "downlink_mbps": 1000},
                  "slow_link": {"flops": 1e13, "memory_gb": 4, "uplink_mbps": 1, "downlink_mbps": 1}},
     "fleet": [{"profile": "slow_cpu", "count": 2}, {"profile": "slow_link", "count": 2}],
-    "method": {"name": "hsplitlora", "ranks": [0, 2, 4], "allow_federated": True},
+    "method": {"name": "hsplitlora", "ranks": [0, 2, 4], "allow_federated": True, "max_client_share": 1.0},
 }
 
 

@@ -93,7 +93,7 @@ def test_armsc_estimates_latency_with_the_profiles(tmp_path, arch) -> None:
     (which thinks the A100 idle) chooses for the same fleet."""
     slow = tmp_path / "slow.yaml"
     write_profile(slow, arch, scale=1000.0)
-    method = {"name": "hsplitlora", "ranks": [0, 4, 8], "split_objective": "latency"}
+    method = {"name": "hsplitlora", "ranks": [0, 4, 8], "split_objective": "latency", "max_client_share": 1.0}
     fleet = [{"profile": "agx_orin", "count": 2, "memory_gb": 8}, {"profile": "orin_nano", "count": 2}]
     _, plain, _, _ = run(small_scenario(method=method, fleet=fleet))
     _, timed, _, _ = run(small_scenario(method=method, fleet=fleet,
