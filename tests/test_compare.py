@@ -253,6 +253,7 @@ def test_tuning_cannot_crown_chance_or_a_tie(means, refused) -> None:
     refuse_untuned("v", pd.Series(means), {"eval_size": 396}, "final")  # perplexity: no majority class
 
 
+@pytest.mark.slow  # 10-minute budget: the rule itself is test_tuning_cannot_crown_chance_or_a_tie, above
 def test_a_variant_tuned_at_chance_is_refused_before_its_final_runs(ray_session, write_scenario, tmp_path: Path,
                                                                    capsys) -> None:
     raw = tiny_compare(("sfl",), tune={"lr": [1e-7, 2e-7]}, tune_seeds=[1], validation_samples=40)
