@@ -185,6 +185,7 @@ def test_a_schedule_resumed_mid_run_equals_the_uninterrupted_run(tmp_path: Path)
     _same_tables(full, resumed)
 
 
+@pytest.mark.slow  # 10-minute budget (Ray actors, ~40 s): the fast resume law above restores the same state
 def test_a_schedule_survives_a_killed_host(ray_session, tmp_path: Path) -> None:
     raw = _recipe_run(actors=2)
     _, clean, _ = run_scenario(raw, tmp_path / "clean", local=True)
