@@ -11,7 +11,7 @@ import time
 import warnings
 from pathlib import Path
 
-from hsplit_actors.plan import prepare
+from hsplit_actors.planning import prepare
 from hsplit_actors.scenario import load_scenario
 
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "paper_fleet_1000.yaml"

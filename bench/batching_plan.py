@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
-from hsplit_actors.plan import prepare, simulate  # noqa: E402
+from hsplit_actors.planning import prepare, simulate  # noqa: E402
 from hsplit_actors.scenario import parse_scenario  # noqa: E402
 from hsplit_actors.summary import summarise  # noqa: E402
 

@@ -12,7 +12,7 @@ import time
 import warnings
 from pathlib import Path
 
-from hsplit_actors.plan import prepare, simulate
+from hsplit_actors.planning import prepare, simulate
 from hsplit_actors.scenario import load_scenario
 
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "fleet_10k.yaml"

@@ -61,7 +61,7 @@ def scenario_for(n: int, iterations: int, aggregation: str = "sync"):
 
 def durations(scenario):
     """Per-client phase durations exactly as the engine computes them."""
-    from hsplit_actors.plan import prepare
+    from hsplit_actors.planning import prepare
 
     setup = prepare(scenario)
     fleet, strategy = setup.fleet, setup.strategy
@@ -196,7 +196,7 @@ def repeats(n: int) -> int:
 def once(mode: str, n: int, iterations: int, aggregation: str = "sync") -> dict:
     scenario = scenario_for(n, iterations, aggregation)
     if mode == "engine":
-        from hsplit_actors.plan import plan
+        from hsplit_actors.planning import plan
 
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()

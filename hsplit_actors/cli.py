@@ -46,24 +46,16 @@ def _with_overrides(scenario, args: argparse.Namespace):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from hsplit_actors.compare.variants import check_all
-    from hsplit_actors.plan import prepare
+    from hsplit_actors.api import checks
     from hsplit_actors.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
-    work = workload.check(scenario, str(args.scenario))  # before the fleet is sampled: it may not fit
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        prepare(scenario)  # what `plan` and `run` check before they start: budgets, feasibility, server memory
+        work, runs = checks(scenario, str(args.scenario))  # what `plan`, `run` and `compare` check first
     for w in caught:
         if issubclass(w.category, UserWarning) and w.category.__module__.startswith("hsplit_actors"):
             print(f"warning: {w.message}", file=sys.stderr)
-    try:
-        runs = check_all(scenario)  # `hsplit compare` would refuse what this refuses
-    except ScenarioError as exc:
-        if exc.source is None:  # a variant's error: say which file it is in
-            raise ScenarioError(str(exc), source=str(args.scenario)) from None
-        raise
     print(f"{args.scenario}: ok ({scenario.method.name}, {len(scenario.fleet)} fleet entries, "
           f"{sum(g.count for g in scenario.fleet)} devices, {scenario.rounds} rounds; `hsplit compare` would make "
           f"{runs} runs)")
@@ -77,7 +69,7 @@ def _announce(work: workload.Workload, training: bool):
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from hsplit_actors.plan import plan
+    from hsplit_actors.planning import plan
     from hsplit_actors.scenario import load_scenario
     from hsplit_actors.summary import render, summarise
 
@@ -133,7 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from hsplit_actors.compare import compare
+    from hsplit_actors.comparison import compare
     from hsplit_actors.scenario import load_scenario
 
     if (args.scenario is None) == (args.resume is None):
@@ -306,9 +298,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ScenarioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except FileExistsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (Interrupted, KeyboardInterrupt) as exc:

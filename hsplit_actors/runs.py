@@ -9,6 +9,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from hsplit_actors import __version__
+from hsplit_actors.errors import ScenarioError
 from hsplit_actors.scenario import dump_scenario
 from hsplit_actors.scenario.schema import Scenario
 
@@ -56,11 +58,27 @@ def _versions() -> dict[str, str]:
 
 
 def new_run_dir(scenario: Scenario, mode: str, out: str | None) -> Path:
-    """The directory a run will be written to (not created yet)."""
+    """The directory a run will be written to (not created yet; `claim` creates it)."""
     if out:
         return Path(out)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return Path(scenario.output_dir) / f"{scenario.name}-{scenario.method.name}-{mode}-{stamp}"
+
+
+def claim(directory: Path, automatic: bool) -> Path:
+    """Create `directory` exclusively, so two commands never share one. A name the user chose (--out) that exists
+    is refused; an automatic one (a timestamp) that another command took this second gets a suffix -2, -3, ..."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        candidate = directory if n == 1 else directory.with_name(f"{directory.name}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            if not automatic:
+                break
+    raise ScenarioError(f"run directory {directory} already exists; choose another --out")
 
 
 def is_complete(directory: str | Path) -> bool:
@@ -83,16 +101,16 @@ def mark_incomplete(directory: Path, reason: str, checkpoint: Path) -> None:
 
 
 def write_run(directory: Path, scenario: Scenario, tables: RunTables, mode: str, wall_s: float,
-              extra_meta: dict | None = None) -> Path:
-    """Write everything into a temporary sibling, then rename: a directory that exists is complete."""
+              extra_meta: dict | None = None, automatic: bool = False, claimed: bool = False) -> Path:
+    """Write everything into a private temporary sibling, then rename it onto the run's directory: a run directory
+    with tables in it is complete. `claimed`: the caller created the directory already (a training run, which
+    keeps its checkpoints there); otherwise it is claimed here (see `claim`, and `automatic`). Returns where the
+    run went, which for an automatic name may carry a suffix."""
     directory = Path(directory)
-    in_progress = directory.exists() and not is_complete(directory) and {p.name for p in directory.iterdir()} <= {
-        "checkpoints", "scenario.yaml", "meta.json"}  # a training run's, or one interrupted and resumed
-    if directory.exists() and not in_progress:
-        raise FileExistsError(f"run directory {directory} already exists; choose another --out")
-    staging = directory.with_name(f".{directory.name}.incomplete")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    if not claimed:
+        directory = claim(directory, automatic)  # empty and ours: the rename below replaces it
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".incomplete", dir=directory.parent))
+    staging.chmod(directory.stat().st_mode)  # mkdtemp's is owner-only; the run directory keeps the usual one
     try:
         (staging / "scenario.yaml").write_text(dump_scenario(scenario))
         written = [name for name in TABLES if not (name in RUN_ONLY and mode == "plan")]  # plan trains nothing
@@ -106,14 +124,21 @@ def write_run(directory: Path, scenario: Scenario, tables: RunTables, mode: str,
             "rows": {name: len(getattr(tables, name)) for name in written}, **(extra_meta or {}),
         }
         (staging / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-        if in_progress:  # a training run's checkpoints stay with it
-            for item in directory.iterdir():
-                if item.name == "checkpoints":
-                    item.rename(staging / item.name)
-            shutil.rmtree(directory)
-        staging.rename(directory)
+        for item in directory.iterdir():  # a training run's checkpoints stay with it; the rest is rewritten
+            if item.name == "checkpoints":
+                item.rename(staging / item.name)
+            else:
+                item.unlink()
+        staging.rename(directory)  # onto an empty directory, atomically: the name is never free in between
     except BaseException:
+        if (staging / "checkpoints").exists():  # never lose a checkpoint: it goes back where it was
+            (staging / "checkpoints").rename(directory / "checkpoints")
+            if not (directory / "scenario.yaml").exists():  # still resumable
+                shutil.copy(staging / "scenario.yaml", directory / "scenario.yaml")
         shutil.rmtree(staging, ignore_errors=True)
+        if not claimed:
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # the name this call claimed, still empty
         raise
     return directory
 

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from hsplit_actors.costmodel import ClientConfig
-from hsplit_actors.plan import prepare
+from hsplit_actors.planning import prepare
 from hsplit_actors.scenario import parse_scenario
 from hsplit_actors.scenario.load import architecture
 from hsplit_actors.timing import load_profile

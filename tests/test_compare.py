@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hsplit_actors.cli import main
-from hsplit_actors.compare.stats import area_under, held_from, mean_ci
-from hsplit_actors.compare.variants import resolve, select
+from hsplit_actors.comparison.stats import area_under, held_from, mean_ci
+from hsplit_actors.comparison.variants import resolve, select
 from hsplit_actors.runs import read_run
 from hsplit_actors.scenario import Scenario
 from tests.conftest import REPO, small_scenario, tiny_training_scenario
@@ -240,7 +240,7 @@ def test_tuning_chooses_on_validation_and_reports_the_evaluation_set(ray_session
     ({"lr=0.001": 0.81}, None),  # one point: nothing to tie with
 ])
 def test_tuning_cannot_crown_chance_or_a_tie(means, refused) -> None:
-    from hsplit_actors.compare import refuse_untuned
+    from hsplit_actors.comparison import refuse_untuned
     from hsplit_actors.errors import ScenarioError
 
     meta = {"eval_majority_rate": 0.55, "eval_size": 396}  # standard error sqrt(.55 .45 / 396) = 0.025

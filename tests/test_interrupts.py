@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
+import yaml
 
 from tests.conftest import REPO, small_scenario, tiny_training_scenario
 
@@ -111,3 +112,69 @@ def test_an_interrupted_comparison_resumes(write_scenario, tmp_path: Path) -> No
     per_seed = pd.read_csv(out / "per_seed.csv")
     assert sorted(zip(per_seed["variant"], per_seed["seed"], strict=True)) == [
         ("sfl", 0), ("sfl", 1), ("splitlora", 0), ("splitlora", 1)]
+
+
+def test_an_interrupt_right_after_the_first_checkpoint_keeps_it_and_resumes(tmp_path: Path) -> None:
+    """Deterministic: the interrupt is raised by the progress callback, which runs once the first checkpoint is
+    on disk (the same point the SIGINT test aims at by polling)."""
+    from hsplit_actors.errors import Interrupted
+    from hsplit_actors.scenario import parse_scenario
+    from hsplit_actors.training.run import run
+
+    scenario = parse_scenario(yaml.safe_dump(tiny_training_scenario(rounds=3, train={
+        "eval_samples": 64, "lr": 0.01, "local": True})))
+    out = tmp_path / "run"
+
+    def ctrl_c_after_a_checkpoint(_progress) -> None:
+        if any((out / "checkpoints").glob("round_*.pt")):
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted, match=r"is kept up to round_0000\.pt"):
+        run(scenario, out, on_progress=ctrl_c_after_a_checkpoint)
+    assert json.loads((out / "meta.json").read_text())["status"] == "incomplete"
+    directory, tables, _ = run(None, resume=out)
+    assert directory == out and len(tables.rounds) == 3
+
+
+def test_a_fresh_run_is_removed_only_while_it_holds_no_checkpoint(tmp_path: Path) -> None:
+    """The interrupt's clean-up removes file by file: a checkpoint that arrived after the interrupt looked (the
+    coordinator is still writing while it is being stopped) keeps the directory, and a cut-off write does not."""
+    from hsplit_actors.training.run import _remove_if_nothing_kept
+
+    kept = tmp_path / "kept"
+    (kept / "checkpoints").mkdir(parents=True)
+    (kept / "checkpoints" / "round_0001.pt").write_bytes(b"complete")
+    assert not _remove_if_nothing_kept(kept) and (kept / "checkpoints" / "round_0001.pt").is_file()
+    cut = tmp_path / "cut"
+    (cut / "checkpoints").mkdir(parents=True)
+    (cut / "scenario.yaml").write_text("name: x\n")
+    (cut / "checkpoints" / ".round_0001.pt.tmp").write_bytes(b"half")
+    assert _remove_if_nothing_kept(cut) and not cut.exists()
+
+
+def test_runs_started_in_the_same_second_never_share_a_directory(tmp_path: Path) -> None:
+    """Exclusive creation: concurrent claims of one automatic name all succeed, each with its own directory; a
+    name the user chose is refused once taken."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hsplit_actors.errors import ScenarioError
+    from hsplit_actors.runs import claim
+
+    name = tmp_path / "runs" / "x-sfl-plan-20261130-120000"
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda _: claim(name, automatic=True), range(16)))
+    assert len(set(got)) == 16 and all(p.is_dir() for p in got)
+    with pytest.raises(ScenarioError, match="already exists; choose another --out"):
+        claim(name, automatic=False)
+
+
+def test_two_plans_of_one_scenario_at_once_both_finish(write_scenario, tmp_path: Path) -> None:
+    path = write_scenario(small_scenario(fleet=[{"profile": "jetson_nano", "count": 20}]))
+    runs = tmp_path / "runs"
+    args = [sys.executable, "-m", "hsplit_actors.cli", "plan", str(path), "--output-dir", str(runs), "--quiet"]
+    procs = [subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    results = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
+    assert [code for *_, code in results] == [0, 0, 0], results
+    done = [d for d in runs.iterdir() if not d.name.startswith(".")]
+    assert len(done) == 3 and all((d / "meta.json").is_file() for d in done), sorted(runs.iterdir())

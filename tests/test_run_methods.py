@@ -116,8 +116,8 @@ def test_the_recorded_experiment_reproduces(tmp_path: Path) -> None:
     """RESULTS.md's numbers come from `hsplit compare scenarios/hetero_minilm_sst2_edge.yaml --local`; one of its
     cells (SplitLoRA, seed 0, at the learning rate tuning chose) rerun alone gives the same figures (about 5
     minutes on 2 cores)."""
-    from hsplit_actors.compare.stats import run_figures
-    from hsplit_actors.compare.variants import resolve, with_seed
+    from hsplit_actors.comparison.stats import run_figures
+    from hsplit_actors.comparison.variants import resolve, with_seed
     from hsplit_actors.scenario import load_scenario
     from tests.conftest import REPO
 

@@ -14,7 +14,7 @@ def save_checkpoint(directory, round_: int, version: int, state, metrics: dict, 
     import torch
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(exist_ok=True)  # never its parent: a run directory removed meanwhile is not recreated
     tmp = directory / f".round_{round_:04d}.pt.tmp"
     torch.save({"round": round_, "version": version, "state": state, "metrics": dict(metrics),
                 "strategy": dict(strategy)}, tmp)

@@ -8,6 +8,7 @@ the driver's side and stays light: torch is imported by the actors (or, with `tr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -22,8 +23,8 @@ from hsplit_actors.data import require_real_data
 from hsplit_actors.engine import ProgressCallback
 from hsplit_actors.errors import Interrupted, ScenarioError
 from hsplit_actors.interrupts import stop_on_sigterm
-from hsplit_actors.plan import Setup, prepare
-from hsplit_actors.runs import RunTables, is_complete, mark_incomplete, new_run_dir, write_run
+from hsplit_actors.planning import Setup, prepare
+from hsplit_actors.runs import RunTables, claim, is_complete, mark_incomplete, new_run_dir, write_run
 from hsplit_actors.scenario import dump_scenario
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.training.actors import client_actor_count, start_actors
@@ -125,13 +126,33 @@ def resume_state(directory: str | Path) -> tuple[Scenario, dict]:
     return load_scenario(directory / "scenario.yaml"), checkpoint
 
 
-def _interrupted(directory: Path, fresh: bool) -> Interrupted:
-    """Ctrl-C or SIGTERM during training: keep what can be resumed and say how, or leave nothing."""
+def _remove_if_nothing_kept(directory: Path) -> bool:
+    """Remove a fresh run's directory only while it holds no checkpoint, file by file and never recursively: a
+    checkpoint the coordinator renames into place meanwhile makes a removal fail, and the directory stays."""
+    with contextlib.suppress(FileNotFoundError):
+        (directory / "scenario.yaml").unlink()
+    try:
+        if (directory / "checkpoints").exists():
+            for tmp in (directory / "checkpoints").glob(".round_*.pt.tmp"):  # a write cut off: never complete
+                tmp.unlink(missing_ok=True)
+            (directory / "checkpoints").rmdir()
+        directory.rmdir()
+        return True
+    except OSError:  # something complete arrived: keep it
+        return False
+
+
+def _interrupted(directory: Path, fresh: bool, scenario: Scenario) -> Interrupted:
+    """Ctrl-C or SIGTERM during training: keep what can be resumed and say how, or leave nothing. A directory
+    with a complete checkpoint is never removed."""
     checkpoints = sorted((directory / "checkpoints").glob("round_*.pt"))
-    if not checkpoints:
-        if fresh:
-            shutil.rmtree(directory, ignore_errors=True)
+    if not checkpoints and (not fresh or _remove_if_nothing_kept(directory)):
         return Interrupted("interrupted before the first checkpoint; nothing was kept")
+    checkpoints = sorted((directory / "checkpoints").glob("round_*.pt"))
+    if not (directory / "scenario.yaml").exists():
+        (directory / "scenario.yaml").write_text(dump_scenario(scenario))
+    if not checkpoints:  # only a cut-off write was left, and it could not be removed
+        return Interrupted(f"interrupted before the first checkpoint; {directory} holds nothing to resume")
     mark_incomplete(directory, "interrupted", checkpoints[-1])
     return Interrupted(f"interrupted; {directory} is kept up to {checkpoints[-1].name}: continue it with "
                        f"hsplit run --resume {directory}")
@@ -153,9 +174,7 @@ def run(scenario: Scenario | None, out: str | Path | None = None, address: str |
     n_hosts = client_actor_count(scenario, len(setup.fleet))
     _check_run(scenario, n_hosts)
     if resume is None:
-        if directory.exists():
-            raise FileExistsError(f"run directory {directory} already exists; choose another --out")
-        directory.mkdir(parents=True)
+        directory = claim(directory, automatic=not out)
         (directory / "scenario.yaml").write_text(dump_scenario(scenario))
     if on_setup is not None:
         on_setup(setup)
@@ -172,9 +191,9 @@ def run(scenario: Scenario | None, out: str | Path | None = None, address: str |
             shutil.rmtree(directory, ignore_errors=True)
         raise
     except KeyboardInterrupt:
-        raise _interrupted(directory, resume is None) from None
+        raise _interrupted(directory, resume is None, scenario) from None
     wall_s = time.perf_counter() - start
     # wall_s: Ray start (if any), actors, set-up and the clock; train_s: the clock's part (rounds, aggregation)
     extra |= {"ray": not scenario.train.local, "train_s": train_s, "startup_s": wall_s - train_s}
-    write_run(directory, scenario, tables, "run", wall_s, extra)
+    write_run(directory, scenario, tables, "run", wall_s, extra, claimed=True)
     return directory, tables, extra

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from hsplit_actors.engine import ProgressCallback
-from hsplit_actors.plan import Setup, simulate
+from hsplit_actors.planning import Setup, simulate
 from hsplit_actors.runs import FAULT_COLUMNS, IMPORTANCE_COLUMNS
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.training.executor import TrainingExecutor

@@ -149,10 +149,10 @@ def plan(scenario: Scenario, out: str | Path | None = None, on_progress: Progres
     the scenario is checked, before the simulation starts."""
     setup = prepare(scenario)
     directory = new_run_dir(scenario, "plan", str(out) if out else None)
-    if directory.exists():  # found before the work, not after it
-        raise FileExistsError(f"run directory {directory} already exists; choose another --out")
+    if out and directory.exists():  # found before the work, not after it
+        raise ScenarioError(f"run directory {directory} already exists; choose another --out")
     if on_setup is not None:
         on_setup(setup)
     tables, wall_s, extra = simulate(scenario, setup, on_progress=on_progress)
-    write_run(directory, scenario, tables, "plan", wall_s, extra)
+    directory = write_run(directory, scenario, tables, "plan", wall_s, extra, automatic=not out)
     return directory, tables, extra

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from hsplit_actors.compare.report import plot_curves, plot_round_time, to_markdown
-from hsplit_actors.compare.stats import PER_RUN, default_target, per_variant, run_figures
-from hsplit_actors.compare.timing import (
+from hsplit_actors.comparison.report import plot_curves, plot_round_time, to_markdown
+from hsplit_actors.comparison.stats import PER_RUN, default_target, per_variant, run_figures
+from hsplit_actors.comparison.timing import (
     PLAN_COLUMNS,
     merge_split_points,
     plan_figures,
     refuse_training_settings,
     split_histogram,
 )
-from hsplit_actors.compare.variants import Job, grid_of, point_label, resolve, seeds_of, select, with_seed
+from hsplit_actors.comparison.variants import Job, grid_of, point_label, resolve, seeds_of, select, with_seed
 from hsplit_actors.engine.sim import PHASES
 from hsplit_actors.errors import Interrupted, ScenarioError
 from hsplit_actors.runs import is_complete, read_run
@@ -114,7 +114,7 @@ def compare(scenario: Scenario | None, names: str | None = None, out: str | Path
     """Run (or `resume`) a comparison; returns its directory and the per-variant table. `on_run(key, total)` is
     told each finished run. `more_seeds` (with `resume`): the seeds the resumed comparison ends with; runs of the
     seeds it had are kept."""
-    from hsplit_actors.compare.sweep import sweep
+    from hsplit_actors.comparison.sweep import sweep
     from hsplit_actors.training.run import connect
 
     if resume is not None:
@@ -137,7 +137,7 @@ def compare(scenario: Scenario | None, names: str | None = None, out: str | Path
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         directory = Path(out) if out else Path(scenario.output_dir) / f"{scenario.name}-compare-{stamp}"
         if directory.exists():
-            raise FileExistsError(f"comparison directory {directory} already exists; choose another --out "
+            raise ScenarioError(f"comparison directory {directory} already exists; choose another --out "
                                   "(or continue it with --resume)")
         directory.mkdir(parents=True)
         (directory / "scenario.yaml").write_text(dump_scenario(scenario))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hsplit_actors.compare.stats import mean_ci
+from hsplit_actors.comparison.stats import mean_ci
 
 
 def _fmt(value) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import ray
 
-from hsplit_actors.compare.variants import Job
+from hsplit_actors.comparison.variants import Job
 from hsplit_actors.errors import ScenarioError
 from hsplit_actors.runs import is_complete
 
@@ -37,7 +37,7 @@ os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 def execute(job: Job, root: Path, mode: str) -> Path:
     """Run one job into `root/job.key`, or keep / resume what an interrupted sweep left there."""
-    from hsplit_actors.plan import plan
+    from hsplit_actors.planning import plan
     from hsplit_actors.training.run import run
 
     directory = root / job.key
