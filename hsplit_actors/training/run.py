@@ -28,6 +28,7 @@ from hsplit_actors.runs import RunTables, claim, is_complete, mark_incomplete, n
 from hsplit_actors.scenario import dump_scenario
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.training.actors import client_actor_count, start_actors
+from hsplit_actors.training.local_ray import forget_tokens, loopback_start
 
 
 def _check_run(scenario: Scenario, n_hosts: int) -> None:
@@ -89,16 +90,17 @@ _CONNECTED_HERE: list[bool] = []  # whether connect() called ray.init in this pr
 
 
 def connect(address: str | None) -> None:
-    """Join `address` (a running cluster) or start a local Ray instance; quiet, no dashboard."""
+    """Join `address` (a running cluster, with its own settings) or start a local Ray instance that listens on
+    loopback only, with Ray's authentication at its default (`local_ray.py`); quiet, no dashboard."""
     if ray.is_initialized():
         return
     _CONNECTED_HERE.append(True)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
     if address:
         ray.init(address=address, **quiet)
     else:
-        ray.init(address="local", num_cpus=os.cpu_count(), **quiet)
+        with loopback_start():
+            ray.init(address="local", num_cpus=os.cpu_count(), **quiet)
     stop_on_sigterm()  # ray.init replaced it with one that exits without cleaning up
 
 
@@ -108,6 +110,7 @@ def disconnect() -> None:
     if _CONNECTED_HERE and ray.is_initialized():
         ray.shutdown()
     _CONNECTED_HERE.clear()
+    forget_tokens()
 
 
 def resume_state(directory: str | Path) -> tuple[Scenario, dict]:

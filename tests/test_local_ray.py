@@ -1,0 +1,70 @@
+"""A local run opens no door: Ray's listeners on loopback only, Ray's authentication at its default with a token
+made for the run (owner-only, removed after), nothing written to the user's ~/.ray."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from tests.conftest import REPO, tiny_training_scenario
+
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def _listeners(root: int) -> set[tuple[str, str, int]]:
+    """(process, address, port) of every listening socket of `root` and its descendants (Ray's daemons are
+    started by the driver)."""
+    try:
+        procs = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return set()
+    pids = {p.pid: p for p in procs}
+    found = set()
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.status == psutil.CONN_LISTEN and conn.pid in pids:
+            try:
+                name = pids[conn.pid].name()
+            except psutil.NoSuchProcess:
+                continue
+            found.add((name, conn.laddr.ip, conn.laddr.port))
+    return found
+
+
+def test_a_local_run_listens_on_loopback_only_and_authenticates_with_its_own_token(write_scenario,
+                                                                                  tmp_path: Path) -> None:
+    import yaml
+
+    scenario = write_scenario(yaml.safe_dump(tiny_training_scenario(rounds=8)))
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")} | {
+        "HF_HUB_OFFLINE": "1", "HOME": str(home)}  # Ray's default authentication, a user without a token
+    out = tmp_path / "run"
+    before = set(Path(tempfile.gettempdir()).glob("hsplit-ray-auth-*"))
+    proc = subprocess.Popen([sys.executable, "-m", "hsplit_actors.cli", "run", str(scenario), "--out", str(out),
+                             "--quiet"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: set[tuple[str, str, int]] = set()
+    tokens: set[Path] = set()
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline:
+        seen |= _listeners(proc.pid)
+        tokens |= set(Path(tempfile.gettempdir()).glob("hsplit-ray-auth-*")) - before
+        for folder in tokens:
+            if (folder / "auth_token").exists():
+                assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+                assert stat.S_IMODE((folder / "auth_token").stat().st_mode) == 0o600
+        time.sleep(0.3)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert any(name == "gcs_server" for name, _, _ in seen) and any(name == "raylet" for name, _, _ in seen), seen
+    assert {(n, ip, p) for n, ip, p in seen if ip not in LOOPBACK and not ipaddress.ip_address(ip).is_loopback} == set()
+    assert len(tokens) == 1 and not any(t.exists() for t in tokens)  # made for the run, gone after it
+    assert not (home / ".ray").exists()
