@@ -1,6 +1,6 @@
 """hsplit-actors: HSplitLoRA (heterogeneous split LoRA fine-tuning) as a virtual-clock, actor-based simulation.
 
-    from hsplit_actors import plan, run, compare, validate, read_run
+    from hsplit_actors import plan, run, compare, validate, read_run, export
 
 Names are imported on first use, so `import hsplit_actors` (and the `hsplit` command) starts fast.
 """
@@ -15,16 +15,17 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "plan": "hsplit_actors.api", "run": "hsplit_actors.api", "compare": "hsplit_actors.api",
     "validate": "hsplit_actors.api", "read_run": "hsplit_actors.api", "Run": "hsplit_actors.api",
-    "Comparison": "hsplit_actors.api", "Scenario": "hsplit_actors.scenario.schema",
+    "Comparison": "hsplit_actors.api", "export": "hsplit_actors.exporting", "Scenario": "hsplit_actors.scenario.schema",
     "Progress": "hsplit_actors.engine", "ScenarioError": "hsplit_actors.errors", "Interrupted": "hsplit_actors.errors",
 }
-__all__ = ["Comparison", "Interrupted", "Progress", "Run", "Scenario", "ScenarioError", "compare", "plan", "read_run",
-           "run", "validate"]
+__all__ = ["Comparison", "Interrupted", "Progress", "Run", "Scenario", "ScenarioError", "compare", "export", "plan",
+           "read_run", "run", "validate"]
 
 if TYPE_CHECKING:
     from hsplit_actors.api import Comparison, Run, compare, plan, read_run, run, validate
     from hsplit_actors.engine import Progress
     from hsplit_actors.errors import Interrupted, ScenarioError
+    from hsplit_actors.exporting import export
     from hsplit_actors.scenario.schema import Scenario
 
 

@@ -196,6 +196,19 @@ def _int_list(flag: str):
     return parse
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from hsplit_actors.exporting import export
+    from hsplit_actors.runs import is_complete
+
+    if not is_complete(args.run_dir):
+        raise ScenarioError(f"{args.run_dir} is not a finished run directory", field="RUN_DIR")
+    target = export(args.run_dir, args.out, args.merged)
+    kind = "merged model" if target.name == "merged" else "peft adapter"
+    print(f"{target}: {kind} and tokenizer (load with transformers"
+          f"{'' if kind == 'merged model' else ' + peft PeftModel.from_pretrained'})")
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -289,6 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--force", action="store_true", help="replace an existing --out")
     k.add_argument("--quiet", action="store_true", help="no progress display")
     k.set_defaults(func=cmd_calibrate)
+    e = sub.add_parser("export", help="write a finished run's model as a peft adapter (or merged) directory")
+    e.add_argument("run_dir", metavar="RUN_DIR", help="a finished `hsplit run` directory")
+    e.add_argument("--merged", action="store_true", help="fold the adapters into the weights (save_pretrained)")
+    e.add_argument("--out", help="where to write (default: RUN_DIR/model)")
+    e.set_defaults(func=cmd_export)
     return parser
 
 

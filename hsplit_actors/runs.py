@@ -25,6 +25,7 @@ from hsplit_actors.scenario.schema import Scenario
 
 TABLES = ("events", "rounds", "clients", "faults", "importance")
 RUN_ONLY = ("faults", "importance")  # tables a timing-only plan has nothing to put in
+KEPT = ("checkpoints", "model")  # what a training run writes into its directory before the tables
 FAULT_COLUMNS = ["round", "t", "actor", "what", "restored", "replayed_calls"]
 IMPORTANCE_COLUMNS = ["round", "block", "matrix", "score", "raw", "clients"]  # IWI, smoothed score and raw mean
 
@@ -124,17 +125,18 @@ def write_run(directory: Path, scenario: Scenario, tables: RunTables, mode: str,
             "rows": {name: len(getattr(tables, name)) for name in written}, **(extra_meta or {}),
         }
         (staging / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-        for item in directory.iterdir():  # a training run's checkpoints stay with it; the rest is rewritten
-            if item.name == "checkpoints":
+        for item in directory.iterdir():  # a training run's checkpoints and model stay with it; the rest is rewritten
+            if item.name in KEPT:
                 item.rename(staging / item.name)
             else:
                 item.unlink()
         staging.rename(directory)  # onto an empty directory, atomically: the name is never free in between
     except BaseException:
-        if (staging / "checkpoints").exists():  # never lose a checkpoint: it goes back where it was
-            (staging / "checkpoints").rename(directory / "checkpoints")
-            if not (directory / "scenario.yaml").exists():  # still resumable
-                shutil.copy(staging / "scenario.yaml", directory / "scenario.yaml")
+        for name in KEPT:  # never lose a checkpoint or a model: they go back where they were
+            if (staging / name).exists():
+                (staging / name).rename(directory / name)
+        if (directory / "checkpoints").exists() and not (directory / "scenario.yaml").exists():  # still resumable
+            shutil.copy(staging / "scenario.yaml", directory / "scenario.yaml")
         shutil.rmtree(staging, ignore_errors=True)
         if not claimed:
             with contextlib.suppress(OSError):

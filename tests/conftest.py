@@ -12,6 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 REPO = Path(__file__).resolve().parents[1]
+ENV_OFFLINE = dict(os.environ, HF_HUB_OFFLINE="1", RAY_AUTH_MODE="disabled")  # for commands the tests start
 
 SMALL_GPT2 = {"preset": "gpt2-small", "overrides": {"n_layer": 4, "n_embd": 128, "n_head": 4}}
 

@@ -15,12 +15,13 @@ from tests.conftest import REPO, small_scenario
 
 def test_the_package_exports_its_commands_as_functions() -> None:
     import hsplit_actors.comparison  # noqa: F401  (submodules never shadow the functions)
+    import hsplit_actors.exporting  # noqa: F401
     import hsplit_actors.planning  # noqa: F401
-    from hsplit_actors import compare, plan, read_run, run, validate
+    from hsplit_actors import compare, export, plan, read_run, run, validate
 
     assert set(hsplit_actors.__all__) == set(hsplit_actors._PUBLIC) <= set(dir(hsplit_actors))
     assert {"plan", "run", "compare", "validate", "read_run", "ScenarioError"} <= set(hsplit_actors.__all__)
-    assert all(callable(f) and not isinstance(f, type(sys)) for f in (plan, run, compare, validate, read_run))
+    assert all(callable(f) and not isinstance(f, type(sys)) for f in (plan, run, compare, validate, read_run, export))
 
 
 def test_plan_takes_a_path_a_scenario_or_a_dict_and_returns_the_directory_and_its_tables(tmp_path: Path) -> None:

@@ -58,6 +58,9 @@ class Family:
     def prepare(self, model: nn.Module) -> None:
         """Make every adaptable matrix its own nn.Linear (in place). Numerically the same model."""
 
+    def restore(self, model: nn.Module) -> None:
+        """Undo `prepare` (in place), so transformers saves and loads the model as its own class."""
+
     def embed(self, model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -119,6 +122,24 @@ class GPT2(Family):
                 module = getattr(parent, name)
                 if isinstance(module, Conv1D):
                     setattr(parent, name, _conv1d_to_linear(module))
+
+    def restore(self, model):
+        from transformers.pytorch_utils import Conv1D
+
+        def conv(weight: torch.Tensor, bias: torch.Tensor) -> nn.Module:  # (out, in) -> Conv1D's (in, out)
+            layer = Conv1D(weight.shape[0], weight.shape[1])
+            layer.weight = nn.Parameter(weight.detach().t().contiguous())
+            layer.bias = nn.Parameter(bias.detach().clone())
+            return layer
+
+        for block in model.transformer.h:
+            if isinstance(block.attn.c_attn, QKV):
+                parts = (block.attn.c_attn.q, block.attn.c_attn.k, block.attn.c_attn.v)
+                block.attn.c_attn = conv(torch.cat([p.weight for p in parts]), torch.cat([p.bias for p in parts]))
+            for parent, name in ((block.attn, "c_proj"), (block.mlp, "c_fc"), (block.mlp, "c_proj")):
+                module = getattr(parent, name)
+                if isinstance(module, nn.Linear):
+                    setattr(parent, name, conv(module.weight, module.bias))
 
     def embed(self, model, input_ids):
         t = model.transformer

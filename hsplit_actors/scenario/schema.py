@@ -382,6 +382,9 @@ class TrainSpec(Strict):
     local: bool = False  # in-process hosts instead of Ray actors (same results)
     checkpoint: bool = True  # write checkpoints/round_NNNN.pt each round (for --resume)
     keep_checkpoints: PositiveInt | None = 2  # the newest N are kept, older ones deleted; null: every round's
+    # the final global model in Hugging Face form, under model/: a peft adapter directory, or merged for methods
+    # that fold updates into the base (`hsplit export RUN_DIR` writes it again, or merged, for any finished run)
+    export: bool = True
     # Client forwards run without keeping their graph and are recomputed (same seed, same bits) at backward time:
     # memory per waiting virtual client drops from its activations to its batch, for one more client forward.
     recompute_activations: bool = False

@@ -185,10 +185,11 @@ def run(scenario: Scenario | None, out: str | Path | None = None, address: str |
     start = time.perf_counter()
     try:
         if scenario.train.local:
-            tables, train_s, extra = _train_local(scenario, setup, n_hosts, on_progress, checkpoint_dir, checkpoint)
+            tables, train_s, extra, final = _train_local(scenario, setup, n_hosts, on_progress, checkpoint_dir,
+                                                         checkpoint)
         else:
             connect(address or scenario.ray.address)
-            tables, train_s, extra = _train_on_ray(scenario, n_hosts, on_progress, checkpoint_dir, checkpoint)
+            tables, train_s, extra, final = _train_on_ray(scenario, n_hosts, on_progress, checkpoint_dir, checkpoint)
     except ScenarioError:
         if resume is None:  # bad input found while preparing (e.g. too little data): leave no partial directory
             shutil.rmtree(directory, ignore_errors=True)
@@ -198,5 +199,10 @@ def run(scenario: Scenario | None, out: str | Path | None = None, address: str |
     wall_s = time.perf_counter() - start
     # wall_s: Ray start (if any), actors, set-up and the clock; train_s: the clock's part (rounds, aggregation)
     extra |= {"ray": not scenario.train.local, "train_s": train_s, "startup_s": wall_s - train_s}
+    if scenario.train.export:
+        from hsplit_actors.exporting import export, save_final
+
+        save_final(directory, **final)
+        extra["model"] = str(export(directory).relative_to(directory))
     write_run(directory, scenario, tables, "run", wall_s, extra, claimed=True)
     return directory, tables, extra

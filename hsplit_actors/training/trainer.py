@@ -56,7 +56,8 @@ def local_hosts(assets: Assets, n_hosts: int, shared_server: bool) -> tuple[list
 
 def train(scenario: Scenario, setup: Setup, assets: Assets, runtime, hosts: list, server,
           on_progress: ProgressCallback | None = None, checkpoint_dir: str | None = None, resume: dict | None = None):
-    """Run the engine with real work on `hosts` and `server`; returns (tables, wall seconds, meta extras)."""
+    """Run the engine with real work on `hosts` and `server`; returns (tables, wall seconds, meta extras, the final
+    global model: adapters, head and the aggregates merged into the base)."""
     runtime.get([runtime.call(h, "ping") for h in hosts] + [runtime.call(server, "ping")])
     executor = TrainingExecutor(runtime, hosts, server, assets.data.partitions, setup.strategy,
                                 (assets.factors, assets.head), setup.arch.n_layers, scenario.train.eval_every,
@@ -81,4 +82,5 @@ def train(scenario: Scenario, setup: Setup, assets: Assets, runtime, hosts: list
     base_bytes = runtime.get([runtime.call(h, "peak_base_memory") for h in hosts])
     extra["version_bases_mb_peak"] = {"client_hosts": [b / 2**20 for b in base_bytes]}
     extra["global_versions_kept_peak"] = executor.peak_global_versions
-    return tables, wall_s, extra
+    final = {"factors": executor.factors, "head": executor.head, "merges": [m for _, m in executor.merges]}
+    return tables, wall_s, extra, final

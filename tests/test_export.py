@@ -1,0 +1,118 @@
+"""The model out of a run: loaded with plain transformers and peft, nothing of this package, it scores exactly the
+run's last evaluation; merged and adapter forms agree; `hsplit export` writes either for a finished run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ENV_OFFLINE, REPO, tiny_training_scenario
+
+EVAL = 64
+
+
+def _score_with_plain_transformers(model_dir: Path, seq_len: int, n: int) -> tuple[float, float]:
+    """Accuracy and mean loss on the first `n` rows of SST-2's evaluation file, in a fresh interpreter that never
+    imports hsplit_actors."""
+    script = f"""
+import csv, json, sys, torch
+from pathlib import Path
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+d = Path({str(model_dir)!r})
+if (d / "adapter_config.json").exists():
+    from peft import PeftModel
+    base = json.loads((d / "adapter_config.json").read_text())["base_model_name_or_path"]
+    model = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base), d)
+else:
+    model = AutoModelForSequenceClassification.from_pretrained(d)
+tok = AutoTokenizer.from_pretrained(d)
+rows = list(csv.reader(open({str(REPO / "data" / "sst2" / "test.tsv")!r}), delimiter="\\t"))[1:{n} + 1]
+enc = tok([r[0] for r in rows], padding="max_length", truncation=True, max_length={seq_len}, return_tensors="pt")
+model.eval()
+with torch.no_grad():
+    logits = torch.cat([model(input_ids=enc["input_ids"][i:i + 64],
+                              attention_mask=enc["attention_mask"][i:i + 64]).logits for i in range(0, len(rows), 64)])
+labels = torch.tensor([int(r[1]) for r in rows])
+assert "hsplit_actors" not in sys.modules
+loss = float(torch.nn.functional.cross_entropy(logits, labels))
+print(float((logits.argmax(-1) == labels).float().sum()) / len(rows), loss)
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=model_dir, env=ENV_OFFLINE, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    accuracy, loss = done.stdout.strip().splitlines()[-1].split()
+    return float(accuracy), float(loss)
+
+
+@pytest.mark.parametrize("method", [
+    {"name": "sfl", "split_point": 1, "rank": 4, "targets": ["query", "value"]},  # one global adapter set: peft
+    {"name": "flora", "rank": 4, "targets": ["query", "value"]},  # stacking, merged into the base: merged
+], ids=["adapter", "merged"])
+def test_the_exported_model_scores_the_runs_final_evaluation(method: dict, write_scenario, tmp_path: Path) -> None:
+    raw = tiny_training_scenario(rounds=2, method=method, train={"eval_samples": EVAL, "lr": 0.01, "local": True})
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "hsplit_actors.cli", "run", str(write_scenario(raw)), "--out",
+                           str(out), "--quiet"], cwd=REPO, env=ENV_OFFLINE, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    kind = "adapter" if method["name"] == "sfl" else "merged"
+    assert meta["model"] == f"model/{kind}"
+    import pandas as pd
+
+    last = pd.read_parquet(out / "rounds.parquet").iloc[-1]
+    accuracy, loss = _score_with_plain_transformers(out / meta["model"], raw["data"]["seq_len"], EVAL)
+    assert accuracy == last["eval_metric"] and loss == pytest.approx(last["eval_loss"], rel=1e-5, abs=1e-6)
+    if kind == "adapter":  # the same model with the adapters folded in
+        merged = subprocess.run([sys.executable, "-m", "hsplit_actors.cli", "export", str(out), "--merged", "--out",
+                                 str(tmp_path / "m")], cwd=REPO, env=ENV_OFFLINE, capture_output=True, text=True,
+                                timeout=300)
+        assert merged.returncode == 0, merged.stderr
+        accuracy, loss = _score_with_plain_transformers(tmp_path / "m" / "merged", raw["data"]["seq_len"], EVAL)
+        assert accuracy == last["eval_metric"] and loss == pytest.approx(last["eval_loss"], rel=1e-5, abs=1e-6)
+
+
+def test_export_refuses_what_is_not_a_finished_run(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "hsplit_actors.cli", "export", str(tmp_path)], cwd=REPO,
+                          env=ENV_OFFLINE, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: RUN_DIR: {tmp_path} is not a finished run directory"
+
+
+def test_a_gpt2_run_exports_a_merged_model_transformers_loads_as_gpt2(tmp_path: Path) -> None:
+    """GPT-2's q/k/v adapters live on one fused matrix in transformers: exported merged, back in its own Conv1D
+    layout, with the run's evaluation loss."""
+    import warnings
+
+    import torch
+    import yaml
+    from transformers import AutoModelForCausalLM
+
+    from hsplit_actors.scenario import parse_scenario
+    from hsplit_actors.training.run import run
+    from hsplit_actors.training.setup import training_data
+
+    raw = tiny_training_scenario(
+        rounds=2, model={"preset": "gpt2-small", "weights": "random",
+                         "overrides": {"n_layer": 3, "n_embd": 64, "n_head": 4}},
+        data={"dataset": "e2e", "batch_size": 4, "seq_len": 32, "samples_per_client": 16},
+        method={"name": "sfl", "split_point": 1, "rank": 4, "targets": ["query", "value", "ffn_in"]},
+        train={"eval_samples": 32, "lr": 0.01, "local": True})
+    scenario = parse_scenario(yaml.safe_dump(raw))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        directory, tables, extra = run(scenario, tmp_path / "run")
+    assert extra["model"] == "model/merged"
+    model = AutoModelForCausalLM.from_pretrained(directory / extra["model"]).eval()
+    assert type(model).__name__ == "GPT2LMHeadModel"
+    test = training_data(scenario, 4).test
+    ids, mask, labels = (torch.from_numpy(test[k]) for k in ("input_ids", "attention_mask", "labels"))
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                             ignore_index=-100)
+    assert float(loss) == pytest.approx(tables.rounds["eval_loss"].iloc[-1], rel=1e-5)
