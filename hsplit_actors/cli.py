@@ -37,6 +37,54 @@ def _progress(scenario, label: str = "client iterations"):
     return progress, update
 
 
+class _PlainProgress:
+    """Without a terminal (a log file, CI): a plain line per finished round, at most one per `every_s` (the last
+    always, by `finish`), so a long run is never silent."""
+
+    def __init__(self, every_s: float = 2.0):
+        self.every_s, self.said_round, self.said_at, self.latest = every_s, 0, 0.0, None
+
+    def __call__(self, p) -> None:
+        import time
+
+        self.latest = p
+        if p.round > self.said_round and time.monotonic() - self.said_at >= self.every_s:
+            self._say(p, p.round)
+
+    def _say(self, p, done: int) -> None:
+        import time
+
+        self.said_round, self.said_at = done, time.monotonic()
+        text = f"{p.label} {done}/{p.rounds or '?'}  t={p.t:,.1f}s  {p.steps:,} client iterations"
+        if "train_loss" in p.last:
+            text += f"  loss {p.last['train_loss']:.4f}"
+        if "eval_metric" in p.last:
+            text += f"  {p.metric or 'metric'} {p.last['eval_metric']:.4f}"
+        print(text, file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """The last round (its metrics arrive after its iterations), unless the command failed."""
+        p = self.latest
+        if exc[0] is None and p is not None and p.round + 1 > self.said_round and p.round_done >= 1:
+            self._say(p, p.round + 1)
+
+
+def _reporter(scenario, args: argparse.Namespace, label: str):
+    """(context, callback) for the progress a command shows: a bar in a terminal, plain lines elsewhere,
+    nothing with --quiet or `progress: false`."""
+    import contextlib
+
+    if not scenario.progress or args.quiet:
+        return contextlib.nullcontext(), None
+    if sys.stderr.isatty():
+        return _progress(scenario, label)
+    plain = _PlainProgress()
+    return plain, plain
+
+
 def _with_overrides(scenario, args: argparse.Namespace):
     changes = {key: value for key, value in (("seed", args.seed), ("output_dir", args.output_dir))
                if value is not None}
@@ -75,15 +123,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     scenario = _with_overrides(load_scenario(args.scenario), args)
     announce = _announce(workload.check(scenario, str(args.scenario)), training=False)
-    show = scenario.progress and not args.quiet and sys.stderr.isatty()
+    shown, update = _reporter(scenario, args, "client iterations")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        if show:
-            progress, update = _progress(scenario)
-            with progress:
-                directory, tables, extra = plan(scenario, args.out, on_progress=update, on_setup=announce)
-        else:
-            directory, tables, extra = plan(scenario, args.out, on_setup=announce)
+        with shown:
+            directory, tables, extra = plan(scenario, args.out, on_progress=update, on_setup=announce)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     print(render(summarise(tables, extra), str(directory)))
@@ -106,17 +150,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.local:
         scenario = scenario.model_copy(update={"train": scenario.train.model_copy(update={"local": True})})
     announce = _announce(workload.check(scenario, str(args.scenario or args.resume)), training=True)
-    show = scenario.progress and not args.quiet and sys.stderr.isatty()
+    shown, update = _reporter(scenario, args, "training steps")
+
+    def start(setup) -> None:  # once the scenario passed every check: Ray starts, then the bar (never inside it)
+        from hsplit_actors.training.run import connect
+
+        announce(setup)
+        if not scenario.train.local:
+            connect(args.address or scenario.ray.address)
+        shown.__enter__()
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        if show:
-            progress, update = _progress(scenario, "training steps")
-            with progress:
-                directory, tables, extra = run(scenario, args.out, args.address, on_progress=update,
-                                               resume=args.resume, on_setup=announce)
-        else:
-            directory, tables, extra = run(scenario, args.out, args.address, resume=args.resume,
-                                           on_setup=announce)
+        try:
+            directory, tables, extra = run(scenario, args.out, args.address, on_progress=update,
+                                           resume=args.resume, on_setup=start)
+        finally:
+            shown.__exit__(*sys.exc_info())
     for w in caught:
         if issubclass(w.category, UserWarning) and w.category.__module__.startswith("hsplit_actors"):
             print(f"warning: {w.message}", file=sys.stderr)
@@ -158,8 +208,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         progress.update(task, advance=1, description=f"runs (last: {key})")
 
     try:
-        directory, table = compare(scenario, args.methods, args.out, args.address, args.plan, args.resume, on_run,
-                                   more_seeds)
+        with warnings.catch_warnings():  # plan's warnings, per variant, as they come (before the runs start)
+            warnings.simplefilter("default")
+            warnings.showwarning = _print_warning
+            directory, table = compare(scenario, args.methods, args.out, args.address, args.plan, args.resume,
+                                       on_run, more_seeds)
     finally:
         if progress is not None:
             progress.stop()
@@ -168,6 +221,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"comparison: {directory}/comparison.csv, comparison.md, comparison.png, per_seed.csv, {extra}"
           "one run directory per variant and seed")
     return 0
+
+
+def _print_warning(message, category, *_args, **_kwargs) -> None:
+    if issubclass(category, UserWarning) and category.__module__.startswith("hsplit_actors"):
+        print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def _seed_list(text: str) -> list[int]:

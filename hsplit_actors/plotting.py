@@ -68,6 +68,11 @@ def server_timeline(events: pd.DataFrame, gpus: int = 1, bins: int = 200, ax=Non
     ax.step(load["t"], load["queue_len"], where="post", color=COLOURS["queue"], label="queue length")
     ax.set_ylabel("jobs waiting")
     ax.set_xlabel("virtual time (s)")
+    from matplotlib.ticker import MaxNLocator
+
+    # whole jobs from 0 up, also when nobody waited (matplotlib would centre an all-zero line on -0.05..0.05)
+    ax.set_ylim(0, max(1.0, float(load["queue_len"].max()) if len(load) else 1.0) * 1.05)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     twin = ax.twinx()
     twin.fill_between(load["t"], load["utilisation"] * 100, step="post", alpha=0.3, color=COLOURS["server"],
                       label="GPU utilisation")

@@ -64,7 +64,10 @@ def summarise(tables: RunTables, meta: dict) -> dict:
         "metric": meta.get("metric"),
         "train_loss": _last(rounds, "train_loss"), "eval_loss": _last(rounds, "eval_loss"),
         "eval_metric": _last(rounds, "eval_metric"),
-        "wall_s": float(rounds["wall_s"].sum()) if len(rounds) else 0.0,
+        "rounds_wall_s": float(rounds["wall_s"].sum()) if len(rounds) else 0.0,
+        "train_s": meta.get("train_s"), "startup_s": meta.get("startup_s"),
+        "faults_recovered": len(tables.faults), "faulty_actors": sorted(set(tables.faults["actor"].astype(str))),
+        "server_device": meta.get("server_device"),
     }
 
 
@@ -89,6 +92,11 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:.1f} PB"
 
 
+def _n(count: float, word: str) -> str:
+    """'1 round', '2 rounds'."""
+    return f"{count:,.0f} {word}" + ("" if round(count) == 1 else "s")
+
+
 def render(summary: dict, directory: str) -> str:
     """The summary as a few plain lines."""
     s = summary
@@ -96,20 +104,25 @@ def render(summary: dict, directory: str) -> str:
     devices = ", ".join(f"{d} x{n}" for d, n in s["straggler_devices"].items()) or "-"
     lines = [
         f"run: {directory}",
-        f"virtual time {_fmt_time(s['virtual_time_s'])} over {s['rounds']} rounds "
+        f"virtual time {_fmt_time(s['virtual_time_s'])} over {_n(s['rounds'], 'round')} "
         f"(round mean {_fmt_time(s['round_s_mean'])}, max {_fmt_time(s['round_s_max'])}); "
-        f"{s['participants_mean']:.0f} participants per round, {s['infeasible']} infeasible, "
-        f"{s['dropouts']} dropouts",
+        f"{_n(s['participants_mean'], 'participant')} per round, {s['infeasible']} infeasible, "
+        f"{_n(s['dropouts'], 'dropout')}",
         f"time per phase (client-side sum): {shares}",
         f"server utilisation {100 * s['server_utilisation']:.1f}%, mean queue wait "
         f"{_fmt_time(s['queue_wait_mean_s'])}, {s.get('server_batch_mean', 1.0):.2f} jobs per server batch, "
         f"memory ~{s['server_memory_gb']:.1f} GiB per GPU",
-        f"stragglers (> {STRAGGLER_FACTOR}x median finish): {s['stragglers']} clients ({devices}); rounds wait "
+        f"stragglers (> {STRAGGLER_FACTOR}x median finish): {_n(s['stragglers'], 'client')} ({devices}); rounds wait "
         f"{_fmt_time(s['straggler_wait_s'])} on average past the median client",
         f"traffic: {_fmt_bytes(s['bytes_up'])} up, {_fmt_bytes(s['bytes_down'])} down",
     ]
     if s.get("eval_metric") is not None:
+        took = (f"trained in {_fmt_time(s['train_s'])} after {_fmt_time(s['startup_s'])} of start-up"
+                if s.get("train_s") is not None else f"{_fmt_time(s['rounds_wall_s'])} in the rounds")
         lines.append(f"model: train loss {s['train_loss']:.4f}, eval loss {s['eval_loss']:.4f}, "
-                     f"{s['metric']} {s['eval_metric']:.4f} after {s['rounds']} rounds "
-                     f"({_fmt_time(s['wall_s'])} of wall time)")
+                     f"{s['metric']} {s['eval_metric']:.4f} after {_n(s['rounds'], 'round')} ({took})")
+    if s.get("faults_recovered"):
+        lines.append(f"faults: {_n(s['faults_recovered'], 'lost actor')} recovered "
+                     f"({', '.join(s['faulty_actors'])}); the run went on from its last recovery point, with the "
+                     "tables of a run without them (see the faults table)")
     return "\n".join(lines)

@@ -138,7 +138,9 @@ def clients_table(log: SimulationLog, fleet: Fleet, arch: ModelArch, n_samples: 
         "ranks": per_config([json.dumps(c.pattern(arch)) for c in configs], ""),
         "trainable_params": per_config([c.adapter_params for c in costs], 0).astype(np.int64),
         "server_trainable_params": per_config([c.server_adapter_params for c in costs], 0).astype(np.int64),
-        "memory_estimate_gb": per_config([c.client_memory_bytes / GIB for c in costs], 0.0).astype(float),
+        # an infeasible device: what the run's cheapest configuration needs (more than its memory_gb)
+        "memory_estimate_gb": per_config([c.client_memory_bytes / GIB for c in costs],
+                                         min((c.client_memory_bytes for c in costs), default=0) / GIB).astype(float),
         "feasible": feasible,
     })
     ints = np.frombuffer(log.iter_ints, dtype=np.int64).reshape(-1, 7)

@@ -150,6 +150,10 @@ def test_some_infeasible_clients_are_excluded_with_a_warning(write_scenario, tmp
     tables = read_run(out)
     assert tables.clients["feasible"].tolist() == [False, False, True, True, True]
     assert set(tables.events.loc[tables.events["client"] >= 0, "client"]) == {2, 3, 4}
+    # what they would need, not 0.0: the (uniform) configuration the others hold, more than they have
+    short = tables.clients[~tables.clients["feasible"]]
+    assert (short["memory_estimate_gb"] > short["memory_gb"]).all()
+    assert (short["memory_estimate_gb"] == tables.clients.loc[2, "memory_estimate_gb"]).all()
 
 
 @pytest.mark.parametrize("case, fragment", [

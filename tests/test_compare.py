@@ -170,6 +170,8 @@ def test_plan_comparison_reports_timing_and_split_points(ray_session, write_scen
     assert deepest[0] >= deepest[1]
     splits = pd.read_csv(out / "split_points.csv", index_col=0)
     assert np.allclose(splits.sum(axis=1), 1.0)
+    header = (out / "comparison.md").read_text().splitlines()[0].strip("| ").split(" | ")
+    assert set(header) <= set(table.reset_index().columns), set(header) - set(table.reset_index().columns)
     assert (out / "comparison.png").stat().st_size > 1000
 
 
@@ -348,3 +350,15 @@ def test_a_sweep_uses_both_nodes_of_a_cluster_and_gives_the_sequential_results(w
         alone = resolve(scenario, row.variant, raw["compare"]["variants"][row.variant])
         _, tables, _ = run(alone.model_copy(update={"seed": row.seed}), tmp_path / f"seq-{row.variant}-{row.seed}")
         assert tables.rounds["eval_metric"].tolist() == read_run(row.run_dir).rounds["eval_metric"].tolist()
+
+
+def test_compare_says_what_plan_warns_about_each_variant(ray_session, write_scenario, tmp_path: Path,
+                                                         capsys) -> None:
+    """Devices that cannot hold a variant's configuration are said once per variant, as `plan` says them, not
+    hidden inside the runs."""
+    raw = small_scenario(fleet=[{"profile": "jetson_nano", "count": 2, "memory_gb": 0.001},
+                                {"profile": "agx_orin", "count": 3}],
+                         compare={"seeds": [0], "variants": {"sfl": {"method": "sfl", "split_point": 1}}})
+    assert main(["compare", str(write_scenario(raw)), "--plan", "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(lines) == 1 and lines[0].startswith("warning: sfl: 2 of 5 clients (jetson_nano x2) cannot hold"), lines

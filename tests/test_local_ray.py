@@ -42,15 +42,15 @@ def test_a_local_run_listens_on_loopback_only_and_authenticates_with_its_own_tok
                                                                                   tmp_path: Path) -> None:
     import yaml
 
-    scenario = write_scenario(yaml.safe_dump(tiny_training_scenario(rounds=8)))
+    scenario = write_scenario(yaml.safe_dump(tiny_training_scenario(rounds=8, progress=True)))
     home = tmp_path / "home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")} | {
         "HF_HUB_OFFLINE": "1", "HOME": str(home)}  # Ray's default authentication, a user without a token
     out = tmp_path / "run"
     before = set(Path(tempfile.gettempdir()).glob("hsplit-ray-auth-*"))
-    proc = subprocess.Popen([sys.executable, "-m", "hsplit_actors.cli", "run", str(scenario), "--out", str(out),
-                             "--quiet"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "hsplit_actors.cli", "run", str(scenario), "--out", str(out)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen: set[tuple[str, str, int]] = set()
     tokens: set[Path] = set()
     deadline = time.time() + 240
@@ -68,3 +68,5 @@ def test_a_local_run_listens_on_loopback_only_and_authenticates_with_its_own_tok
     assert {(n, ip, p) for n, ip, p in seen if ip not in LOOPBACK and not ipaddress.ip_address(ip).is_loopback} == set()
     assert len(tokens) == 1 and not any(t.exists() for t in tokens)  # made for the run, gone after it
     assert not (home / ".ray").exists()
+    said = err.strip().splitlines()  # no terminal: the estimate, a line per round, nothing of Ray's
+    assert said[0].startswith("estimate:") and all(line.startswith("round ") for line in said[1:]), said

@@ -210,6 +210,7 @@ def test_a_lost_actor_is_restarted_or_replaced_and_the_run_ends_as_without_the_f
     fault = {"round": 1, "after_steps": 3} | kill
     _, tables, extra = run_scenario(raw | {"train": raw["train"] | {"kill_actor": [fault]}}, tmp_path / "faulty")
     assert extra["faults"] == 1
+    assert tables.faults["actor"].iloc[0] == ("the server actor" if kill.get("server") else "client actor 1")
     what = tables.faults["what"].iloc[0]
     assert what.endswith(f"{replaced} replaced on a live node") if replaced else "replaced" not in what
     _same_tables(clean, tables)

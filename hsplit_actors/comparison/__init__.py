@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,6 +89,20 @@ def choose(scenario: Scenario, directory: Path, jobs: list[Job]) -> tuple[dict[s
     return chosen, table
 
 
+def warn_per_variant(scenario: Scenario, variants: dict[str, dict]) -> None:
+    """What `plan` would warn about each variant (devices that cannot hold its configuration, data shares),
+    said once here, named by variant: the runs themselves are quiet (their tables say it per run)."""
+    from hsplit_actors.planning import prepare
+
+    for name, raw in variants.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            prepare(resolve(scenario, name, raw))
+        for said in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)):
+            category = next(w.category for w in caught if str(w.message) == said)
+            warnings.warn(f"{name}: {said}", category, stacklevel=2)
+
+
 def refuse_untuned(variant: str, means: pd.Series, meta: dict, figure: str) -> None:
     """Tuning that cannot crown chance: accuracy within 2 standard errors of the majority-class rate at the best
     point, or all points within 1 standard error of each other (a tie), is no working point; say so and stop."""
@@ -131,6 +146,7 @@ def compare(scenario: Scenario | None, names: str | None = None, out: str | Path
     if plan_only:
         refuse_training_settings(scenario)
     variants = select(scenario, names)
+    warn_per_variant(scenario, variants)
     grids, tune_jobs, held_out = plan_jobs(scenario, variants, plan_only)
     seeds = seeds_of(scenario)
     if resume is None:
@@ -202,8 +218,7 @@ def _training_tables(scenario: Scenario, directory: Path, jobs: list[Job]) -> pd
     table.to_csv(directory / "comparison.csv", index=False)
     header = f"metric: {metric}; target {target:.4g} held for {scenario.compare.hold} evaluations\n\n" \
         if target is not None else f"metric: {metric}\n\n"
-    (directory / "comparison.md").write_text(header + to_markdown(
-        table, ["tuned", "participants", "reached", *SHOWN], {c: c.replace("metric", metric) for c in SHOWN}))
+    (directory / "comparison.md").write_text(header + to_markdown(table, ["tuned", "participants", "reached", *SHOWN]))
     curves = {}
     for job in jobs:
         evaluated = read[job.key][0].rounds.dropna(subset=["eval_metric"])

@@ -21,10 +21,10 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def to_markdown(table: pd.DataFrame, columns: list[str], rename: dict[str, str] | None = None) -> str:
-    """One row per variant; a column with a `<col>_ci` partner shows `mean ± half-width` (one seed: the value)."""
-    rename = rename or {}
-    header = ["variant", "method", "seeds", *[rename.get(c, c) for c in columns]]
+def to_markdown(table: pd.DataFrame, columns: list[str]) -> str:
+    """One row per variant, columns named as in comparison.csv; a column with a `<col>_ci` partner shows
+    `mean ± half-width` (one seed: the value)."""
+    header = ["variant", "method", "seeds", *columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in table.iterrows():
         cells = [str(row["variant"]), str(row["method"]), str(row["seeds"])]
@@ -54,10 +54,21 @@ def curves_on_grid(curves: list[tuple[np.ndarray, np.ndarray]], points: int = 20
 def plot_curves(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], metric: str, path: Path,
                 target: float | None = None) -> Path:
     """The metric against virtual time: per variant the mean over seeds, shaded by its 95% CI."""
+    import matplotlib.pyplot as plt
+
+    fig, _ = curves_figure(curves, metric, target)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def curves_figure(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], metric: str, target: float | None = None):
+    """plot_curves' figure and axes (tests read its ticks)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator, SymmetricalLogLocator
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for variant, runs in curves.items():
@@ -72,15 +83,16 @@ def plot_curves(curves: dict[str, list[tuple[np.ndarray, np.ndarray]]], metric: 
     ax.set_xlabel("virtual time (s)")
     ax.set_ylabel(metric)
     low, high = ax.get_xlim()
-    if high > 100 * max(low, 1e-9) and high > 10:  # spans decades: what happens early stays readable
+    if high > 1000 * max(low, 1e-9) and high > 100:  # spans decades: what happens early stays readable
         ax.set_xscale("symlog", linthresh=1.0)
+        ax.xaxis.set_major_locator(SymmetricalLogLocator(base=10, linthresh=1.0, subs=[1.0, 2.0, 5.0]))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=8))
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig, ax
 
 
 def plot_round_time(table: pd.DataFrame, phases: list[str], path: Path) -> Path:

@@ -12,6 +12,8 @@ replays up to the checkpointed aggregation with the recorded metrics, then the r
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from hsplit_actors.engine.executor import Executor
@@ -262,6 +264,7 @@ class TrainingExecutor(Executor):
     def _recover(self, round_: int, exc: BaseException) -> None:
         """After a host failure: every host alive again (restarted by Ray, or replaced), restored to the last
         recovery point, and the calls logged since replayed (resubmitted, not waited for)."""
+        failed = self._which(exc)  # named before a replacement takes the place of the lost actor
         replaced, self.server = self.rt.revive(self.client_hosts, self.server)
         calls, self.calls = self.calls, []
         recovery.restore(self, self.saved)
@@ -269,8 +272,18 @@ class TrainingExecutor(Executor):
         for hook, *args in calls:
             getattr(self, hook)(*args)
         what = type(exc).__name__ + (f"; {', '.join(replaced)} replaced on a live node" if replaced else "")
-        self.faults.append({"round": round_, "t": self.clock.now, "actor": _which(exc), "what": what,
+        self.faults.append({"round": round_, "t": self.clock.now, "actor": failed, "what": what,
                             "restored": f"state after version {self.saved.version}", "replayed_calls": len(calls)})
+
+    def _which(self, exc: BaseException) -> str:
+        """The host a failure came from, by the actor ID Ray's error names ('client actor 1', 'the server
+        actor'); 'unknown actor' when it names none of them."""
+        from hsplit_actors.training.ray_state import actor_id
+
+        names = {actor_id(h): f"client actor {i}" for i, h in enumerate(self.client_hosts)}
+        names[actor_id(self.server)] = "the server actor"
+        named = [getattr(exc, "actor_id", None), *re.findall(r"actor_id=([0-9a-f]+)", str(exc))]
+        return next((names[i] for i in named if i in names), "unknown actor")
 
     def _inject(self, at: str, round_: int | None = None) -> None:
         """Fault injection outside the client steps (`train.kill_actor` with `at:`) in aggregation `round_` (by
@@ -318,6 +331,4 @@ class TrainingExecutor(Executor):
         return scores
 
 
-def _which(exc: Exception) -> str:
-    text = str(exc)
-    return text.split("actor_id=")[1].split(",")[0][:16] if "actor_id=" in text else type(exc).__name__
+

@@ -15,10 +15,15 @@ def live_nodes() -> list[str]:
     return sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
 
 
+def actor_id(actor: Any) -> str:
+    """An actor handle's ID (hex), as Ray's errors name it."""
+    return actor._actor_id.hex()
+
+
 def actor_info(actor: Any) -> tuple[str | None, str | None]:
     """(state, node ID) of an actor as the GCS knows it: state `ALIVE`, `RESTARTING`, `DEAD`, ...; None when
     unknown."""
     from ray._private import state
 
-    info = state.actors(actor._actor_id.hex()) or {}
+    info = state.actors(actor_id(actor)) or {}
     return info.get("State"), (info.get("Address") or {}).get("NodeID") or None

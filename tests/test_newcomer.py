@@ -1,0 +1,76 @@
+"""What a newcomer reads: the summary's words, progress without a terminal, plots with honest axes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hsplit_actors.cli import main
+from tests.conftest import ENV_OFFLINE, REPO, small_scenario, tiny_training_scenario
+
+
+def _planned(write_scenario, tmp_path: Path, **changes):
+    from hsplit_actors.runs import read_run
+
+    out = tmp_path / "plan"
+    assert main(["plan", str(write_scenario(small_scenario(**changes))), "--out", str(out), "--quiet"]) == 0
+    return read_run(out)
+
+
+def test_the_summary_counts_in_words_and_says_what_its_times_are(write_scenario, tmp_path: Path) -> None:
+    from hsplit_actors.summary import render, summarise
+
+    tables = _planned(write_scenario, tmp_path, rounds=1, fleet=[{"profile": "jetson_nano", "count": 1}])
+    text = render(summarise(tables, {}), "d")
+    assert "over 1 round " in text and "1 participant per round" in text and "0 dropouts" in text
+    assert "1 rounds" not in text and "1 participants" not in text
+    tables.rounds["eval_metric"], tables.rounds["eval_loss"], tables.rounds["train_loss"] = 0.8, 0.5, 0.4
+    tables.faults = pd.DataFrame([{"round": 0, "t": 1.0, "actor": "client actor 1", "what": "RayActorError",
+                                   "restored": "state after version 0", "replayed_calls": 3}])
+    text = render(summarise(tables, {"metric": "accuracy", "train_s": 12.0, "startup_s": 5.0}), "d")
+    assert "trained in 12.00 s after 5.00 s of start-up" in text and "wall time" not in text
+    assert "faults: 1 lost actor recovered (client actor 1)" in text
+
+
+def test_without_a_terminal_a_run_says_a_line_per_round(write_scenario, tmp_path: Path) -> None:
+    """(With Ray, that nothing else is said: tests/test_local_ray.py.)"""
+    import yaml
+
+    raw = tiny_training_scenario(rounds=3, progress=True)
+    done = subprocess.run([sys.executable, "-m", "hsplit_actors.cli", "run", str(write_scenario(yaml.safe_dump(raw))),
+                           "--out", str(tmp_path / "r"), "--local"], cwd=REPO, env=ENV_OFFLINE, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[0].startswith("estimate:")
+    assert [line.split()[1] for line in lines[1:]][-1] == "3/3", lines
+    assert all(line.startswith("round ") and "loss" in line for line in lines[1:]), lines
+
+
+def test_an_empty_server_queue_plots_from_zero_whole_jobs() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from hsplit_actors.plotting import server_timeline
+
+    events = pd.DataFrame({"phase": ["client_fwd"], "t_start": [0.0], "t_end": [1.0], "client": [0], "round": [0]})
+    ax = server_timeline(events)
+    low, high = ax.get_ylim()
+    assert low == 0 and high >= 1 and all(float(t).is_integer() for t in ax.get_yticks())
+
+
+@pytest.mark.parametrize("horizon", [30.0, 400.0, 1e5])
+def test_the_comparison_time_axis_has_ticks_to_read(horizon: float) -> None:
+    from hsplit_actors.comparison.report import curves_figure
+
+    t = np.linspace(0.5, horizon, 20)
+    fig, ax = curves_figure({"a": [(t, np.linspace(0.5, 0.9, 20))], "b": [(t, np.linspace(0.4, 0.8, 20))]},
+                            "accuracy", 0.8)
+    fig.canvas.draw()
+    low, high = ax.get_xlim()
+    assert len([x for x in ax.get_xticks() if low <= x <= high]) >= 4, ax.get_xticks()
