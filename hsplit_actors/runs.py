@@ -25,7 +25,7 @@ from hsplit_actors.scenario.schema import Scenario
 
 TABLES = ("events", "rounds", "clients", "faults", "importance")
 RUN_ONLY = ("faults", "importance")  # tables a timing-only plan has nothing to put in
-KEPT = ("checkpoints", "model")  # what a training run writes into its directory before the tables
+KEPT = ("checkpoints", "model", "tensorboard")  # what a training run writes into its directory before the tables
 FAULT_COLUMNS = ["round", "t", "actor", "what", "restored", "replayed_calls"]
 IMPORTANCE_COLUMNS = ["round", "block", "matrix", "score", "raw", "clients"]  # IWI, smoothed score and raw mean
 

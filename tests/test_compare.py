@@ -188,9 +188,13 @@ def test_variants_times_seeds_equal_their_sequential_runs(ray_session, write_sce
     from hsplit_actors.training.run import run
 
     raw = tiny_compare()
+    raw["train"]["tensorboard"] = True
     out = tmp_path / "cmp"
     assert main(["compare", str(write_scenario(raw)), "--out", str(out), "--quiet"]) == 0
     per_seed = pd.read_csv(out / "per_seed.csv")
+    # `tensorboard --logdir out` shows every variant and seed: one event folder per run
+    assert sorted(str(p.parent.relative_to(out)) for p in out.glob("*/seed*/tensorboard")) == [
+        "sfl/seed0", "sfl/seed1", "splitlora/seed0", "splitlora/seed1"]
     table = pd.read_csv(out / "comparison.csv").set_index("variant")
     assert sorted(zip(per_seed["variant"], per_seed["seed"], strict=True)) == [
         ("sfl", 0), ("sfl", 1), ("splitlora", 0), ("splitlora", 1)]

@@ -116,3 +116,28 @@ def test_a_gpt2_run_exports_a_merged_model_transformers_loads_as_gpt2(tmp_path: 
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
                                              ignore_index=-100)
     assert float(loss) == pytest.approx(tables.rounds["eval_loss"].iloc[-1], rel=1e-5)
+
+
+def test_tensorboard_event_files_hold_the_rounds_table(tmp_path: Path) -> None:
+    """Every aggregation's values, stepped by version, timed by virtual time."""
+    import pandas as pd
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from hsplit_actors import run
+    from hsplit_actors.tensorboard import per_aggregation
+
+    raw = tiny_training_scenario(rounds=3, aggregation={"mode": "async", "concurrency": 3, "buffer": 2,
+                                                        "aggregations": 3},
+                                 train={"eval_samples": 32, "lr": 0.01, "local": True, "tensorboard": True})
+    done = run(raw, tmp_path / "run")
+    events = EventAccumulator(str(done.directory / "tensorboard")).Reload()
+    expected = per_aggregation(done.tables)
+    assert len(expected) == 3
+    for column, tag in [("eval_metric", "eval/accuracy"), ("train_loss", "loss/train"),
+                        ("staleness_max", "staleness/max"), ("queue_wait_s", "server/queue_wait_s"),
+                        ("bytes_up", "traffic/bytes_up")]:
+        points = events.Scalars(tag)
+        assert [p.step for p in points] == expected["version"].tolist(), tag
+        assert [p.wall_time for p in points] == pytest.approx(expected["t_end"].tolist()), tag
+        assert [p.value for p in points] == pytest.approx(expected[column].astype(float).tolist(), rel=1e-6), tag
+    assert not pd.isna(expected["eval_metric"]).any()

@@ -385,6 +385,9 @@ class TrainSpec(Strict):
     # the final global model in Hugging Face form, under model/: a peft adapter directory, or merged for methods
     # that fold updates into the base (`hsplit export RUN_DIR` writes it again, or merged, for any finished run)
     export: bool = True
+    # each aggregation's loss, metric, staleness, queue wait and bytes as TensorBoard event files under
+    # tensorboard/ (step: the version; time: virtual seconds)
+    tensorboard: bool = False
     # Client forwards run without keeping their graph and are recomputed (same seed, same bits) at backward time:
     # memory per waiting virtual client drops from its activations to its batch, for one more client forward.
     recompute_activations: bool = False

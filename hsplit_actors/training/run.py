@@ -199,6 +199,10 @@ def run(scenario: Scenario | None, out: str | Path | None = None, address: str |
     wall_s = time.perf_counter() - start
     # wall_s: Ray start (if any), actors, set-up and the clock; train_s: the clock's part (rounds, aggregation)
     extra |= {"ray": not scenario.train.local, "train_s": train_s, "startup_s": wall_s - train_s}
+    if scenario.train.tensorboard:
+        from hsplit_actors import tensorboard
+
+        tensorboard.write(directory, tables, extra["metric"])
     if scenario.train.export:
         from hsplit_actors.exporting import export, save_final
 
