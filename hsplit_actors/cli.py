@@ -275,8 +275,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     ranks = args.ranks if 0 in args.ranks else (0, *args.ranks)
     if args.blocks < 1:
         raise ScenarioError("--blocks must be at least 1", field="--blocks")
+    if args.repeats < 1:
+        raise ScenarioError("--repeats must be at least 1", field="--repeats")
     request = Request(args.model, args.device, args.dtype, args.task, args.seq, args.batch, ranks,
-                      args.threads or (), args.min_run_time, blocks=args.blocks)
+                      args.threads or (), args.min_run_time, blocks=args.blocks, repeats=args.repeats)
     if not args.min_run_time > 0:
         raise ScenarioError(f"--min-run-time must be a positive number of seconds (got {args.min_run_time})",
                             field="--min-run-time")
@@ -300,8 +302,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise ScenarioError(f"cannot write {out}: {exc.strerror}; choose another --out", field="--out") from None
     grid = profile["grid"]
     print(f"{out}: {profile['model']['name']} ({profile['dtype']}, {profile['device']}), batch {grid['batch']} x "
-          f"seq {grid['seq']}, ranks {grid['ranks']}, threads {grid['threads']}; median relative IQR "
-          f"{100 * dispersion(profile):.1f}%")
+          f"seq {grid['seq']}, ranks {grid['ranks']}, threads {grid['threads']}; median spread between "
+          f"{args.repeats} passes (relative IQR) {100 * dispersion(profile):.1f}%")
     return 0
 
 
@@ -355,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--ranks", type=_int_list("--ranks"), default=(0, 8, 32), help="LoRA ranks (0 is always added)")
     k.add_argument("--threads", type=_int_list("--threads"), help="torch thread counts (default: 1 and all)")
     k.add_argument("--min-run-time", type=float, default=0.2, help="seconds of timed runs per point (default 0.2)")
+    k.add_argument("--repeats", type=int, default=3, help="independent passes over the grid, interleaved; their "
+                   "spread is the recorded IQR (default 3)")
     k.add_argument("--blocks", type=int, default=4, help="blocks built and timed in turn (default 4: a block "
                    "timed alone keeps its weights in cache, a deep model does not)")
     k.add_argument("--force", action="store_true", help="replace an existing --out")

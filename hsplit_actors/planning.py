@@ -15,7 +15,7 @@ from hsplit_actors.engine import Executor, ProgressCallback, Simulation
 from hsplit_actors.engine.durations import Durations, batching_in_effect, warn_batching
 from hsplit_actors.errors import ScenarioError
 from hsplit_actors.fleet import Fleet, build_fleet
-from hsplit_actors.fleet.devices import load_catalogue
+from hsplit_actors.fleet.devices import load_catalogue, server_rates
 from hsplit_actors.methods import ServerInfo, Strategy, make_strategy
 from hsplit_actors.methods.base import GIB
 from hsplit_actors.runs import RunTables, new_run_dir, timer, write_run
@@ -46,11 +46,11 @@ def prepare(scenario: Scenario) -> Setup:
     fleet = build_fleet(scenario)
     _, servers = load_catalogue()
     profile = servers[scenario.server.profile]
-    server = ServerInfo(float(scenario.server.flops or profile.flops),
-                        float(scenario.server.memory_gb or profile.memory_gb), scenario.server.gpus)
+    rates = server_rates(scenario.server, scenario.model.dtype)
+    server = ServerInfo(rates.flops, float(scenario.server.memory_gb or profile.memory_gb), scenario.server.gpus)
     strategy = make_strategy(scenario.method, arch, scenario.data.batch_size, scenario.data.seq_len,
                              scenario.model.dtype, scenario.seed, server)
-    strategy.durations = Durations(scenario, arch, fleet.timing, server.flops)  # the engine's, and ARMSC's
+    strategy.durations = Durations(scenario, arch, fleet.timing, rates)  # the engine's, and ARMSC's
     warn_batching(scenario, strategy)
     return Setup(arch, fleet, strategy, check_feasibility(scenario, fleet, strategy))
 
@@ -139,7 +139,8 @@ def simulate(scenario: Scenario, setup: Setup, executor: Executor | None = None,
     clients = clients_table(log, setup.fleet, setup.arch, samples)
     extra = {"server_busy_s": log.server_busy_s, "server_gpus": log.gpus, "n_clients": len(setup.fleet),
              "server_memory_gb_estimate": setup.server_memory_gb, "aggregation": scenario.aggregation.mode,
-             "peak_live_versions": log.peak_live_versions, "server_batches": log.server_batches}
+             "peak_live_versions": log.peak_live_versions, "server_batches": log.server_batches,
+             "timing": sim.durations.describe(), "server_profile": scenario.server.profile}
     return RunTables(events, rounds, clients), timer() - start, extra
 
 

@@ -68,7 +68,17 @@ def summarise(tables: RunTables, meta: dict) -> dict:
         "train_s": meta.get("train_s"), "startup_s": meta.get("startup_s"),
         "faults_recovered": len(tables.faults), "faulty_actors": sorted(set(tables.faults["actor"].astype(str))),
         "server_device": meta.get("server_device"),
+        "server_timing": _timing_line(meta.get("timing", {}).get("server"), meta.get("server_profile")),
     }
+
+
+def _timing_line(server: dict | None, profile: str | None) -> str | None:
+    if not server:
+        return None
+    if server["kind"] == "profile":
+        return f"the measured profile {server['file']}"
+    return (f"the default model ({profile}: {server['flops'] / 1e12:.1f} TFLOP/s sustained, "
+            f"{server['mem_gbps']:.0f} GB/s, {server['launch_us']:.0f} us per kernel)")
 
 
 def _last(rounds: pd.DataFrame, column: str) -> float | None:
@@ -121,6 +131,12 @@ def render(summary: dict, directory: str) -> str:
                 if s.get("train_s") is not None else f"{_fmt_time(s['rounds_wall_s'])} in the rounds")
         lines.append(f"model: train loss {s['train_loss']:.4f}, eval loss {s['eval_loss']:.4f}, "
                      f"{s['metric']} {s['eval_metric']:.4f} after {_n(s['rounds'], 'round')} ({took})")
+    device = s.get("server_device")
+    timing = s.get("server_timing")
+    if device or timing:
+        where = f"server computed on {device['device']} (torch {device['torch']}, CUDA {device['cuda'] or '-'}, " \
+                f"{device['threads']} threads); " if device else ""
+        lines.append(f"{where}server timed by {timing}")
     if s.get("faults_recovered"):
         lines.append(f"faults: {_n(s['faults_recovered'], 'lost actor')} recovered "
                      f"({', '.join(s['faulty_actors'])}); the run went on from its last recovery point, with the "

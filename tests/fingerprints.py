@@ -19,7 +19,7 @@ FILE = Path(__file__).with_name("data") / "fingerprints.json"
 # HetLoRA / FLoRA budgets that give two different ranks; the MIXED fleet of test_run_methods mixes split points
 _TWO_RANKS = [{"profile": "jetson_nano", "count": 2, "memory_gb": 0.00993}, {"profile": "agx_orin", "count": 2}]
 _MIXED = {
-    "profiles": {"slow_cpu": {"flops": 1e9, "memory_gb": 4, "uplink_mbps": 1000, "downlink_mbps": 1000},
+    "profiles": {"slow_cpu": {"flops": 1e8, "memory_gb": 4, "uplink_mbps": 1000, "downlink_mbps": 1000},
                  "slow_link": {"flops": 1e13, "memory_gb": 4, "uplink_mbps": 1, "downlink_mbps": 1}},
     "fleet": [{"profile": "slow_cpu", "count": 2}, {"profile": "slow_link", "count": 2}],
 }

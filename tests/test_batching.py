@@ -53,7 +53,7 @@ def _batches(events: pd.DataFrame) -> pd.DataFrame:
 def test_batches_hold_at_most_max_jobs_of_one_group_and_cost_what_their_jobs_cost(max_jobs, method) -> None:
     raw = contended(method=method, server=SLOW | {"batching": {"max_jobs": max_jobs}})
     _, _, plain, extra = run(contended(method=method, server=SLOW))
-    _, _, batched, extra_b = run(raw)
+    _, setup, batched, extra_b = run(raw)
     batches = _batches(batched.events)
     assert (batches["sizes"] == 1).all() and (batches["batch"] == batches["jobs"]).all()
     assert batches["jobs"].max() <= max_jobs
@@ -62,12 +62,20 @@ def test_batches_hold_at_most_max_jobs_of_one_group_and_cost_what_their_jobs_cos
     # one GPU: batches never overlap
     ordered = batches.sort_values("t_start")
     assert (ordered["t_start"].to_numpy()[1:] >= ordered["t_end"].to_numpy()[:-1] - 1e-12).all()
-    # FLOPs are additive: a batch takes what its jobs took one by one, so the busy time is the same
-    assert extra_b["server_busy_s"] == pytest.approx(extra["server_busy_s"], rel=1e-9)
+    # a batch adds up its jobs' FLOPs and activations but reads the weights and launches the kernels once: it takes
+    # what the timing model gives `jobs` jobs, more than one job and less than the jobs one by one
+    config = setup.strategy.uniform(2)
+    cost = setup.strategy.cost(config)
     durations = batches["t_end"] - batches["t_start"]
+    expected = [setup.strategy.durations.server(cost, config, int(j)) for j in batches["jobs"]]
+    np.testing.assert_allclose(durations, expected, rtol=1e-9)
     single = (plain.events.loc[plain.events["phase"] == "server", "t_end"]
               - plain.events.loc[plain.events["phase"] == "server", "t_start"]).iloc[0]
-    np.testing.assert_allclose(durations, batches["jobs"] * single, rtol=1e-9)
+    assert single == pytest.approx(expected_one := setup.strategy.durations.server(cost, config, 1), rel=1e-12)
+    several = batches["jobs"] > 1
+    assert (durations >= expected_one * (1 - 1e-12)).all()
+    assert (durations[several] < batches.loc[several, "jobs"] * single).all()
+    assert extra_b["server_busy_s"] < extra["server_busy_s"]
     # every iteration still ran, each job's queue phase ends when its batch starts
     server_rows = (batched.events["phase"] == "server").sum()
     assert server_rows == (plain.events["phase"] == "server").sum()

@@ -149,14 +149,14 @@ MIXED_FLEET = [{"profile": "jetson_nano", "count": 2}, {"profile": "agx_orin", "
 def test_plan_comparison_reports_timing_and_split_points(ray_session, write_scenario, tmp_path: Path) -> None:
     """No weights: per variant round time, phases, traffic, memory, parameters and the split points chosen,
     as mean ± CI over seeds (fleet sampling changes with the seed)."""
-    raw = small_scenario(method={"name": "hsplitlora"}, compare={"seeds": [0, 1, 2], "variants": {
+    raw = small_scenario(method={"name": "hsplitlora"}, compare={"seeds": [0, 1], "variants": {
         "latency": {"method": "hsplitlora"}, "budget": {"method": "hsplitlora", "split_objective": "budget"},
         "sfl": {"method": "sfl", "split_point": 1}}})
     out = tmp_path / "plan"
     assert main(["compare", str(write_scenario(raw)), "--plan", "--out", str(out), "--quiet"]) == 0
     table = pd.read_csv(out / "comparison.csv").set_index("variant")
     per_seed = pd.read_csv(out / "per_seed.csv")
-    assert len(per_seed) == 9 and set(per_seed["seed"]) == {0, 1, 2}
+    assert len(per_seed) == 6 and set(per_seed["seed"]) == {0, 1}
     for variant, group in per_seed.groupby("variant"):
         assert table.loc[variant, "round_s_mean"] == pytest.approx(group["round_s_mean"].mean())
         run = read_run(group["run_dir"].iloc[0])
@@ -164,7 +164,7 @@ def test_plan_comparison_reports_timing_and_split_points(ray_session, write_scen
         feasible = run.clients[run.clients["feasible"]]
         counts = feasible["split_point"].value_counts()
         assert group["split_points"].iloc[0] == " ".join(f"{k}:{counts[k]}" for k in sorted(counts.index))
-    assert table.loc["sfl", "split_points"] == "1:18"
+    assert table.loc["sfl", "split_points"] == "1:12"
     deepest = [max(int(p.split(":")[0]) for p in s.split()) for s in (table.loc["budget", "split_points"],
                                                                        table.loc["latency", "split_points"])]
     assert deepest[0] >= deepest[1]
@@ -213,6 +213,7 @@ def test_variants_times_seeds_equal_their_sequential_runs(ray_session, write_sce
     assert "± " in (out / "comparison.md").read_text()
 
 
+@pytest.mark.slow  # 10-minute budget; the guard's rule stays in make test (test_tuning_cannot_crown_chance_or_a_tie)
 def test_tuning_chooses_on_validation_and_reports_the_evaluation_set(ray_session, write_scenario,
                                                                        tmp_path: Path) -> None:
     # a tiny random model learns nothing in 6 steps: the guard would refuse it (tested below), so it is off here

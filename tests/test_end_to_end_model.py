@@ -3,6 +3,7 @@ halves with their own optimisers, export, merge a stacked update, evaluate."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from hsplit_actors.data import DATA_DIR
@@ -39,6 +40,7 @@ def stacked_merge_is_exact(model, adapter_sets, weights) -> None:
     assert torch.allclose(base_weight(model, key) - before, expected, atol=1e-6)
 
 
+@pytest.mark.slow  # 10-minute budget (half a minute of real MiniLM training); make test-slow runs it
 def test_minilm_split_lora_learns_sst2() -> None:
     torch.manual_seed(0)
     model = load_model(task="classification", preset="minilm-l6")

@@ -39,18 +39,31 @@ def test_same_seed_same_tables_different_seed_different_fleet() -> None:
 
 
 def test_phase_durations_are_the_cost_model_over_device_speed() -> None:
+    """The default model: max(FLOPs / sustained FLOP/s, bytes / bandwidth) + kernels x launch cost, with each
+    device's figures from the clients table and the server's from its catalogue entry at the model's dtype."""
+    from hsplit_actors.fleet.devices import server_rates
+
     scenario, setup, tables, _ = run(small_scenario())
     ev, clients = tables.events, tables.clients.set_index("client")
     cost = setup.strategy.cost(setup.strategy.uniform(2))
     dur = ev["t_end"] - ev["t_start"]
+
+    def roofline(flops, nbytes, kernels) -> pd.Series:
+        device = clients.loc[ev["client"].clip(lower=0)].reset_index(drop=True).set_axis(ev.index)
+        return np.maximum(flops / device["flops"], nbytes / (device["mem_gbps"] * 1e9)) \
+            + kernels * device["launch_us"] * 1e-6
+
+    server = server_rates(scenario.server, scenario.model.dtype)
+    assert server.flops == pytest.approx(1.95e13 * 0.75)  # a100_40gb's fp32 peak x its fp32 utilisation
     for phase, expected in {
-        "client_fwd": cost.client_fwd_flops / ev["client"].map(clients["flops"]),
-        "client_bwd": cost.client_bwd_flops / ev["client"].map(clients["flops"]),
+        "client_fwd": roofline(cost.client_fwd_flops, cost.client_fwd_bytes, cost.client_fwd_kernels),
+        "client_bwd": roofline(cost.client_bwd_flops, cost.client_bwd_bytes, cost.client_bwd_kernels),
         "uplink": cost.uplink_bytes * 8 / (ev["client"].map(clients["uplink_mbps"]) * 1e6)
         + ev["client"].map(clients["latency_ms"]) / 1e3,
         "downlink": cost.downlink_bytes * 8 / (ev["client"].map(clients["downlink_mbps"]) * 1e6)
         + ev["client"].map(clients["latency_ms"]) / 1e3,
-        "server": pd.Series(cost.server_flops / 1.25e14, index=ev.index),
+        "server": pd.Series(max(cost.server_flops / server.flops, (cost.server_weight_bytes + cost.server_job_bytes)
+                                / server.bytes_per_s) + cost.server_kernels * server.launch_s, index=ev.index),
     }.items():
         sel = ev["phase"] == phase
         np.testing.assert_allclose(dur[sel], expected[sel], rtol=1e-9)

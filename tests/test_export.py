@@ -3,7 +3,6 @@ run's last evaluation; merged and adapter forms agree; `hsplit export` writes ei
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,72 +14,63 @@ from tests.conftest import ENV_OFFLINE, REPO, tiny_training_scenario
 EVAL = 64
 
 
-def _score_with_plain_transformers(model_dir: Path, seq_len: int, n: int) -> tuple[float, float]:
-    """Accuracy and mean loss on the first `n` rows of SST-2's evaluation file, in a fresh interpreter that never
-    imports hsplit_actors."""
+def _score_with_plain_transformers(model_dirs: list[Path], seq_len: int, n: int) -> list[tuple[float, float]]:
+    """Accuracy and mean loss of each model directory on the first `n` rows of SST-2's evaluation file, in one
+    fresh interpreter that never imports hsplit_actors."""
     script = f"""
 import csv, json, sys, torch
 from pathlib import Path
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
-d = Path({str(model_dir)!r})
-if (d / "adapter_config.json").exists():
-    from peft import PeftModel
-    base = json.loads((d / "adapter_config.json").read_text())["base_model_name_or_path"]
-    model = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base), d)
-else:
-    model = AutoModelForSequenceClassification.from_pretrained(d)
-tok = AutoTokenizer.from_pretrained(d)
 rows = list(csv.reader(open({str(REPO / "data" / "sst2" / "test.tsv")!r}), delimiter="\\t"))[1:{n} + 1]
-enc = tok([r[0] for r in rows], padding="max_length", truncation=True, max_length={seq_len}, return_tensors="pt")
-model.eval()
-with torch.no_grad():
-    logits = torch.cat([model(input_ids=enc["input_ids"][i:i + 64],
-                              attention_mask=enc["attention_mask"][i:i + 64]).logits for i in range(0, len(rows), 64)])
 labels = torch.tensor([int(r[1]) for r in rows])
+for d in map(Path, {[str(d) for d in model_dirs]!r}):
+    if (d / "adapter_config.json").exists():
+        from peft import PeftModel
+        base = json.loads((d / "adapter_config.json").read_text())["base_model_name_or_path"]
+        model = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base), d)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(d)
+    tok = AutoTokenizer.from_pretrained(d)
+    enc = tok([r[0] for r in rows], padding="max_length", truncation=True, max_length={seq_len}, return_tensors="pt")
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(input_ids=enc["input_ids"][i:i + 64],
+                                  attention_mask=enc["attention_mask"][i:i + 64]).logits
+                            for i in range(0, len(rows), 64)])
+    loss = float(torch.nn.functional.cross_entropy(logits, labels))
+    print(float((logits.argmax(-1) == labels).float().sum()) / len(rows), loss)
 assert "hsplit_actors" not in sys.modules
-loss = float(torch.nn.functional.cross_entropy(logits, labels))
-print(float((logits.argmax(-1) == labels).float().sum()) / len(rows), loss)
 """
-    done = subprocess.run([sys.executable, "-c", script], cwd=model_dir, env=ENV_OFFLINE, capture_output=True,
+    done = subprocess.run([sys.executable, "-c", script], cwd=model_dirs[0], env=ENV_OFFLINE, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    accuracy, loss = done.stdout.strip().splitlines()[-1].split()
-    return float(accuracy), float(loss)
+    return [tuple(map(float, line.split())) for line in done.stdout.strip().splitlines()[-len(model_dirs):]]
 
 
 @pytest.mark.parametrize("method", [
     {"name": "sfl", "split_point": 1, "rank": 4, "targets": ["query", "value"]},  # one global adapter set: peft
     {"name": "flora", "rank": 4, "targets": ["query", "value"]},  # stacking, merged into the base: merged
 ], ids=["adapter", "merged"])
-def test_the_exported_model_scores_the_runs_final_evaluation(method: dict, write_scenario, tmp_path: Path) -> None:
-    raw = tiny_training_scenario(rounds=2, method=method, train={"eval_samples": EVAL, "lr": 0.01, "local": True})
-    out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "hsplit_actors.cli", "run", str(write_scenario(raw)), "--out",
-                           str(out), "--quiet"], cwd=REPO, env=ENV_OFFLINE, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr
-    meta = json.loads((out / "meta.json").read_text())
-    kind = "adapter" if method["name"] == "sfl" else "merged"
-    assert meta["model"] == f"model/{kind}"
-    import pandas as pd
+def test_the_exported_model_scores_the_runs_final_evaluation(method: dict, tmp_path: Path) -> None:
+    from hsplit_actors import export, run
 
-    last = pd.read_parquet(out / "rounds.parquet").iloc[-1]
-    accuracy, loss = _score_with_plain_transformers(out / meta["model"], raw["data"]["seq_len"], EVAL)
-    assert accuracy == last["eval_metric"] and loss == pytest.approx(last["eval_loss"], rel=1e-5, abs=1e-6)
-    if kind == "adapter":  # the same model with the adapters folded in
-        merged = subprocess.run([sys.executable, "-m", "hsplit_actors.cli", "export", str(out), "--merged", "--out",
-                                 str(tmp_path / "m")], cwd=REPO, env=ENV_OFFLINE, capture_output=True, text=True,
-                                timeout=300)
-        assert merged.returncode == 0, merged.stderr
-        accuracy, loss = _score_with_plain_transformers(tmp_path / "m" / "merged", raw["data"]["seq_len"], EVAL)
+    raw = tiny_training_scenario(rounds=2, method=method, train={"eval_samples": EVAL, "lr": 0.01, "local": True})
+    done = run(raw, tmp_path / "run")
+    kind = "adapter" if method["name"] == "sfl" else "merged"
+    assert done.meta["model"] == f"model/{kind}"
+    dirs = [done.directory / done.meta["model"]]
+    if kind == "adapter":  # the same model with the adapters folded in (what `hsplit export --merged` writes)
+        dirs.append(export(done.directory, tmp_path / "m", merged=True))
+    last = done.rounds.iloc[-1]
+    for accuracy, loss in _score_with_plain_transformers(dirs, raw["data"]["seq_len"], EVAL):
         assert accuracy == last["eval_metric"] and loss == pytest.approx(last["eval_loss"], rel=1e-5, abs=1e-6)
 
 
-def test_export_refuses_what_is_not_a_finished_run(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "hsplit_actors.cli", "export", str(tmp_path)], cwd=REPO,
-                          env=ENV_OFFLINE, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2
-    assert done.stderr.strip() == f"error: RUN_DIR: {tmp_path} is not a finished run directory"
+def test_export_refuses_what_is_not_a_finished_run(tmp_path: Path, capsys) -> None:
+    from hsplit_actors.cli import main
+
+    assert main(["export", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: RUN_DIR: {tmp_path} is not a finished run directory"
 
 
 def test_a_gpt2_run_exports_a_merged_model_transformers_loads_as_gpt2(tmp_path: Path) -> None:

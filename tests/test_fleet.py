@@ -16,15 +16,34 @@ def test_catalogue_has_eight_real_devices_each_with_a_source() -> None:
     for required in ("jetson_nano", "xavier_nx", "orin_nano", "agx_orin", "laptop_rtx3060", "desktop_rtx4090",
                      "phone_sd8gen2", "raspberry_pi5"):
         assert required in devices
+    for profile in [*devices.values(), *servers.values()]:  # a peak per precision, fp32 everywhere
+        assert profile.sustained("float32") > 1e10 and profile.memory_gb > 0 and profile.mem_gbps > 0
+        assert all(profile.peak[p] >= profile.peak["fp32"] for p in profile.peak)  # half precision never slower
     for profile in devices.values():
-        assert profile.flops > 1e10 and profile.memory_gb > 0 and profile.uplink_mbps > 0
+        assert profile.uplink_mbps > 0
     text = CATALOGUE.read_text().splitlines()
     for name in devices:  # each profile is preceded by a comment naming where its figures come from
         line = next(i for i, row in enumerate(text) if row.strip().startswith(f"{name}:"))
         assert text[line - 1].strip().startswith("#"), name
     assert devices["jetson_nano"].memory_gb < devices["agx_orin"].memory_gb
-    assert devices["raspberry_pi5"].flops < devices["jetson_nano"].flops < devices["desktop_rtx4090"].flops
-    assert {"a100_40gb", "h100_80gb"} <= set(servers)
+    rate = {name: d.sustained("float32") for name, d in devices.items()}
+    assert rate["raspberry_pi5"] < rate["jetson_nano"] < rate["desktop_rtx4090"]
+    assert {"a100_40gb", "h100_80gb", "h200_141gb"} <= set(servers)
+    # the precision PyTorch trains in: fp32 on CUDA cores, bf16 on tensor cores (the H100's 67 vs 989 TFLOPS)
+    assert servers["h100_80gb"].peak["fp32"] == 6.7e13 and servers["h100_80gb"].peak["bf16"] == 9.89e14
+
+
+def test_a_precision_a_device_lacks_is_refused_in_one_line(write_scenario, capsys) -> None:
+    """Maxwell (Jetson Nano) has no bfloat16: the scenario is refused naming the device and what it has."""
+    from hsplit_actors.cli import main
+    from tests.conftest import small_scenario
+
+    raw = small_scenario(fleet=[{"profile": "jetson_nano", "count": 2}])
+    raw["model"] = raw["model"] | {"dtype": "bfloat16"}
+    assert main(["validate", str(write_scenario(raw))]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: model.dtype: jetson_nano computes in fp16, fp32, not bf16; use model.dtype float16 or another "
+        "device")
 
 
 def test_counts_overrides_and_custom_profiles() -> None:

@@ -42,7 +42,7 @@ def test_a_local_run_listens_on_loopback_only_and_authenticates_with_its_own_tok
                                                                                   tmp_path: Path) -> None:
     import yaml
 
-    scenario = write_scenario(yaml.safe_dump(tiny_training_scenario(rounds=8, progress=True)))
+    scenario = write_scenario(yaml.safe_dump(tiny_training_scenario(rounds=4, progress=True)))
     home = tmp_path / "home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")} | {

@@ -50,6 +50,12 @@ def test_without_a_terminal_a_run_says_a_line_per_round(write_scenario, tmp_path
     assert lines[0].startswith("estimate:")
     assert [line.split()[1] for line in lines[1:]][-1] == "3/3", lines
     assert all(line.startswith("round ") and "loss" in line for line in lines[1:]), lines
+    # where it ran, in the summary and in meta.json
+    import json
+
+    meta = json.loads((tmp_path / "r" / "meta.json").read_text())
+    assert meta["server_device"]["device"].startswith("CPU: ") and meta["server_device"]["torch"]
+    assert f"server computed on {meta['server_device']['device']}" in done.stdout
 
 
 def test_an_empty_server_queue_plots_from_zero_whole_jobs() -> None:

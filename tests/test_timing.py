@@ -89,15 +89,15 @@ def test_the_engine_takes_durations_from_the_profiles_it_is_given(tmp_path, arch
 
 
 def test_armsc_estimates_latency_with_the_profiles(tmp_path, arch) -> None:
-    """A server measured as very slow makes ARMSC move work onto the devices: deeper splits than the FLOPs model
-    (which thinks the A100 idle) chooses for the same fleet."""
+    """A server measured as very slow makes ARMSC move work onto the devices: deeper splits than the default model
+    chooses for the same fleet with a very fast server."""
     slow = tmp_path / "slow.yaml"
     write_profile(slow, arch, scale=1000.0)
     method = {"name": "hsplitlora", "ranks": [0, 4, 8], "split_objective": "latency", "max_client_share": 1.0}
     fleet = [{"profile": "agx_orin", "count": 2, "memory_gb": 8}, {"profile": "orin_nano", "count": 2}]
-    _, plain, _, _ = run(small_scenario(method=method, fleet=fleet))
-    _, timed, _, _ = run(small_scenario(method=method, fleet=fleet,
-                                        server={"profile": "a100_40gb", "timing": str(slow)}))
+    fast = {"profile": "a100_40gb", "flops": 1e16, "launch_us": 0}
+    _, plain, _, _ = run(small_scenario(method=method, fleet=fleet, server=fast))
+    _, timed, _, _ = run(small_scenario(method=method, fleet=fleet, server=fast | {"timing": str(slow)}))
 
     def splits(setup):
         assignment = setup.strategy.configure(0, setup.fleet)
@@ -119,7 +119,7 @@ def test_calibrate_measures_a_real_model_and_plan_uses_its_profile(tmp_path, wri
     out = tmp_path / "tiny.yaml"
     assert main(["calibrate", "--model", str(model), "--seq", "8,16", "--batch", "1,4", "--ranks", "4",
                  "--threads", "1", "--min-run-time", "0.01", "--out", str(out), "--quiet"]) == 0
-    assert "median relative IQR" in capsys.readouterr().out
+    assert "passes (relative IQR)" in capsys.readouterr().out
     raw = yaml.safe_load(out.read_text())
     assert raw["grid"] == {"seq": [8, 16], "batch": [1, 4], "ranks": [0, 4], "threads": [1]}
     assert raw["versions"]["torch"] == torch.__version__ and raw["machine"]["cores"]
@@ -296,3 +296,53 @@ def test_the_shipped_cpu_profile_loads_and_its_scenario_validates(capsys) -> Non
     assert profile.device == "cpu" and profile.model["hidden"] == 384
     assert profile.meta["versions"]["torch"].startswith("2.13.0")
     assert main(["validate", str(REPO / "scenarios" / "minilm_sst2_profiled.yaml")]) == 0, capsys.readouterr().err
+
+
+def test_meta_json_names_the_timing_source_of_the_server_and_each_fleet_entry(tmp_path, arch) -> None:
+    """A profile by file and content hash; the default model by its constants."""
+    import hashlib
+    import json
+
+    from hsplit_actors.planning import plan
+    from hsplit_actors.scenario import parse_scenario
+
+    measured = tmp_path / "server.yaml"
+    write_profile(measured, arch)
+    raw = small_scenario(server={"profile": "a100_40gb", "timing": str(measured)})
+    directory, _, _ = plan(parse_scenario(yaml.safe_dump(raw)), tmp_path / "run")
+    timing = json.loads((directory / "meta.json").read_text())["timing"]
+    assert timing["server"]["kind"] == "profile"
+    assert timing["server"]["sha256"] == hashlib.sha256(measured.read_bytes()).hexdigest()
+    assert [entry["kind"] for entry in timing["fleet_entries"]] == ["roofline"] * len(raw["fleet"])
+    directory, _, _ = plan(parse_scenario(yaml.safe_dump(small_scenario())), tmp_path / "default")
+    server = json.loads((directory / "meta.json").read_text())["timing"]["server"]
+    assert server == {"kind": "roofline", "flops": 1.95e13 * 0.75, "mem_gbps": 1555.0, "launch_us": 35.0}
+
+
+def test_calibrate_records_the_spread_the_machine_shows(tmp_path, monkeypatch) -> None:
+    """A timer made noisy on purpose (every other measurement twice as slow): the profile's IQR and its printed
+    dispersion show the spread, instead of the 0.0 one pass's back-to-back blocks report."""
+    import itertools
+
+    from torch.utils import benchmark
+
+    from hsplit_actors.timing.calibrate import Request, calibrate, dispersion
+
+    real = benchmark.Timer.blocked_autorange
+    slow = itertools.cycle([1.0, 2.0, 1.0])
+
+    def noisy(self, *args, **kwargs):
+        m = real(self, *args, **kwargs)
+        factor = next(slow)
+        return type("Noisy", (), {"median": m.median * factor, "iqr": 0.0})()
+
+    monkeypatch.setattr(benchmark.Timer, "blocked_autorange", noisy)
+    model = _tiny_model_dir(tmp_path)
+    profile = calibrate(Request(str(model), seq=(8,), batch=(1, 2), ranks=(0,), threads=(1,), min_run_time=0.001,
+                                blocks=1, repeats=3))
+    assert profile["timer"]["repeats"] == 3
+    assert dispersion(profile) > 0.2  # passes of 1x, 2x and 1x at each point
+    monkeypatch.setattr(benchmark.Timer, "blocked_autorange", real)
+    steady = calibrate(Request(str(model), seq=(8,), batch=(1,), ranks=(0,), threads=(1,), min_run_time=0.001,
+                               blocks=1, repeats=1))
+    assert dispersion(steady) == 0.0  # one pass has no spread to report: the IQR is across passes

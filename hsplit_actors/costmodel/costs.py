@@ -33,6 +33,15 @@ class IterationCost:
     client_memory_bytes: int
     server_frozen_bytes: int = 0  # base weights of the server's part (shared by every client on a GPU)
     server_activation_bytes: int = 0  # saved for backward while one job of this client runs
+    # what the default timing model adds to FLOPs (timing/roofline.py): memory traffic and kernels per phase; the
+    # server's weight traffic is paid once per batch, its activation traffic and FLOPs once per job
+    client_fwd_bytes: float = 0.0
+    client_bwd_bytes: float = 0.0
+    server_weight_bytes: float = 0.0
+    server_job_bytes: float = 0.0
+    client_fwd_kernels: int = 0
+    client_bwd_kernels: int = 0
+    server_kernels: int = 0
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,18 @@ class _Pass:
     bwd: float
     out_requires_grad: bool
     saved: float  # elements saved for backward (activation dtype) + mask bytes expressed in elements
+    weights: float = 0.0  # frozen weight elements the pass reads (once forward, again backward when it runs)
+    fwd_kernels: int = 0
+    bwd_kernels: int = 0
+
+
+# Kernels a block launches, as PyTorch runs the Hugging Face modules (counted from their forward code; the default
+# timing model prices each at the device's launch_us, fitted to measured profiles): per linear map 1, per LoRA
+# adapter 4 (A, B, scale, add); attention core 3 (scores, softmax, weighted sum) + 1 dropout; 2 norms, 2 residual
+# adds, the activation (GELU 1, SiLU-gated 2), GPT-2 / BERT's 2 more dropouts, LLaMA's rotary embedding 6.
+# Backward launches about twice the forward's kernels wherever a gradient flows, plus 2 weight-gradient matmuls per
+# adapter. An optimiser step (AdamW, foreach) and zero_grad: OPTIMISER_KERNELS per trainable set.
+LINEAR_KERNELS, LORA_KERNELS, OPTIMISER_KERNELS = 1, 4, 12
 
 
 @lru_cache(maxsize=65536)
@@ -67,6 +88,10 @@ def _block_pass(arch: ModelArch, ranks: tuple[int, ...], batch: int, seq: int, x
 
     attn_width = arch.n_heads * arch.head_dim
     scores = batch * arch.n_heads * seq * seq
+    adapted = sum(1 for m in arch.matrices if rank[m])
+    kernels = len(arch.matrices) * LINEAR_KERNELS + adapted * LORA_KERNELS + 3 + int(dropout) + 2 + 2
+    kernels += (2 if arch.gated else 1) + (2 if dropout else 0) + (6 if arch.family == "llama" else 0)
+    weights = float(sum(i * o for i, o in shape.values()))
     post_norm = arch.family == "bert"  # BERT normalises after each residual add; GPT-2 and LLaMA before
     # attention: LN1 input, then q/k/v
     if x_rg and not post_norm:
@@ -112,20 +137,22 @@ def _block_pass(arch: ModelArch, ranks: tuple[int, ...], batch: int, seq: int, x
         saved += 3 * tokens * arch.ffn
     if post_norm and (h1_rg or f_rg):
         saved += tokens * arch.hidden  # the norm after the FFN residual
-    return _Pass(fwd, bwd, h1_rg or f_rg, saved)
+    grads = h1_rg or f_rg or adapted > 0
+    return _Pass(fwd, bwd, h1_rg or f_rg, saved, weights, kernels, 2 * (kernels + adapted) if grads else 0)
 
 
 def _head_pass(arch: ModelArch, batch: int, seq: int, x_rg: bool) -> _Pass:
     """Final norm + LM head (all tokens) or pooler + classifier (first token only; classifier trainable)."""
     tokens = batch * seq
-    if arch.task == "classification":
+    if arch.task == "classification":  # (BERT's pooler: linear + tanh) dropout, classifier, loss
         pool = 2 * batch * arch.hidden * arch.hidden if arch.family == "bert" else 0
         cls = 2 * batch * arch.hidden * arch.num_labels
         bwd = cls + (cls + pool if x_rg else 0)  # classifier weight grad always; input grads if needed
-        return _Pass(pool + cls, bwd, True, batch * arch.hidden)
-    lm = 2 * tokens * arch.hidden * arch.vocab
+        weights = arch.hidden * arch.num_labels + (arch.hidden * arch.hidden if arch.family == "bert" else 0)
+        return _Pass(pool + cls, bwd, True, batch * arch.hidden, weights, 6, 12)
+    lm = 2 * tokens * arch.hidden * arch.vocab  # final norm, LM head, loss
     saved = tokens * arch.hidden + tokens * arch.vocab if x_rg else 0  # final-norm input, log-softmax for the loss
-    return _Pass(lm, lm if x_rg else 0.0, x_rg, saved)
+    return _Pass(lm, lm if x_rg else 0.0, x_rg, saved, arch.hidden * arch.vocab, 5, 10 if x_rg else 0)
 
 
 def _trainable_head_params(arch: ModelArch) -> int:
@@ -152,24 +179,30 @@ def iteration_cost(
 
     client_fwd = client_bwd = client_saved = 0.0
     rg = False  # embeddings are frozen: nothing upstream of block 1 needs a gradient
+    client_passes: list[_Pass] = []
     for b in range(k):
         p = _block_pass(arch, config.ranks[b], batch, seq, rg, dropout)
         client_fwd, client_bwd, client_saved = client_fwd + p.fwd, client_bwd + p.bwd, client_saved + p.saved
+        client_passes.append(p)
         rg = p.out_requires_grad
     server = server_saved = 0.0
+    server_passes: list[_Pass] = []
     if k == n:
         h = _head_pass(arch, batch, seq, rg)
         client_fwd, client_bwd, client_saved = client_fwd + h.fwd, client_bwd + h.bwd, client_saved + h.saved
+        client_passes.append(h)
     else:
         rg = k > 0  # the server needs dL/dh to send back, unless it holds the whole model
         for b in range(k, n):
             p = _block_pass(arch, config.ranks[b], batch, seq, rg, dropout)
             server += p.fwd + p.bwd
             server_saved += p.saved
+            server_passes.append(p)
             rg = p.out_requires_grad
         h = _head_pass(arch, batch, seq, rg)
         server += h.fwd + h.bwd
         server_saved += h.saved
+        server_passes.append(h)
 
     width = _widths(arch)
 
@@ -188,7 +221,24 @@ def iteration_cost(
     server_frozen = 0 if k == n else (
         (n - k) * arch.block_params + arch.head_params + (arch.embedding_params if k == 0 else 0)
     )
+    # the default timing model's memory traffic: weights read per pass (again backward), activations written forward
+    # and read backward; and its kernel counts (embedding lookup, position add, norm, dropout: 5; an optimiser step
+    # where the side trains anything)
+    def traffic(passes: list[_Pass], backward: bool) -> float:
+        return sum((p.weights if (not backward or p.bwd_kernels) else 0.0) * act_bytes + 2 * p.saved * act_bytes
+                   for p in passes)
+
+    embed_kernels = 5 if k else 0
+    client_bwd_kernels = sum(p.bwd_kernels for p in client_passes)
+    client_bwd_kernels += OPTIMISER_KERNELS if client_params else 0
     return IterationCost(
+        client_fwd_bytes=traffic(client_passes, False), client_bwd_bytes=traffic(client_passes, True),
+        client_fwd_kernels=embed_kernels + sum(p.fwd_kernels for p in client_passes),
+        client_bwd_kernels=client_bwd_kernels,
+        server_weight_bytes=sum(p.weights * (2 if p.bwd_kernels else 1) for p in server_passes) * act_bytes,
+        server_job_bytes=sum(4 * p.saved for p in server_passes) * act_bytes,
+        server_kernels=sum(p.fwd_kernels + p.bwd_kernels for p in server_passes)
+        + (OPTIMISER_KERNELS if server_params else 0) + (5 if k == 0 and k < n else 0),
         client_fwd_flops=client_fwd, client_bwd_flops=client_bwd, server_flops=server,
         uplink_bytes=int(up), downlink_bytes=int(down), adapter_params=client_params,
         server_adapter_params=server_params, client_memory_bytes=int(memory),

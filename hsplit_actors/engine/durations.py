@@ -1,13 +1,15 @@
 """How long an iteration's compute phases take: from a measured profile (`hsplit calibrate`) where the scenario
-names one for the server or a fleet entry, else FLOPs / sustained FLOP/s (SPEC §2). Transfers stay bytes /
-bandwidth + latency either way (engine/sim.py)."""
+names one for the server or a fleet entry, else the default roofline-plus-overhead model (timing/roofline.py).
+Transfers stay bytes / bandwidth + latency either way (engine/sim.py)."""
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 from hsplit_actors.costmodel import ClientConfig, IterationCost, ModelArch
 from hsplit_actors.timing.profile import Profile, load_profile, warn_beyond
+from hsplit_actors.timing.roofline import Rates, seconds
 
 
 class BatchingIgnored(UserWarning):
@@ -25,26 +27,49 @@ def _resolve(ref) -> tuple[Profile, int | None] | None:
 class Durations:
     """Compute durations for the engine. Profiles are read once; predictions are cached per configuration."""
 
-    def __init__(self, scenario, arch: ModelArch, group_timing: list, server_flops: float):
+    def __init__(self, scenario, arch: ModelArch, group_timing: list, server: Rates):
         self.arch, self.batch, self.seq = arch, scenario.data.batch_size, scenario.data.seq_len
-        self.server_flops = server_flops
+        self.server_rates = server
         self.server_profile = _resolve(scenario.server.timing)
         self.group_profile = [_resolve(ref) for ref in group_timing]
         self.measured_clients = any(p is not None for p in self.group_profile)
 
-    def client(self, cost: IterationCost, config: ClientConfig, group: int, flops: float) -> tuple[float, float]:
-        """(forward, backward) seconds of one iteration on a device of fleet entry `group`."""
+    def describe(self) -> dict:
+        """The timing source of the server and of each fleet entry, for meta.json: a profile (file and sha256) or
+        the default model (the server's constants here; each device's in the clients table)."""
+        def profile(measured) -> dict:
+            import hashlib
+
+            prof, threads = measured
+            digest = hashlib.sha256(Path(prof.path).read_bytes()).hexdigest()
+            machine = prof.meta.get("machine") or {}
+            return {"kind": "profile", "file": prof.path, "sha256": digest, "threads": threads or prof.default_threads,
+                    "measured_on": machine.get("gpu") or machine.get("cpu")}
+
+        rates = self.server_rates
+        server = profile(self.server_profile) if self.server_profile else {
+            "kind": "roofline", "flops": rates.flops, "mem_gbps": rates.bytes_per_s / 1e9,
+            "launch_us": rates.launch_s * 1e6}
+        clients = [profile(p) if p else {"kind": "roofline", "constants": "clients table: flops, mem_gbps, launch_us"}
+                   for p in self.group_profile]
+        return {"server": server, "fleet_entries": clients}
+
+    def client(self, cost: IterationCost, config: ClientConfig, group: int, rates: Rates) -> tuple[float, float]:
+        """(forward, backward) seconds of one iteration on a device of fleet entry `group` with `rates`."""
         measured = self.group_profile[group] if self.measured_clients else None
         if measured is None:
-            return cost.client_fwd_flops / flops, cost.client_bwd_flops / flops
+            return (seconds(cost.client_fwd_flops, cost.client_fwd_bytes, cost.client_fwd_kernels, rates),
+                    seconds(cost.client_bwd_flops, cost.client_bwd_bytes, cost.client_bwd_kernels, rates))
         profile, threads = measured
         fwd, bwd, _ = profile.phases(self.arch, config, self.batch, self.seq, threads)
         return fwd, bwd
 
     def server(self, cost: IterationCost, config: ClientConfig, jobs: int = 1) -> float:
-        """Seconds of the server part of `jobs` iterations of `config` run as one batch (1: unbatched)."""
-        if self.server_profile is None:  # FLOPs are additive: a batch costs what its jobs cost
-            return jobs * cost.server_flops / self.server_flops
+        """Seconds of the server part of `jobs` iterations of `config` run as one batch (1: unbatched): the jobs'
+        FLOPs and activations add up, the weights are read and the kernels launched once per batch."""
+        if self.server_profile is None:
+            return seconds(jobs * cost.server_flops, cost.server_weight_bytes + jobs * cost.server_job_bytes,
+                           cost.server_kernels, self.server_rates)
         profile, threads = self.server_profile
         return profile.phases(self.arch, config, self.batch, self.seq, threads, jobs)[2]
 

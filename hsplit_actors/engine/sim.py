@@ -23,9 +23,10 @@ from hsplit_actors.engine.durations import Durations, batching_in_effect
 from hsplit_actors.engine.executor import Executor, TimingExecutor
 from hsplit_actors.engine.server import BatchingServer, GPUPool, Job
 from hsplit_actors.fleet import Fleet
-from hsplit_actors.fleet.devices import load_catalogue
+from hsplit_actors.fleet.devices import server_rates
 from hsplit_actors.methods.base import Strategy
 from hsplit_actors.scenario.schema import Scenario
+from hsplit_actors.timing.roofline import Rates
 
 PHASES = ("client_fwd", "uplink", "queue", "server", "downlink", "client_bwd")
 OTHER_PHASES = ("agg_up", "aggregate", "agg_down", "dropout", "discarded")
@@ -115,11 +116,10 @@ class Simulation:
         self.real = not isinstance(self.executor, TimingExecutor)  # plan: skip the no-op hooks
         self.env = simpy.Environment()
         self.executor.attach(self.env)
-        _, servers = load_catalogue()
-        profile = servers[scenario.server.profile]
-        self.server_flops = float(scenario.server.flops or profile.flops)
+        rates = server_rates(scenario.server, scenario.model.dtype)
+        self.server_flops = rates.flops
         self.durations = strategy.durations or Durations(scenario, arch, fleet.timing or [None] * len(fleet.windows),
-                                                         self.server_flops)  # `prepare` made one, else here
+                                                         rates)  # `prepare` made one, else here
         self.batching = batching_in_effect(scenario, strategy)
         self.server_group: list[int] = []  # per configuration: its batching group (split point + server ranks)
         self._groups: dict[tuple, int] = {}
@@ -133,8 +133,8 @@ class Simulation:
         self._config_ids: dict[ClientConfig, int] = {}
         self.has_windows = [fleet.windows[g] is not None for g in fleet.group]
         # Plain Python floats: numpy scalars would leak into the clock and make every SimPy heap step slower.
-        self.device = {f: getattr(fleet, f).tolist() for f in ("flops", "latency_ms", "uplink_mbps",
-                                                                 "downlink_mbps", "priority")}
+        self.device = {f: getattr(fleet, f).tolist() for f in ("flops", "mem_gbps", "launch_us", "latency_ms",
+                                                               "uplink_mbps", "downlink_mbps", "priority")}
         self.buffer = simpy.Store(self.env)  # the upload buffer: every session ends here
         self.finished = self.env.event()
         self.version = 0  # global versions published so far
@@ -224,10 +224,10 @@ class Simulation:
         cost = self.log.costs[s.config_id]
         k, n_layers = self.log.configs[s.config_id].split_point, self.arch.n_layers
         on_device, uses_server, split = k > 0, k < n_layers, 0 < k < n_layers
-        flops, lat = dev["flops"][c], dev["latency_ms"][c] / 1e3
+        rates, lat = Rates.of(dev["flops"][c], dev["mem_gbps"][c], dev["launch_us"][c]), dev["latency_ms"][c] / 1e3
         up_bps, down_bps = dev["uplink_mbps"][c] * 1e6, dev["downlink_mbps"][c] * 1e6
         config = self.log.configs[s.config_id]
-        t_fwd, t_bwd = self.durations.client(cost, config, int(fleet.group[c]), flops)
+        t_fwd, t_bwd = self.durations.client(cost, config, int(fleet.group[c]), rates)
         t_up, t_down = cost.uplink_bytes * 8 / up_bps + lat, cost.downlink_bytes * 8 / down_bps + lat
         t_srv = self.durations.server(cost, config)
         batching, group = self.batching, self.server_group[s.config_id]

@@ -10,7 +10,7 @@ import numpy as np
 from hsplit_actors.fleet.devices import DeviceProfile, load_catalogue
 from hsplit_actors.scenario.schema import ChoiceDist, LogNormalDist, Positive, Scenario, UniformDist, Windows
 
-FIELDS = ("flops", "memory_gb", "uplink_mbps", "downlink_mbps", "latency_ms")
+FIELDS = ("flops", "memory_gb", "uplink_mbps", "downlink_mbps", "latency_ms", "mem_gbps", "launch_us")
 
 
 @dataclass
@@ -24,6 +24,8 @@ class Fleet:
     uplink_mbps: np.ndarray
     downlink_mbps: np.ndarray
     latency_ms: np.ndarray
+    mem_gbps: np.ndarray  # memory bandwidth (the default timing model's bytes term)
+    launch_us: np.ndarray  # fixed cost per kernel (its overhead term)
     participation: np.ndarray  # probability of taking part in a round
     priority: np.ndarray
     windows: list[Windows | None]
@@ -44,7 +46,7 @@ class Fleet:
 
         return cls(np.array(device, dtype=object), np.arange(n), column(flops, 0), column(memory_gb, 0),
                    column(uplink_mbps, 50.0), column(downlink_mbps, 100.0), column(latency_ms, 15.0),
-                   np.ones(n), np.zeros(n, dtype=np.int64), [None] * n)
+                   column(None, 1e6), column(None, 0.0), np.ones(n), np.zeros(n, dtype=np.int64), [None] * n)
 
     def online(self, client: int, t: float) -> bool:
         """Whether device `client` is on-line at virtual time `t` (always, unless it has windows)."""
@@ -100,6 +102,11 @@ def build_fleet(scenario: Scenario) -> Fleet:
     profiles: dict[str, DeviceProfile] = dict(catalogue)
     for name, spec in scenario.profiles.items():
         profiles[name] = DeviceProfile(name=name, **spec.model_dump())
+    dtype = scenario.model.dtype
+
+    def figure(profile: DeviceProfile, field: str) -> float:
+        return profile.sustained(dtype) if field == "flops" else float(getattr(profile, field))
+
     columns = {**{f: _Column(float) for f in (*FIELDS, "participation")}, "device": _Column(object),
                "group": _Column(np.int32), "priority": _Column(np.int64)}
     windows: list[Windows | None] = []
@@ -117,9 +124,9 @@ def build_fleet(scenario: Scenario) -> Fleet:
             if override is not None:
                 columns[field].add(_sample(override, n, rng), n)
             elif isinstance(names, str):
-                columns[field].add(float(getattr(profiles[names], field)), n)
+                columns[field].add(figure(profiles[names], field), n)
             else:
-                columns[field].add(np.array([getattr(profiles[name], field) for name in names], dtype=float), n)
+                columns[field].add(np.array([figure(profiles[name], field) for name in names], dtype=float), n)
         columns["group"].add(g, n)
         is_windows = isinstance(entry.availability, Windows)
         columns["participation"].add(1.0 if is_windows else entry.availability, n)

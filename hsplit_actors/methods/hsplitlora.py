@@ -41,6 +41,7 @@ from hsplit_actors.methods.base import (
     fresh_adapters,
     weighted_head,
 )
+from hsplit_actors.timing.roofline import Rates, seconds
 
 
 # -- IWI ------------------------------------------------------------------------------------------------------
@@ -91,7 +92,9 @@ class Device:
     uplink_mbps: float
     downlink_mbps: float
     latency_ms: float
-    group: float = -1.0  # its fleet entry, where the strategy has measured profiles (-1: FLOPs model only)
+    mem_gbps: float = 1e6
+    launch_us: float = 0.0
+    group: float = -1.0  # its fleet entry, where the strategy has measured profiles (-1: the default model)
 
 
 def step_priority(importance: float, rank: int, nxt: int) -> float:
@@ -163,7 +166,8 @@ class HSplitLoRA(Strategy):
         n = len(fleet)
         self.weakest_gb = float(fleet.memory_gb.min())
         self.server_ranks = self.allocate_server(importance)
-        figures = [fleet.flops, fleet.memory_gb, fleet.uplink_mbps, fleet.downlink_mbps, fleet.latency_ms]
+        figures = [fleet.flops, fleet.memory_gb, fleet.uplink_mbps, fleet.downlink_mbps, fleet.latency_ms,
+                   fleet.mem_gbps, fleet.launch_us]
         if self.durations is not None and self.durations.measured_clients:  # a profile is part of the device
             figures.append(fleet.group.astype(float))
         columns = np.stack(figures, 1)
@@ -217,11 +221,13 @@ class HSplitLoRA(Strategy):
         never gets a deeper split than a stronger one."""
         config = self.reference_config(k)
         cost = iteration_cost(self.arch, config, self.batch, self.seq, self.dtype)
-        client = (cost.client_fwd_flops + cost.client_bwd_flops) / device.flops
+        rates = Rates.of(device.flops, device.mem_gbps, device.launch_us)
+        client = sum(seconds(f, b, k, rates) for f, b, k in (
+            (cost.client_fwd_flops, cost.client_fwd_bytes, cost.client_fwd_kernels),
+            (cost.client_bwd_flops, cost.client_bwd_bytes, cost.client_bwd_kernels)))
         server = cost.server_flops / self.server.flops
-        if self.durations is not None:  # measured profiles, where the scenario gives them (engine/durations.py)
-            client = sum(self.durations.client(cost, config, int(device.group), device.flops)) \
-                if device.group >= 0 else client
+        if self.durations is not None:  # the engine's timing (profiles where the scenario gives them)
+            client = sum(self.durations.client(cost, config, max(int(device.group), 0), rates))
             server = self.durations.server(cost, config)
         network = 0.0 if k == self.arch.n_layers else (
             cost.uplink_bytes * 8 / (device.uplink_mbps * 1e6) + cost.downlink_bytes * 8

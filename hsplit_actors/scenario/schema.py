@@ -159,13 +159,16 @@ class BatchingSpec(Strict):
 
 
 class ProfileSpec(Strict):
-    """A user-defined device type (same fields as the catalogue)."""
+    """A user-defined device type: its sustained FLOP/s (at the scenario's precision), memory and link; the
+    default timing model's memory bandwidth and per-kernel cost (fleet/catalogue.yaml says what they are)."""
 
     flops: PositiveFloat
     memory_gb: PositiveFloat
     uplink_mbps: PositiveFloat
     downlink_mbps: PositiveFloat
     latency_ms: Annotated[float, Field(ge=0)] = 20.0
+    mem_gbps: PositiveFloat = 50.0
+    launch_us: Annotated[float, Field(ge=0)] = 25.0
 
 
 DeviceOrChoice = _one_of(str, "expected a device name or {choice: {name: weight, ...}}", choice=ProfileChoice)
@@ -183,6 +186,8 @@ class FleetGroup(Strict):
     uplink_mbps: Positive | None = None
     downlink_mbps: Positive | None = None
     latency_ms: Positive | None = None
+    mem_gbps: Positive | None = None  # memory bandwidth, GB/s (default timing model)
+    launch_us: Positive | None = None  # fixed cost per kernel, microseconds (default timing model)
     availability: Availability = 1.0  # probability of taking part in a round, or on-line windows
     priority: int = 0  # for `server.queue: priority`: lower runs first
     timing: Timing | None = None  # measured profile: compute durations from it instead of FLOPs / flops
@@ -191,8 +196,10 @@ class FleetGroup(Strict):
 class ServerSpec(Strict):
     profile: str = "a100_40gb"
     gpus: PositiveInt = 1
-    flops: PositiveFloat | None = None  # per GPU; default from the profile
+    flops: PositiveFloat | None = None  # sustained, per GPU; default: the profile's peak at model.dtype x utilisation
     memory_gb: PositiveFloat | None = None
+    mem_gbps: PositiveFloat | None = None  # default from the profile
+    launch_us: Annotated[float, Field(ge=0)] | None = None  # default from the profile
     queue: Literal["fifo", "sjf", "priority"] = "fifo"
     timing: Timing | None = None  # measured profile: server durations from it instead of FLOPs / flops
     batching: BatchingSpec | None = None

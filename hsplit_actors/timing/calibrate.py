@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hsplit_actors.costmodel.arch import ModelArch
 from hsplit_actors.costmodel.presets import PRESETS, build_config, load_config
 from hsplit_actors.errors import ScenarioError
@@ -45,6 +47,7 @@ class Request:
     min_run_time: float = 0.2
     blocks: int = 4  # blocks timed in turn, each piece's time divided by them (see `calibrate`)
     overrides: tuple[tuple[str, Any], ...] = ()
+    repeats: int = 3  # independent passes over the whole grid, interleaved: their spread is the recorded IQR
 
 
 def _config(request: Request) -> tuple[Any, str]:
@@ -105,7 +108,6 @@ def calibrate(request: Request, on_step: Callable[[str], None] | None = None) ->
 
     from hsplit_actors.model.families import family_of
     from hsplit_actors.model.loading import _model_class, _quiet_transformers
-    from hsplit_actors.model.lora import apply_lora
 
     if request.device == "cuda" and not torch.cuda.is_available():
         raise ScenarioError("--device cuda but torch sees no CUDA device here; use --device cpu", field="--device")
@@ -131,14 +133,14 @@ def calibrate(request: Request, on_step: Callable[[str], None] | None = None) ->
     threads = request.threads or tuple(sorted({1, original_threads}))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
-    def measure(label: str, stmt: Callable[[], None], t: int, per: int = 1) -> tuple[float, float]:
-        """Median and IQR of `stmt`, divided by the `per` blocks it runs."""
+    def measure(label: str, stmt: Callable[[], None], t: int, per: int = 1) -> float:
+        """Median seconds of `stmt` in one pass, divided by the `per` blocks it runs."""
         stmt()  # warm-up outside the timer too: first calls allocate and pick kernels
         sync()
         timer = benchmark.Timer(stmt="stmt(); sync()", globals={"stmt": stmt, "sync": sync}, num_threads=t,
                                 label=label)
         m = timer.blocked_autorange(min_run_time=request.min_run_time)
-        return float(m.median) / per, float(m.iqr) / per
+        return float(m.median) / per
 
     def inputs(b: int, s: int, input_grad: bool):
         g = torch.Generator().manual_seed(b * 1009 + s)
@@ -149,18 +151,72 @@ def calibrate(request: Request, on_step: Callable[[str], None] | None = None) ->
         labels = (torch.randint(0, arch.num_labels, (b,), generator=g) if task == "classification" else ids.cpu())
         return ids, mask, hidden, labels.to(device)
 
-    tables: dict[int, dict[str, dict[str, list]]] = {}
+    # Each point is measured `repeats` times in independent passes over the whole grid (pass 1 over every point,
+    # then pass 2, ...), so a slow spell of the machine lands on different points in different passes; the profile
+    # keeps the median of the passes and their interquartile range (the spread the machine really showed, which
+    # the IQR of one pass's back-to-back blocks hides: it read 0.0 almost everywhere, on a GPU and a loaded CPU).
+    passes: list[dict[int, dict[str, np.ndarray]]] = []
+    opt_passes: list[dict[int, list[float]]] = []
+    for repeat in range(request.repeats):
+        tables, optimizer = _one_pass(request, model, family, matrices, threads, blocks, measure, inputs, device,
+                                      on_step, repeat)
+        passes.append(tables)
+        opt_passes.append(optimizer)
+    tables = {t: {piece: {"median": np.median([p[t][piece] for p in passes], axis=0).tolist(),
+                          "iqr": _iqr([p[t][piece] for p in passes]).tolist()} for piece in passes[0][t]}
+              for t in threads}
+    optimizer = {t: np.median([o[t] for o in opt_passes], axis=0).tolist() for t in threads}
+    default_threads = max(threads)
+    torch.set_num_threads(original_threads)
+    return {
+        "kind": KIND,
+        "format": FORMAT_VERSION,
+        "model": {"name": name, **{k: getattr(arch, k) for k in MODEL_FIELDS}},
+        "dtype": request.dtype,
+        "device": request.device,
+        "machine": machine(),
+        "versions": versions(),
+        "measured_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "timer": {"tool": "torch.utils.benchmark.Timer.blocked_autorange", "min_run_time_s": request.min_run_time,
+                  "repeats": request.repeats,
+                  "statistic": "median of independent passes over the grid (interleaved); iqr is their "
+                               "interquartile range"},
+        "fit": "bilinear in (batch, seq); linear in batch above the grid; linear in rank between grid ranks",
+        "blocks_in_turn": blocks,
+        "adapter_matrices": matrices,
+        "grid": {"seq": list(request.seq), "batch": list(request.batch), "ranks": list(request.ranks),
+                 "threads": list(threads)},
+        "default_threads": default_threads,
+        "tables": tables,
+        "optimizer": optimizer,
+    }
+
+
+def _iqr(values: list) -> Any:
+    """Interquartile range across passes, point by point."""
+    stacked = np.asarray(values, dtype=float)
+    return np.percentile(stacked, 75, axis=0) - np.percentile(stacked, 25, axis=0)
+
+
+def _one_pass(request: Request, model, family, matrices, threads, blocks: int, measure, inputs, device,
+              on_step, repeat: int) -> tuple[dict[int, dict[str, Any]], dict[int, list[float]]]:
+    """Every piece at every grid point once: `tables[threads][piece]` (seq x batch medians) and the optimiser
+    step per block at each rank."""
+    import torch
+
+    from hsplit_actors.model.lora import apply_lora
+
+    tables: dict[int, dict[str, Any]] = {}
     optimizer: dict[int, list[float]] = {}
+    prefix = f"pass {repeat + 1}/{request.repeats}: " if request.repeats > 1 else ""
     for t in threads:
         torch.set_num_threads(t)
-        per: dict[str, dict[str, list]] = {}
+        per: dict[str, Any] = {}
 
-        def put(piece: str, i: int, j: int, value: tuple[float, float], per: dict = per) -> None:
-            grid = per.setdefault(piece, {"median": [[0.0] * len(request.batch) for _ in request.seq],
-                                          "iqr": [[0.0] * len(request.batch) for _ in request.seq]})
-            grid["median"][i][j], grid["iqr"][i][j] = value
+        def put(piece: str, i: int, j: int, value: float, per: dict = per) -> None:
+            per.setdefault(piece, np.zeros((len(request.seq), len(request.batch))))[i, j] = value
 
-        opt_times = []
+        opt_times: list[float] = []
         for r in request.ranks:
             apply_lora(model, {(index, m): r for index in range(blocks) for m in matrices} if r else {})
             model.to(device=device).train()
@@ -169,7 +225,7 @@ def calibrate(request: Request, on_step: Callable[[str], None] | None = None) ->
                 for p in params:
                     p.grad = torch.randn_like(p)
                 opt = torch.optim.AdamW(params, lr=1e-4)
-                opt_times.append(measure(f"optimizer r{r}", opt.step, t, blocks)[0])
+                opt_times.append(measure(f"optimizer r{r}", opt.step, t, blocks))
                 for p in params:
                     p.grad = None
             else:
@@ -177,7 +233,7 @@ def calibrate(request: Request, on_step: Callable[[str], None] | None = None) ->
             for i, s in enumerate(request.seq):
                 for j, b in enumerate(request.batch):
                     if on_step:
-                        on_step(f"{t} threads, rank {r}, batch {b} x seq {s}")
+                        on_step(f"{prefix}{t} threads, rank {r}, batch {b} x seq {s}")
                     for input_grad, piece in ((True, "block_fwdbwd"), (False, "block_fwdbwd_noinput")):
                         _, mask, hidden, _ = inputs(b, s, input_grad)
                         ctx = family.context(model, hidden, mask)
@@ -203,7 +259,7 @@ def calibrate(request: Request, on_step: Callable[[str], None] | None = None) ->
         for i, s in enumerate(request.seq):
             for j, b in enumerate(request.batch):
                 if on_step:
-                    on_step(f"{t} threads, embeddings, context and head, batch {b} x seq {s}")
+                    on_step(f"{prefix}{t} threads, embeddings, context and head, batch {b} x seq {s}")
                 ids, mask, hidden, labels = inputs(b, s, True)
 
                 def embed(ids=ids):
@@ -223,28 +279,7 @@ def calibrate(request: Request, on_step: Callable[[str], None] | None = None) ->
                 put("head_fwd", i, j, measure("head + loss", head, t))
                 put("head_fwdbwd", i, j, measure("head + loss fwd+bwd", head_bwd, t))
         tables[t] = per
-    default_threads = max(threads)
-    torch.set_num_threads(original_threads)
-    return {
-        "kind": KIND,
-        "format": FORMAT_VERSION,
-        "model": {"name": name, **{k: getattr(arch, k) for k in MODEL_FIELDS}},
-        "dtype": request.dtype,
-        "device": request.device,
-        "machine": machine(),
-        "versions": versions(),
-        "measured_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "timer": {"tool": "torch.utils.benchmark.Timer.blocked_autorange", "min_run_time_s": request.min_run_time,
-                  "statistic": "median; iqr is the interquartile range of the same blocks"},
-        "fit": "bilinear in (batch, seq); linear in batch above the grid; linear in rank between grid ranks",
-        "blocks_in_turn": blocks,
-        "adapter_matrices": matrices,
-        "grid": {"seq": list(request.seq), "batch": list(request.batch), "ranks": list(request.ranks),
-                 "threads": list(threads)},
-        "default_threads": default_threads,
-        "tables": tables,
-        "optimizer": optimizer,
-    }
+    return tables, optimizer
 
 
 def dispersion(profile: dict[str, Any]) -> float:

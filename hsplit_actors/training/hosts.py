@@ -200,6 +200,23 @@ class VirtualClient:
         return np.array(taken)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; platform's name elsewhere)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def device_info(device: torch.device) -> dict:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {cpu_model()}"
+    return {"device": name, "torch": torch.__version__, "cuda": torch.version.cuda,
+            "threads": torch.get_num_threads()}
+
+
 class _Host:
     device = torch.device("cpu")
     versioned = True  # keeps one base per global version in use (client hosts); the server only the newest
@@ -325,6 +342,10 @@ class _Host:
 
     def ping(self) -> bool:
         return True
+
+    def device_info(self) -> dict:
+        """Where this host computes: the device (CUDA name, or the CPU model), torch and CUDA versions, threads."""
+        return device_info(self.device)
 
     def node(self) -> str:
         """The Ray node this host runs on ("local" outside Ray)."""

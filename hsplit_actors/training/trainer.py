@@ -78,6 +78,10 @@ def train(scenario: Scenario, setup: Setup, assets: Assets, runtime, hosts: list
     busy = runtime.get([runtime.call(h, "busy_seconds") for h in hosts] + [runtime.call(server, "busy_seconds")])
     extra["host_busy_s"] = {"client_hosts": busy[:-1], "server": busy[-1]}
     extra["client_nodes"] = sorted(set(runtime.get([runtime.call(h, "node") for h in hosts])))
+    # where the computing happened: the server's device, and each distinct client-host device
+    extra["server_device"] = runtime.get(runtime.call(server, "device_info"))
+    clients = runtime.get([runtime.call(h, "device_info") for h in hosts])
+    extra["client_devices"] = [dict(t) for t in dict.fromkeys(tuple(sorted(c.items())) for c in clients)]
     # what keeping a base per version in use costs (merged methods), and the global versions kept for deltas
     base_bytes = runtime.get([runtime.call(h, "peak_base_memory") for h in hosts])
     extra["version_bases_mb_peak"] = {"client_hosts": [b / 2**20 for b in base_bytes]}
