@@ -24,15 +24,14 @@ def test_same_tables_with_one_or_two_client_actors_and_in_process(ray_session, t
     """(Two actors against in-process: the placement-independence law; one actor is the same law with a single
     host, kept out of make test for its time.)"""
     raw = tiny_training_scenario()
-    _, one, extra_one = run_scenario(raw, tmp_path / "one", actors=2)
+    _, two, extra_two = run_scenario(raw, tmp_path / "two", actors=2)
     _, local, _ = run_scenario(raw, tmp_path / "local", local=True)
-    assert extra_one["client_actors"] == 2
-    for other in (local,):
-        pd.testing.assert_frame_equal(one.events, other.events)
-        pd.testing.assert_frame_equal(one.rounds.drop(columns="wall_s"), other.rounds.drop(columns="wall_s"))
-    losses = one.rounds[["train_loss", "eval_loss", "eval_metric"]].to_numpy()
+    assert extra_two["client_actors"] == 2
+    pd.testing.assert_frame_equal(two.events, local.events)
+    pd.testing.assert_frame_equal(two.rounds.drop(columns="wall_s"), local.rounds.drop(columns="wall_s"))
+    losses = two.rounds[["train_loss", "eval_loss", "eval_metric"]].to_numpy()
     assert np.isfinite(losses).all()
-    assert (one.rounds["eval_metric"].between(0, 1)).all()  # accuracy
+    assert (two.rounds["eval_metric"].between(0, 1)).all()  # accuracy
 
 
 def test_a_different_seed_trains_differently(ray_session, tmp_path: Path) -> None:
