@@ -62,19 +62,24 @@ def scenario_for(n: int, iterations: int, aggregation: str = "sync"):
 def durations(scenario):
     """Per-client phase durations exactly as the engine computes them."""
     from hsplit_actors.planning import prepare
+    from hsplit_actors.timing.roofline import Rates
 
     setup = prepare(scenario)
     fleet, strategy = setup.fleet, setup.strategy
-    cost = strategy.cost(strategy.configure(0, fleet).configs[0])
+    config = strategy.configure(0, fleet).configs[0]
+    cost = strategy.cost(config)
     lat = fleet.latency_ms / 1e3
     up_bps, down_bps = fleet.uplink_mbps * 1e6, fleet.downlink_mbps * 1e6
     agg = cost.adapter_params * 4
+    phases = [strategy.durations.client(cost, config, 0, Rates.of(f, m, u))
+              for f, m, u in zip(fleet.flops.tolist(), fleet.mem_gbps.tolist(), fleet.launch_us.tolist(), strict=True)]
+    server_flops = strategy.durations.server_rates.flops
     return {
-        "fwd": (cost.client_fwd_flops / fleet.flops).tolist(), "bwd": (cost.client_bwd_flops / fleet.flops).tolist(),
+        "fwd": [p[0] for p in phases], "bwd": [p[1] for p in phases],
         "up": (cost.uplink_bytes * 8 / up_bps + lat).tolist(),
         "down": (cost.downlink_bytes * 8 / down_bps + lat).tolist(),
-        "srv": cost.server_flops / 4.0e14, "agg_up": (agg * 8 / up_bps + lat).tolist(),
-        "agg_down": (agg * 8 / down_bps + lat).tolist(), "agg": 2.0 * agg / 4 * len(fleet) / 4.0e14,
+        "srv": strategy.durations.server(cost, config), "agg_up": (agg * 8 / up_bps + lat).tolist(),
+        "agg_down": (agg * 8 / down_bps + lat).tolist(), "agg": 2.0 * agg / 4 * len(fleet) / server_flops,
     }
 
 
