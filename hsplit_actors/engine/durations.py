@@ -54,9 +54,10 @@ class Durations:
                    for p in self.group_profile]
         return {"server": server, "fleet_entries": clients}
 
-    def client(self, cost: IterationCost, config: ClientConfig, group: int, rates: Rates) -> tuple[float, float]:
-        """(forward, backward) seconds of one iteration on a device of fleet entry `group` with `rates`."""
-        measured = self.group_profile[group] if self.measured_clients else None
+    def client(self, cost: IterationCost, config: ClientConfig, group: int | None, rates: Rates) -> tuple[float, float]:
+        """(forward, backward) seconds of one iteration on a device of fleet entry `group` (None: no entry has a
+        profile) with `rates`: its entry's profile where it has one, else the default model."""
+        measured = self.group_profile[group] if group is not None and self.measured_clients else None
         if measured is None:
             return (seconds(cost.client_fwd_flops, cost.client_fwd_bytes, cost.client_fwd_kernels, rates),
                     seconds(cost.client_bwd_flops, cost.client_bwd_bytes, cost.client_bwd_kernels, rates))

@@ -94,7 +94,8 @@ class Device:
     latency_ms: float
     mem_gbps: float = 1e6
     launch_us: float = 0.0
-    group: float = -1.0  # its fleet entry, where the strategy has measured profiles (-1: the default model)
+    group: float | None = None  # its fleet entry, when some entry has a measured profile (else every device prices
+    # its compute with the default model and the entry does not matter)
 
 
 def step_priority(importance: float, rank: int, nxt: int) -> float:
@@ -227,7 +228,8 @@ class HSplitLoRA(Strategy):
             (cost.client_bwd_flops, cost.client_bwd_bytes, cost.client_bwd_kernels)))
         server = cost.server_flops / self.server.flops
         if self.durations is not None:  # the engine's timing (profiles where the scenario gives them)
-            client = sum(self.durations.client(cost, config, max(int(device.group), 0), rates))
+            group = None if device.group is None else int(device.group)
+            client = sum(self.durations.client(cost, config, group, rates))
             server = self.durations.server(cost, config)
         network = 0.0 if k == self.arch.n_layers else (
             cost.uplink_bytes * 8 / (device.uplink_mbps * 1e6) + cost.downlink_bytes * 8

@@ -187,10 +187,12 @@ def _checked_architecture(scenario: Scenario, fail: Callable[[Loc, str], NoRetur
     raise AssertionError("unreachable")
 
 
-def _check_timing(scenario: Scenario, arch: ModelArch, source: str, fail: Callable[[Loc, str], NoReturn]) -> None:
+def _check_timing(scenario: Scenario, arch: ModelArch, source: str,
+                  fail: Callable[[Loc, str], NoReturn]) -> Scenario:
     """Each measured profile the scenario names: readable, for this model and dtype, its grid covering the job.
-    A relative path is found from the scenario's folder, else from the working directory; the scenario keeps the
-    path that was found, so plan and run read the very file checked here."""
+    A relative path is found from the scenario's folder, else from the working directory; the scenario returned
+    names the path that was found (a copy: the validated one is never changed), so plan and run read the very
+    file checked here."""
     from hsplit_actors.timing.profile import ProfileError, load_profile
 
     base = Path(source).parent if Path(source).is_file() else None
@@ -198,6 +200,7 @@ def _check_timing(scenario: Scenario, arch: ModelArch, source: str, fail: Callab
     owners: list[tuple[Loc, Any]] = [(("server", "timing"), scenario.server)]
     owners += [(("fleet", i, "timing"), group) for i, group in enumerate(scenario.fleet) if group.timing is not None]
     seen: dict[tuple[str, int | None], str] = {}
+    moved: dict[Loc, Any] = {}
     for loc, owner in owners:
         ref = owner.timing
         if ref is None:
@@ -212,12 +215,18 @@ def _check_timing(scenario: Scenario, arch: ModelArch, source: str, fail: Callab
             seen[file, threads] = profile.path
         found = seen[file, threads]
         if found != file:
-            moved = found if isinstance(ref, str) else ref.model_copy(update={"file": found})
-            object.__setattr__(owner, "timing", moved)
+            moved[loc] = found if isinstance(ref, str) else ref.model_copy(update={"file": found})
+    if not moved:
+        return scenario
+    server = scenario.server.model_copy(update={"timing": moved.get(("server", "timing"), scenario.server.timing)})
+    fleet = [g.model_copy(update={"timing": moved[("fleet", i, "timing")]}) if ("fleet", i, "timing") in moved else g
+             for i, g in enumerate(scenario.fleet)]
+    return scenario.model_copy(update={"server": server, "fleet": fleet})
 
 
-def _check(scenario: Scenario, lines: _Lines, source: str) -> None:
-    """Checks that need more than one field: names of profiles, split ranges, files on disk."""
+def _check(scenario: Scenario, lines: _Lines, source: str) -> Scenario:
+    """Checks that need more than one field: names of profiles, split ranges, files on disk. Returns the scenario
+    with its profile paths as found."""
 
     def fail(loc: Loc, message: str) -> NoReturn:
         _, line = lines.walk(loc)
@@ -247,7 +256,7 @@ def _check(scenario: Scenario, lines: _Lines, source: str) -> None:
         if target not in arch.matrices:
             fail(("method", "targets"),
                  f"{target!r} is not a matrix of a {arch.family} block; use {list(arch.matrices)}")
-    _check_timing(scenario, arch, source, fail)
+    scenario = _check_timing(scenario, arch, source, fail)
     layers = arch.n_layers
     if scenario.method.name in SPLIT_METHODS and layers < 2:
         fail(_override_loc(scenario, arch.family, "num_hidden_layers" if arch.family != "gpt2" else "n_layer"),
@@ -292,6 +301,7 @@ def _check(scenario: Scenario, lines: _Lines, source: str) -> None:
             held = f" after the {data.validation_samples} held out" if data.validation_samples else ""
             fail(("data", "samples_per_client"), f"{data.samples_per_client} exceeds the {left} samples of "
                  f"{data_file}{held}; lower it to at most {left}")
+    return scenario
 
 
 def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
@@ -316,8 +326,7 @@ def validate_data(raw: Any, source: str = "<scenario>", text: str | None = None)
         scenario = Scenario.model_validate(raw)
     except ValidationError as exc:
         raise _format(exc, lines, source) from None
-    _check(scenario, lines, source)
-    return scenario
+    return _check(scenario, lines, source)
 
 
 def load_scenario(path: str | Path) -> Scenario:
