@@ -112,6 +112,7 @@ def test_a_batching_profiled_server_trains_and_records_its_batches(tmp_path) -> 
     assert rounds["eval_loss"].nunique() == len(rounds), "each aggregate must move the global model"
 
 
+@pytest.mark.slow  # 10-minute budget: Ray = in-process is tests/test_run.py's law, batching's is max_jobs_one below
 def test_a_batched_run_on_ray_actors_equals_in_process(ray_session, tmp_path) -> None:
     raw = _scenario(server=SLOW | {"batching": {"max_jobs": 3}}, fleet=FLEET)
     _, local, _ = run_scenario(raw, tmp_path / "local", local=True)
