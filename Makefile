@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled $(BIN)/hsplit run $(SCENARIO)
+	HF_HUB_OFFLINE=1 $(BIN)/hsplit run $(SCENARIO)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q

@@ -131,3 +131,21 @@ def test_tensorboard_event_files_hold_the_rounds_table(tmp_path: Path) -> None:
         assert [p.wall_time for p in points] == pytest.approx(expected["t_end"].tolist()), tag
         assert [p.value for p in points] == pytest.approx(expected[column].astype(float).tolist(), rel=1e-6), tag
     assert not pd.isna(expected["eval_metric"]).any()
+
+
+def test_exporting_draws_no_progress_bar(tmp_path: Path, capfd) -> None:
+    """A model loaded from a directory: loading it inside the export used to switch transformers' progress bars
+    back on, and the merged save drew one into the run's output."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from hsplit_actors import run
+
+    BertForSequenceClassification(BertConfig(num_hidden_layers=3, hidden_size=64, intermediate_size=128,
+                                             num_attention_heads=4, num_labels=2)).save_pretrained(tmp_path / "tiny")
+    raw = tiny_training_scenario(rounds=1, model={"path": str(tmp_path / "tiny")},
+                                 method={"name": "flora", "rank": 4, "targets": ["query", "value"]},
+                                 train={"eval_samples": 32, "lr": 0.01, "local": True})
+    capfd.readouterr()
+    done = run(raw, tmp_path / "run")
+    assert done.meta["model"] == "model/merged"
+    assert "Writing model shards" not in capfd.readouterr().err

@@ -30,17 +30,19 @@ def minilm_dir() -> Path:
 
 @contextlib.contextmanager
 def _quiet_transformers():
-    """Loading a classifier on top of an encoder warns that the head is new: that is the point here."""
+    """Loading a classifier on top of an encoder warns that the head is new: that is the point here. Progress bars
+    off too (saving a model draws one). Nested uses restore what the outer one set, not the defaults."""
     from transformers.utils import logging
 
-    level = logging.get_verbosity()
+    level, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
     logging.set_verbosity_error()
     logging.disable_progress_bar()
     try:
         yield
     finally:
         logging.set_verbosity(level)
-        logging.enable_progress_bar()
+        if bars:
+            logging.enable_progress_bar()
 
 
 def _model_class(task: str):
