@@ -346,3 +346,37 @@ def test_calibrate_records_the_spread_the_machine_shows(tmp_path, monkeypatch) -
     steady = calibrate(Request(str(model), seq=(8,), batch=(1,), ranks=(0,), threads=(1,), min_run_time=0.001,
                                blocks=1, repeats=1))
     assert dispersion(steady) == 0.0  # one pass has no spread to report: the IQR is across passes
+
+
+def test_a_timing_source_is_one_object_the_engine_asks() -> None:
+    """Any object with client / server / describe serves as a device's or the server's timing (timing/sources.py):
+    the engine's phases and meta.json come from it alone."""
+    import warnings
+
+    from hsplit_actors.planning import prepare, simulate
+    from hsplit_actors.scenario import parse_scenario
+
+    class Constant:
+        def client(self, cost, config, rates):
+            return 0.5, 0.25
+
+        def server(self, cost, config, jobs):
+            return 0.125 * jobs
+
+        def describe(self):
+            return {"kind": "constant"}
+
+    scenario = parse_scenario(yaml.safe_dump(small_scenario()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        setup = prepare(scenario)
+    durations = setup.strategy.durations
+    durations.server_source = Constant()
+    durations.group_sources = [Constant() for _ in scenario.fleet]
+    durations.measured_clients = True
+    tables, _, extra = simulate(scenario, setup)
+    ev = tables.events
+    took = (ev["t_end"] - ev["t_start"]).groupby(ev["phase"].astype(str))
+    for phase, seconds in (("client_fwd", 0.5), ("client_bwd", 0.25), ("server", 0.125)):
+        np.testing.assert_allclose(took.get_group(phase), seconds, rtol=1e-9)
+    assert extra["timing"] == {"server": {"kind": "constant"}, "fleet_entries": [{"kind": "constant"}] * 3}
