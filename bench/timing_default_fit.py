@@ -144,7 +144,47 @@ def main() -> None:
     for machine, (util, launch_us) in fitted.items():
         shown = ", ".join(f"{p} {u:.3f}" for p, u in util.items())
         print(f"{machine}: utilisation of peak {shown}; launch {launch_us:.1f} us per kernel")
+    phase_check()
     run_check()
+
+
+def phase_check() -> None:
+    """Whole phases on the H200 (MEASURED.md's fidelity points: batch, seq, split and rank patterns off every grid,
+    timed for real): measured against the profile's prediction and the default model's, same points."""
+    import csv
+
+    from hsplit_actors.costmodel import ClientConfig
+    from hsplit_actors.costmodel.costs import iteration_cost
+    from hsplit_actors.costmodel.presets import build_config
+    from hsplit_actors.fleet.devices import load_catalogue
+    from hsplit_actors.timing.sources import Roofline
+
+    _, servers = load_catalogue()
+    h200 = servers["h200_141gb"]
+    rates = Rates.of(h200.sustained("float32"), h200.mem_gbps, h200.launch_us)
+    model = Roofline(rates)
+    print("\n| model (H200, fp32) | phase points | profile median / worst | default model median / worst | "
+          "measured pass-to-pass spread (median) |")
+    print("|---|---|---|---|---|")
+    for name, overrides, task in (("minilm-l6", {"num_labels": 2}, "classification"),
+                                  ("gpt2-small", {"n_layer": 4}, "causal_lm")):
+        arch = ModelArch.from_hf_config(build_config(name, overrides), task=task)
+        rows = list(csv.DictReader((REPO / "profiles" / "h200-runs" / f"fidelity-{name}-h200.csv").open()))
+        prof, dflt, spread = [], [], []
+        for row in rows:
+            ranks = dict(pair.split(":") for pair in row["ranks"].split(","))
+            rank_rows = tuple(tuple(int(ranks.get(m, 0)) for m in arch.matrices) for _ in range(arch.n_layers))
+            config = ClientConfig(int(row["split"]), rank_rows)
+            cost = iteration_cost(arch, config, int(row["batch"]), int(row["seq"]), "float32")
+            fwd, bwd = model.client(cost, config, rates)
+            predicted = {"client_fwd": fwd, "client_bwd": bwd, "server": model.server(cost, config, 1)}[row["phase"]]
+            measured = float(row["measured_ms"]) / 1e3
+            prof.append(abs(float(row["profile_err_%"])) / 100)
+            dflt.append(abs(predicted - measured) / measured)
+            spread.append(float(row["spread_%"]) / 100)
+        prof, dflt = np.array(prof), np.array(dflt)
+        print(f"| {name} | {len(rows)} | {100 * np.median(prof):.1f}% / {100 * prof.max():.1f}% | "
+              f"{100 * np.median(dflt):.1f}% / {100 * dflt.max():.1f}% | {100 * np.median(spread):.0f}% |")
 
 
 def run_check() -> None:
