@@ -472,7 +472,10 @@ class ClientHost(_Host):
                     "scores": copy.deepcopy(self.scores.get(c))}
                 for c, vc in self.clients.items() if c in wanted}
 
-    def restore(self, clients: dict[int, dict], merges: list) -> None:
+    def restore(self, clients: dict[int, dict], merges: list, live: tuple[int, ...] = ()) -> None:
+        """The captured clients, and the bases of every version still in use: the restored clients' and `live`
+        (the coordinator's versions that sessions still compute on: a session begun after the capture, replayed
+        now, may need one no restored client holds)."""
         self.pending.clear()
         self.batches.clear()
         self.scores.clear()
@@ -485,7 +488,7 @@ class ClientHost(_Host):
                 self.pending[c] = self.batches[c] = s["pending"]
             if s["scores"]:
                 self.scores[c] = copy.deepcopy(s["scores"])
-        self.replay_merges(merges, {vc.version for vc in self.clients.values()})
+        self.replay_merges(merges, {vc.version for vc in self.clients.values()} | set(live))
 
 
 class ServerHost(_Host):

@@ -67,7 +67,8 @@ def capture(ex, known: RecoveryPoint) -> RecoveryPoint:
 def restore(ex, point: RecoveryPoint) -> None:
     """Every host and the executor as they were at `point`."""
     rt, n = ex.rt, len(ex.client_hosts)
-    calls = [rt.call(host, "restore", {c: s for c, s in point.clients.items() if c % n == h}, point.merges)
+    live = tuple(sorted(point.global_at))  # versions sessions still compute on
+    calls = [rt.call(host, "restore", {c: s for c, s in point.clients.items() if c % n == h}, point.merges, live)
              for h, host in enumerate(ex.client_hosts)]
     calls.append(rt.call(ex.server, "restore", {"states": point.server_states,
                                                 "split_points": point.server_split_points,
