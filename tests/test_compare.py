@@ -368,3 +368,16 @@ def test_compare_says_what_plan_warns_about_each_variant(ray_session, write_scen
     assert main(["compare", str(write_scenario(raw)), "--plan", "--out", str(tmp_path / "o"), "--quiet"]) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert len(lines) == 1 and lines[0].startswith("warning: sfl: 2 of 5 clients (jetson_nano x2) cannot hold"), lines
+
+
+def test_tuning_runs_keep_no_model_and_final_runs_do() -> None:
+    """A tuning run's model is thrown away: it exports none; a comparison's final runs keep theirs."""
+    from hsplit_actors.comparison import plan_jobs
+    from hsplit_actors.comparison.variants import select
+
+    scenario = Scenario.model_validate(tiny_compare(("sfl",), tune={"lr": [0.03, 0.001]}, tune_seeds=[1],
+                                                    validation_samples=40))
+    _, tune_jobs, _ = plan_jobs(scenario, select(scenario, None), plan_only=False)
+    assert len(tune_jobs) == 2 and not any(job.scenario.train.export for job in tune_jobs)
+    assert all(job.scenario.train.evaluate_on == "validation" for job in tune_jobs)
+    assert scenario.train.export  # what the final runs are made from

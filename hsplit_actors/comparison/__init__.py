@@ -50,8 +50,10 @@ def plan_jobs(scenario: Scenario, variants: dict[str, dict], plan_only: bool) ->
             if not tuned:
                 continue
             for seed in scenario.compare.tune_seeds or seeds_of(scenario):
+                # a tuning run's model is thrown away: no export (the final runs keep theirs)
                 jobs.append(Job(f"tune/{name}/{point_label(point)}/seed{seed}", name, seed, "tune", point,
-                                with_seed(resolved, seed, validation_samples=held_out, evaluate_on="validation")))
+                                with_seed(resolved, seed, validation_samples=held_out, evaluate_on="validation",
+                                          export=False)))
     return grids, jobs, held_out
 
 

@@ -141,8 +141,9 @@ def with_seed(scenario: Scenario, seed: int, **train_or_data) -> Scenario:
     update: dict[str, Any] = {"seed": seed}
     if "validation_samples" in train_or_data:
         update["data"] = scenario.data.model_copy(update={"validation_samples": train_or_data["validation_samples"]})
-    if "evaluate_on" in train_or_data:
-        update["train"] = scenario.train.model_copy(update={"evaluate_on": train_or_data["evaluate_on"]})
+    train = {k: v for k, v in train_or_data.items() if k in ("evaluate_on", "export")}
+    if train:
+        update["train"] = scenario.train.model_copy(update=train)
     return scenario.model_copy(update=update)
 
 
