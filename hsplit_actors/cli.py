@@ -39,7 +39,7 @@ def _progress(scenario, label: str = "client iterations"):
 
 class _PlainProgress:
     """Without a terminal (a log file, CI): a plain line per finished round, at most one per `every_s` (the last
-    always, by `finish`), so a long run is never silent."""
+    always, when the command ends), so a long run is never silent."""
 
     def __init__(self, every_s: float = 2.0):
         self.every_s, self.said_round, self.said_at, self.latest = every_s, 0, 0.0, None

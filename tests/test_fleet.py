@@ -40,10 +40,14 @@ def test_a_precision_a_device_lacks_is_refused_in_one_line(write_scenario, capsy
 
     raw = small_scenario(fleet=[{"profile": "jetson_nano", "count": 2}])
     raw["model"] = raw["model"] | {"dtype": "bfloat16"}
-    assert main(["validate", str(write_scenario(raw))]) == 2
-    assert capsys.readouterr().err.strip() == (
-        "error: model.dtype: jetson_nano computes in fp16, fp32, not bf16; use model.dtype float16 or another "
-        "device")
+    path = write_scenario(raw)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {path}:") and err.endswith(  # found while validating: file and line named
+        "model.dtype: jetson_nano computes in fp16, fp32, not bf16; use model.dtype float16 or another device")
+    # a device whose sustained rate is given needs no peak for the precision
+    raw["fleet"] = [{"profile": "jetson_nano", "count": 2, "flops": 1e11}]
+    assert main(["validate", str(write_scenario(raw))]) == 0
 
 
 def test_counts_overrides_and_custom_profiles() -> None:

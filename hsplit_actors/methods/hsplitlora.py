@@ -41,7 +41,8 @@ from hsplit_actors.methods.base import (
     fresh_adapters,
     weighted_head,
 )
-from hsplit_actors.timing.roofline import Rates, seconds
+from hsplit_actors.timing.roofline import Rates
+from hsplit_actors.timing.sources import Roofline
 
 
 # -- IWI ------------------------------------------------------------------------------------------------------
@@ -223,9 +224,7 @@ class HSplitLoRA(Strategy):
         config = self.reference_config(k)
         cost = iteration_cost(self.arch, config, self.batch, self.seq, self.dtype)
         rates = Rates.of(device.flops, device.mem_gbps, device.launch_us)
-        client = sum(seconds(f, b, k, rates) for f, b, k in (
-            (cost.client_fwd_flops, cost.client_fwd_bytes, cost.client_fwd_kernels),
-            (cost.client_bwd_flops, cost.client_bwd_bytes, cost.client_bwd_kernels)))
+        client = sum(Roofline().client(cost, config, rates))
         server = cost.server_flops / self.server.flops
         if self.durations is not None:  # the engine's timing (profiles where the scenario gives them)
             group = None if device.group is None else int(device.group)

@@ -224,6 +224,24 @@ def _check_timing(scenario: Scenario, arch: ModelArch, source: str,
     return scenario.model_copy(update={"server": server, "fleet": fleet})
 
 
+def _check_precision(scenario: Scenario, devices: dict, servers: dict, fail: Callable[[Loc, str], NoReturn]) -> None:
+    """Every catalogue device the fleet uses (where no `flops` is given) and the server compute in model.dtype."""
+    dtype = scenario.model.dtype
+    for group in scenario.fleet:
+        names = [group.profile] if isinstance(group.profile, str) else list(group.profile.choice)
+        for name in names:
+            if group.flops is None and name in devices and name not in scenario.profiles:
+                try:
+                    devices[name].sustained(dtype)
+                except ScenarioError as exc:
+                    fail(("model", "dtype"), exc.message)
+    if scenario.server.flops is None:
+        try:
+            servers[scenario.server.profile].sustained(dtype)
+        except ScenarioError as exc:
+            fail(("model", "dtype"), exc.message)
+
+
 def _check(scenario: Scenario, lines: _Lines, source: str) -> Scenario:
     """Checks that need more than one field: names of profiles, split ranges, files on disk. Returns the scenario
     with its profile paths as found."""
@@ -247,6 +265,7 @@ def _check(scenario: Scenario, lines: _Lines, source: str) -> Scenario:
     if scenario.server.profile not in servers:
         fail(("server", "profile"),
              f"unknown server GPU {scenario.server.profile!r}; choose one of {', '.join(servers)}")
+    _check_precision(scenario, devices, servers, fail)
     method = scenario.method
     for name in getattr(method, "per_device", {}):
         if name not in known:
