@@ -36,7 +36,11 @@ CASES: dict[str, dict] = {
     "hsplitlora_async": {**_MIXED, "method": {"name": "hsplitlora", "ranks": [0, 2, 4], "max_client_share": 1.0},
                          "aggregation": {"mode": "async", "concurrency": 3, "buffer": 2, "aggregations": 3,
                                          "staleness": "polynomial"}},
+    "splitlora_semi_sync": {**_MIXED, "method": {"name": "splitlora", "rank": 4, "split_point": 1},
+                            "aggregation": {"mode": "semi_sync", "min_updates": 3, "late": "carry"}},
 }
+SCENARIOS = Path(__file__).parents[1] / "scenarios"
+PLANS = sorted(p.stem for p in SCENARIOS.glob("*.yaml"))  # every shipped scenario's `plan` tables
 
 
 def scenario(case: str) -> dict:
@@ -60,16 +64,27 @@ def measure(case: str, out: Path, **train) -> str:
     return fingerprint(tables)
 
 
+def measure_plan(name: str, out: Path) -> str:
+    import warnings
+
+    from hsplit_actors.api import plan
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # infeasible clients and the like: the tables are what is compared
+        return fingerprint(plan(SCENARIOS / f"{name}.yaml", out).tables)
+
+
 def recorded() -> dict[str, str]:
     return json.loads(FILE.read_text())
 
 
 if __name__ == "__main__":
-    cases = sys.argv[1:] or list(CASES)
+    cases = sys.argv[1:] or list(CASES) + [f"plan:{name}" for name in PLANS]
     prints = recorded() if FILE.exists() else {}
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:
-            prints[case] = measure(case, Path(tmp) / case)
+            out = Path(tmp) / case.replace(":", "_")
+            prints[case] = measure_plan(case[5:], out) if case.startswith("plan:") else measure(case, out)
             print(case, prints[case])
     FILE.parent.mkdir(exist_ok=True)
     FILE.write_text(json.dumps(prints, indent=1, sort_keys=True) + "\n")
