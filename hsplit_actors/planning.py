@@ -13,6 +13,7 @@ from hsplit_actors.costmodel import ModelArch
 from hsplit_actors.costmodel.costs import ADAM_COPIES, ADAPTER_BYTES
 from hsplit_actors.engine import Executor, ProgressCallback, Simulation
 from hsplit_actors.engine.durations import Durations, batching_in_effect, warn_batching
+from hsplit_actors.engine.schedules import schedule_for
 from hsplit_actors.errors import ScenarioError
 from hsplit_actors.fleet import Fleet, build_fleet
 from hsplit_actors.fleet.devices import load_catalogue, server_rates
@@ -80,10 +81,9 @@ def check_feasibility(scenario: Scenario, fleet: Fleet, strategy: Strategy) -> f
             f"no device's budget fits any {method.name} configuration (largest budget {fleet.memory_gb.max():.2f} "
             f"GiB, smallest configuration needs {smallest:.2f} GiB); raise memory_gb, lower data.batch_size / "
             "seq_len, or choose a split method", field="fleet[].memory_gb")
-    agg = scenario.aggregation
-    if agg.mode == "async" and agg.buffer > int(feasible.sum()):
-        raise ScenarioError(f"buffer {agg.buffer} exceeds the {int(feasible.sum())} clients that can hold "
-                            f"{method.name}'s configuration: it would never fill; lower it", field="aggregation.buffer")
+    problem = schedule_for(scenario.aggregation.mode).check(scenario.aggregation, int(feasible.sum()), method.name)
+    if problem:
+        raise ScenarioError(problem[0], field=problem[1])
     server_gb = check_server_memory(scenario, assignment, strategy)
     if not feasible.all():
         names, counts = np.unique(fleet.device[~feasible], return_counts=True)

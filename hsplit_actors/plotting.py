@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hsplit_actors.engine.sim import ALL_PHASES, PHASES
+from hsplit_actors.engine.session import ALL_PHASES, PHASES
 
 COLOURS = dict(zip(ALL_PHASES, ["#4C72B0", "#DD8452", "#C44E52", "#8172B3", "#937860", "#55A868", "#DA8BC3",
                                 "#8C8C8C", "#CCB974", "#000000", "#B0B0B0"], strict=True))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hsplit_actors.engine.sim import PHASES
+from hsplit_actors.engine.session import PHASES
 from hsplit_actors.runs import RunTables
 
 STRAGGLER_FACTOR = 1.5  # a client is a straggler in a round when it finishes later than 1.5x the median

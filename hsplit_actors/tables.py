@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from hsplit_actors.costmodel import ModelArch
-from hsplit_actors.engine.sim import ALL_PHASES, SimulationLog
+from hsplit_actors.engine.session import ALL_PHASES
+from hsplit_actors.engine.sim import SimulationLog
 from hsplit_actors.fleet import Fleet
 from hsplit_actors.methods.base import GIB
 

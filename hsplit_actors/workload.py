@@ -55,12 +55,9 @@ def estimate(scenario: Scenario) -> Workload:
     devices = sum(g.count for g in scenario.fleet)
     expected = sum(g.count * (1.0 if isinstance(g.availability, Windows) else g.availability)
                    for g in scenario.fleet)
-    agg = scenario.aggregation
-    sessions: int | None
-    if agg.mode == "async":
-        sessions = None if agg.aggregations is None else agg.aggregations * agg.buffer + agg.concurrency
-    else:
-        sessions = scenario.rounds * max(round(expected), 1)
+    from hsplit_actors.engine.schedules import schedule_for
+
+    sessions = schedule_for(scenario.aggregation.mode).sessions(scenario, round(expected))
     iterations = None if sessions is None else sessions * scenario.local_iterations
     events = None if sessions is None else iterations * EVENTS_PER_ITERATION + sessions * EVENTS_PER_SESSION
     peak = BASE_BYTES + devices * BYTES_PER_DEVICE + (iterations or 0) * BYTES_PER_CLIENT_ITERATION

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hsplit_actors.cli import main
-from hsplit_actors.engine.sim import PHASES
+from hsplit_actors.engine.session import PHASES
 from hsplit_actors.engine.staleness import staleness_weight
 from tests.conftest import small_scenario
 from tests.test_engine import run

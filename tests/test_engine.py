@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hsplit_actors.engine.sim import PHASES
+from hsplit_actors.engine.session import PHASES
 from hsplit_actors.planning import prepare, simulate
 from hsplit_actors.scenario import parse_scenario
 from tests.conftest import small_scenario

@@ -23,7 +23,7 @@ from hsplit_actors.comparison.timing import (
     split_histogram,
 )
 from hsplit_actors.comparison.variants import Job, grid_of, point_label, resolve, seeds_of, select, with_seed
-from hsplit_actors.engine.sim import PHASES
+from hsplit_actors.engine.session import PHASES
 from hsplit_actors.errors import Interrupted, ScenarioError
 from hsplit_actors.runs import is_complete, read_run
 from hsplit_actors.scenario import dump_scenario, load_scenario

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from hsplit_actors.engine.sim import PHASES
+from hsplit_actors.engine.session import PHASES
 from hsplit_actors.errors import ScenarioError
 from hsplit_actors.runs import RunTables
 from hsplit_actors.scenario.schema import Scenario

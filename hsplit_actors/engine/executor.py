@@ -3,7 +3,26 @@
 
 from __future__ import annotations
 
-from hsplit_actors.methods.base import Assignment
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hsplit_actors.engine.session import Session, Update
+
+
+@dataclass(frozen=True)
+class AggregationStep:
+    """Everything one aggregation needs, handed to the executor once: the updates (client order) folded into
+    version `version`, the server rate that scales them, the sessions dropped since the last aggregation and
+    those still training. `publish()` makes the version current on the clock and has the strategy configure
+    clients for it; the executor calls it exactly once, after aggregating and before it starts the version."""
+
+    round: int
+    version: int
+    updates: tuple[Update, ...]
+    server_lr: float
+    discarded: tuple[Session, ...]
+    running: tuple[Session, ...]
+    publish: Callable[[], None]
 
 
 class Executor:
@@ -16,8 +35,8 @@ class Executor:
     def attach(self, env) -> None:
         self.clock = env
 
-    def published(self, version: int, assignment: Assignment) -> None:
-        """Global version `version` exists (0: the start) and the strategy configured clients for it."""
+    def start(self) -> None:
+        """Version 0 exists and the strategy configured clients for it."""
 
     def begin_session(self, s, config) -> None:
         """A client starts a session on version `s.version` with this configuration."""
@@ -38,10 +57,11 @@ class Executor:
     def client_backward(self, s, iteration: int) -> None:
         """Client-side backward with the returned activation gradient, and the client's optimiser step."""
 
-    def aggregate(self, round_: int, version: int, updates: list, discarded: list, running: list) -> dict:
-        """Fold `updates` ((session, staleness, coefficient)) into version `version`; returns metrics for the
-        rounds table (losses, accuracy). `discarded`: sessions whose updates were dropped since the last one;
-        `running`: sessions still training (on the versions they downloaded)."""
+    def aggregate(self, step: AggregationStep) -> dict:
+        """The one aggregation step: fold the updates into the next version, merge, evaluate, `step.publish()`,
+        start the version (and take the recovery point). Returns the rounds table's metrics. Timing only:
+        nothing to fold, so it publishes."""
+        step.publish()
         return {}
 
     def finish(self, rows: list[dict]) -> None:

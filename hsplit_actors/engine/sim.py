@@ -19,37 +19,18 @@ import numpy as np
 import simpy
 
 from hsplit_actors.costmodel import ClientConfig, IterationCost, ModelArch
+from hsplit_actors.costmodel.costs import ADAPTER_BYTES
 from hsplit_actors.engine.durations import Durations, batching_in_effect
-from hsplit_actors.engine.executor import Executor, TimingExecutor
+from hsplit_actors.engine.executor import AggregationStep, Executor, TimingExecutor
+from hsplit_actors.engine.schedules import schedule_for
 from hsplit_actors.engine.server import BatchingServer, GPUPool, Job
+from hsplit_actors.engine.session import AGG_DOWN, AGG_UP, AGGREGATE, DISCARDED, DROPOUT, FED_SERVER, Session, Update
+from hsplit_actors.engine.staleness import staleness_weight
 from hsplit_actors.fleet import Fleet
 from hsplit_actors.fleet.devices import server_rates
 from hsplit_actors.methods.base import Strategy
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.timing.roofline import Rates
-
-PHASES = ("client_fwd", "uplink", "queue", "server", "downlink", "client_bwd")
-OTHER_PHASES = ("agg_up", "aggregate", "agg_down", "dropout", "discarded")
-AGG_UP, AGGREGATE, AGG_DOWN, DROPOUT, DISCARDED = range(len(PHASES), len(PHASES) + len(OTHER_PHASES))
-ALL_PHASES = PHASES + OTHER_PHASES
-FED_SERVER = -1  # `client` of the aggregation event
-
-
-@dataclass(eq=False, slots=True)
-class Session:
-    """One client's stint of local training: from the version it downloaded to the update it uploads."""
-
-    sid: int  # dispatch order, unique in the run
-    client: int
-    number: int  # the client's own count of sessions: seeds its computation, whatever the mode
-    version: int  # the global version it trains on
-    config_id: int
-    round: int  # sync / semi_sync: the round it was drawn for; async: -1 (the aggregation that takes it, later)
-    uploads: bool  # a sync round that does not aggregate ends without an upload
-    down_bytes: int
-    up_bytes: int
-    stop: bool = False  # told to stop at its next iteration (too stale, or late under `late: drop`)
-    outcome: str = ""  # update | done | dropout | stopped
 
 
 @dataclass(frozen=True)
@@ -109,8 +90,6 @@ class Simulation:
 
     def __init__(self, scenario: Scenario, arch: ModelArch, fleet: Fleet, strategy: Strategy,
                  executor: Executor | None = None, on_progress: ProgressCallback | None = None):
-        from hsplit_actors.engine.aggregation import make_schedule
-
         self.scenario, self.arch, self.fleet, self.strategy = scenario, arch, fleet, strategy
         self.executor = executor or TimingExecutor()
         self.real = not isinstance(self.executor, TimingExecutor)  # plan: skip the no-op hooks
@@ -138,7 +117,7 @@ class Simulation:
         # each device's compute figures for the default timing model, built once (not per session)
         self.rates = [Rates.of(f, m, u) for f, m, u in zip(fleet.flops.tolist(), fleet.mem_gbps.tolist(),
                                                            fleet.launch_us.tolist(), strict=True)]
-        self.buffer = simpy.Store(self.env)  # the upload buffer: every session ends here
+        self.uploads = simpy.Store(self.env)  # the upload buffer: every session ends here
         self.finished = self.env.event()
         self.version = 0  # global versions published so far
         self.held = [0] * len(fleet)  # the version each client last downloaded
@@ -147,24 +126,29 @@ class Simulation:
         self.global_index = np.full(len(fleet), -1, dtype=np.int64)
         self.feasible = np.zeros(len(fleet), dtype=bool)
         self.download_prefix: list[np.ndarray] | None = None  # stacking methods: cumulative bytes per split point
+        self.discarded: list[Session] = []  # not aggregated since the last aggregation (the executor is told)
+        spec = scenario.aggregation
+        self.weight, self.server_lr = staleness_weight(spec.weights.kind, spec.weights.a, spec.weights.b), spec.lr
         self.on_progress = on_progress
         self.done = 0
         self.next_tick = 0
         self.tick_every = 1
         self.round_done, self.round_steps = 0, 1
         self.last: dict[str, float] = {}
-        self.schedule = make_schedule(self)
+        self.schedule = schedule_for(spec.mode)(self)
 
     # -- the run ----------------------------------------------------------------------------------------------
     def run(self) -> SimulationLog:
         self.configure()
+        if self.real:
+            self.executor.start()
         self.env.process(self.schedule.process())
         self.env.run(until=self.finished)
         if self.real:
             self.executor.finish(self.log.rounds)
         self.log.server_busy_s = self.gpus.busy_s
         self.log.server_batches = self.gpus.batches
-        self.log.by_time = self.scenario.aggregation.mode == "async"
+        self.log.by_time = self.schedule.is_async
         return self.log
 
     def configure(self) -> None:
@@ -174,8 +158,6 @@ class Simulation:
         self.global_index = ids[assignment.index]  # -1 stays -1 (the appended sentinel)
         self.feasible = self.global_index >= 0
         self.log.client_config[self.feasible] = self.global_index[self.feasible]
-        if self.real:
-            self.executor.published(self.version, assignment)
 
     def participants(self, rnd: int) -> np.ndarray:
         """Feasible, idle clients that take part in round `rnd`: per-round availability draw, on-line now."""
@@ -208,7 +190,59 @@ class Simulation:
         self.env.process(self.session(s))
         return s
 
-    def published(self, configs: list[ClientConfig]) -> None:
+    # -- the interface the aggregation schedules drive (schedules.base.Engine) -------------------------------
+    def online(self, c: int) -> bool:
+        return not self.has_windows[c] or self.fleet.online(c, self.env.now)
+
+    def aggregate(self, rnd: int, updates: list[Session]):
+        """The one aggregation step (updates in client order): the server's weighted sum on the clock, then the
+        executor folds them into the next version, which it publishes (`_publish`). Returns the row's metrics."""
+        env = self.env
+        flops = 2.0 * sum(u.up_bytes for u in updates) / ADAPTER_BYTES  # a weighted sum over every uploaded parameter
+        if flops:  # centralised training aggregates nothing: no event, but the version is still published
+            t0 = env.now
+            yield env.timeout(flops / self.server_flops)
+            self._record(FED_SERVER, -1, rnd, AGGREGATE, t0, env.now, 0, flops, self.version + 1)
+        published: list[bool] = []
+
+        def publish() -> None:
+            if published:
+                raise AssertionError("an executor published an aggregation twice")
+            published.append(True)
+            self._publish([self.log.configs[u.config_id] for u in updates])
+
+        staleness = [self.version - u.version for u in updates]
+        step = AggregationStep(rnd, self.version + 1, tuple(Update(u, d, self.weight(d)) for u, d in
+                                                             zip(updates, staleness, strict=True)),
+                               self.server_lr, tuple(self.discarded), tuple(self.running.values()), publish)
+        self.discarded = []
+        metrics = self.executor.aggregate(step)
+        if not published:
+            raise AssertionError("the executor did not publish the aggregation")
+        return metrics
+
+    def discard(self, s: Session) -> None:
+        """An update that arrived but is not aggregated (too stale, or late under `late: drop`)."""
+        self._record(s.client, s.sid, -1, DISCARDED, self.env.now, self.env.now, 0, 0.0, s.version)
+        self.discarded.append(s)
+
+    def assign_round(self, s: Session, index: int) -> None:
+        """Async: the aggregation that took this session's update."""
+        self.log.session_round[s.sid] = index
+
+    def record_round(self, row: dict, metrics: dict) -> None:
+        self.log.rounds.append(row)
+        if self.on_progress is not None:
+            self.last = self.last | {k: v for k, v in metrics.items() if v == v}  # the latest of each
+            self.round_done = self.round_steps
+            self.report()
+
+    def begin_progress(self, participants: int) -> None:
+        """Progress bookkeeping for a round (or buffer) of `participants` sessions."""
+        self.tick_every = max(1, participants * self.scenario.local_iterations // 200)
+        self.round_done, self.round_steps = 0, max(1, participants * self.scenario.local_iterations)
+
+    def _publish(self, configs: list[ClientConfig]) -> None:
         """A new version exists: what downloading it costs (stacking methods), then the new configuration."""
         stack = self.strategy.stack_download(configs)
         if stack is not None:
@@ -298,17 +332,13 @@ class Simulation:
             self._record(c, sid, -1, AGG_UP, t0, env.now, s.up_bytes, 0.0, version)
         s.outcome = "update" if s.uploads else "done"
         del self.running[sid]
-        self.buffer.put(s)
+        self.uploads.put(s)
 
     def _end(self, s: Session, outcome: str, phase: int) -> None:
         s.outcome = outcome
         self._record(s.client, s.sid, -1, phase, self.env.now, self.env.now, 0, 0.0, s.version)
         del self.running[s.sid]
-        self.buffer.put(s)
-
-    def discard(self, s: Session) -> None:
-        """An update that arrived but is not aggregated (too stale, or late under `late: drop`)."""
-        self._record(s.client, s.sid, -1, DISCARDED, self.env.now, self.env.now, 0, 0.0, s.version)
+        self.uploads.put(s)
 
     # -- the batching server's hooks ----------------------------------------------------------------------
     def _batch_time(self, jobs: list[Job]) -> float:
@@ -327,7 +357,8 @@ class Simulation:
     # -- progress -----------------------------------------------------------------------------------------
     def report(self) -> None:
         sched = self.schedule
-        self.on_progress(Progress(sched.position, sched.total, min(1.0, sched.fill()), self.done, self.env.now,
+        self.on_progress(Progress(sched.position, sched.total, min(1.0, sched.fill(self.round_done, self.round_steps)),
+                                  self.done, self.env.now,
                                   dict(self.last), self.executor.metric, sched.label, sched.until_s))
 
     # -- bookkeeping ----------------------------------------------------------------------------------------

@@ -6,7 +6,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, PositiveFloat, PositiveInt, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from hsplit_actors.costmodel.presets import PRESETS
 
@@ -421,6 +431,7 @@ class StalenessSpec(Strict):
 
 Finite = Annotated[float, Field(gt=0, allow_inf_nan=False)]  # an infinite deadline or end never comes: leave it out
 
+# each aggregation mode's schema entry: the settings it takes (its schedule is registered in engine/schedules)
 AGGREGATION_KEYS = {
     "sync": {"interval"},
     "semi_sync": {"deadline_s", "min_updates", "late", "max_staleness", "staleness", "server_lr"},
@@ -434,7 +445,7 @@ class AggregationSpec(Strict):
     a round closes `deadline_s` after it starts or once `min_updates` arrived; late work is dropped or carried.
     `async` (FedBuff): `concurrency` clients train at once; every `buffer` arrivals are aggregated."""
 
-    mode: Literal["sync", "semi_sync", "async"] = "sync"
+    mode: str = "sync"  # a registered schedule (engine/schedules) with an entry in AGGREGATION_KEYS
     interval: PositiveInt | None = None  # sync: aggregate every N rounds (and after the last); default 1
     deadline_s: Finite | None = None  # semi_sync: virtual seconds after a round starts (null: no deadline)
     min_updates: PositiveInt | None = None  # semi_sync: close once this many arrived (default: every participant)
@@ -447,6 +458,14 @@ class AggregationSpec(Strict):
     aggregations: PositiveInt | None = None  # async: stop after N aggregations
     until_s: Finite | None = None  # async: stop at this virtual time
     retry_s: Finite | None = None  # async: an empty slot draws again after this long when nobody was free
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, mode: str) -> str:
+        if mode not in AGGREGATION_KEYS:
+            *first, last = (repr(m) for m in AGGREGATION_KEYS)
+            raise ValueError(f"input should be {', '.join(first)} or {last} (got {mode!r})")
+        return mode
 
     @model_validator(mode="before")
     @classmethod

@@ -13,29 +13,43 @@ replays up to the checkpointed aggregation with the recorded metrics, then the r
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
-from hsplit_actors.engine.executor import Executor
-from hsplit_actors.engine.sim import Session
-from hsplit_actors.methods.base import Assignment, Strategy, Trained
+from hsplit_actors.engine.executor import AggregationStep, Executor
+from hsplit_actors.engine.session import Session
+from hsplit_actors.methods.base import Strategy, Trained
 from hsplit_actors.training import recovery
 from hsplit_actors.training.checkpoints import save_checkpoint
 
 ATTEMPTS = 3  # recoveries in a row before a fault is given up on
 
 
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """What a training run's executor needs besides its hosts: the data's partitions and the starting global
+    adapters, how often to evaluate, where checkpoints go, a resume state and the faults to inject."""
+
+    partitions: list[np.ndarray]
+    global_init: tuple[dict, dict]  # (factors, head) of version 0
+    n_layers: int
+    eval_every: int
+    metric: str
+    checkpoint_dir: str | None = None
+    keep_checkpoints: int | None = None
+    resume: dict | None = None
+    kills: tuple[dict, ...] = ()
+
+
 class TrainingExecutor(Executor):
-    def __init__(self, runtime, client_hosts: list, server, partitions: list[np.ndarray], strategy: Strategy,
-                 global_init, n_layers: int, eval_every: int, metric: str, checkpoint_dir=None,
-                 resume: dict | None = None, kills: list | None = None, keep_checkpoints: int | None = None,
-                 server_lr: float = 1.0):
-        self.rt, self.client_hosts, self.server = runtime, client_hosts, server
-        self.partitions, self.strategy = partitions, strategy
-        self.factors, self.head = global_init
-        self.n_layers, self.eval_every, self.metric = n_layers, eval_every, metric
-        self.checkpoint_dir, self.keep_checkpoints = checkpoint_dir, keep_checkpoints
-        self.server_lr = server_lr
+    def __init__(self, runtime, client_hosts: list, server, strategy: Strategy, settings: ExecutorSettings):
+        self.rt, self.client_hosts, self.server, self.strategy = runtime, client_hosts, server, strategy
+        self.partitions = settings.partitions
+        self.factors, self.head = global_init = settings.global_init
+        self.n_layers, self.eval_every, self.metric = settings.n_layers, settings.eval_every, settings.metric
+        self.checkpoint_dir, self.keep_checkpoints = settings.checkpoint_dir, settings.keep_checkpoints
+        resume = self.resume = settings.resume
         self.version = 0
         self.global_at: dict[int, tuple[dict, dict]] = {0: global_init}  # versions sessions still compute on
         self.loaded: dict[int, tuple] = {}  # client -> (version, configuration) on its host
@@ -52,9 +66,8 @@ class TrainingExecutor(Executor):
         self.changed: set[int] = set()  # clients whose state changed since the last capture
         self.merges: list = []  # (version, aggregate) folded into the base so far (low-rank), in order
         self.faults: list[dict] = []
-        self.resume = resume
         self.live = resume is None  # False while a resume replays the clock up to its checkpoint
-        self.kills = list(kills or [])
+        self.kills = [dict(k) for k in settings.kills]
         self.steps_since = 0  # client steps since the last aggregation (fault injection counts them)
         self.aggregations = 0
         self.metrics: dict[int, dict] = dict(resume["metrics"]) if resume else {}
@@ -62,15 +75,19 @@ class TrainingExecutor(Executor):
         self.checkpoint_round: int | None = None
         self.calibrate = strategy.importance_iterations
         self.peak_global_versions = 1
-        self.pending: tuple | None = None  # the aggregation not yet followed by its recovery point, to redo
 
     def host(self, client: int):
         return self.client_hosts[client % len(self.client_hosts)]
 
     # -- engine hooks, called in virtual-time order ------------------------------------------------------
-    def published(self, version: int, assignment: Assignment) -> None:
+    def start(self) -> None:
+        self._start_version(0)
+
+    def _start_version(self, version: int, redo: tuple | None = None) -> None:
         """A version is out and configured: the shared server set starts (or, for a method that restarts its
-        adapters, restarts fresh); then the recovery point (and the checkpoint) of this aggregation."""
+        adapters, restarts fresh); then the recovery point (and the checkpoint) of this aggregation. `redo`:
+        (reset, aggregate) to run again after a host failure here, so the aggregation is redone on the
+        recovered hosts, as the method was before it."""
         if not self.live:
             if version == self.resume["version"]:
                 recovery.restore(self, self.resume["state"])
@@ -87,16 +104,10 @@ class TrainingExecutor(Executor):
             self._inject("capture", self.aggregations - 1)  # the aggregation just done
             self.saved = recovery.capture(self, self.known)
 
-        def before_the_aggregation() -> None:
-            *_, learned, count = self.pending
-            self.strategy.load_state_dict(learned)
-            self.aggregations = count
-
         # after a fault: hosts as at the last recovery point, the steps replayed, then the aggregation again (what
-        # it reads from the hosts also resets what they accumulate, IWI's scores), as the method was before it
-        self._with_recovery(self.aggregations - 1, publish, before_the_aggregation if self.pending else None,
-                            (lambda: self._aggregate(*self.pending[:5])) if self.pending else None)
-        self.pending = None
+        # it reads from the hosts also resets what they accumulate, IWI's scores)
+        reset, again = redo or (None, None)
+        self._with_recovery(self.aggregations - 1, publish, reset, again)
         self.calls = []
         if self.checkpoint_dir is not None and self.checkpoint_round is not None:
             save_checkpoint(self.checkpoint_dir, self.checkpoint_round, version, self.saved, self.metrics,
@@ -183,32 +194,43 @@ class TrainingExecutor(Executor):
                 victim = self.server if kill.get("server") else self.client_hosts[kill["actor"]]
                 self.rt.kill(victim, kill.get("restart", True))
 
-    def aggregate(self, round_: int, version: int, updates: list, discarded: list, running: list) -> dict:
-        """`updates`: (session, staleness, coefficient) in client order. Returns the row's metrics. A host lost
-        anywhere in it (its steps, the exports, a merge, the evaluation) restores the last recovery point, replays
-        the steps and aggregates again, with what the method had learned before."""
-        if not self.live:
-            self.strategy.load_state_dict(self.resume["strategy"][version])  # what it learned then
-            return self.resume["metrics"][version]
-        learned = self.strategy.state_dict()
-        self.pending = (round_, version, updates, discarded, running, learned, self.aggregations)
-        return self._with_recovery(round_, lambda: self._aggregate(round_, version, updates, discarded, running),
-                                   lambda: self.strategy.load_state_dict(learned))
+    def aggregate(self, step: AggregationStep) -> dict:
+        """The one aggregation step: fold, merge, evaluate, publish, start the version and take its recovery
+        point. Returns the row's metrics. A host lost anywhere in it (its steps, the exports, a merge, the
+        evaluation, the new version's start) restores the last recovery point, replays the steps and
+        aggregates again, with what the method had learned before."""
+        if not self.live:  # a resume replaying the clock: what it learned then, and the recorded metrics
+            self.strategy.load_state_dict(self.resume["strategy"][step.version])
+            step.publish()
+            self._start_version(step.version)
+            return self.resume["metrics"][step.version]
+        learned, count = self.strategy.state_dict(), self.aggregations
 
-    def _aggregate(self, round_: int, version: int, updates: list, discarded: list, running: list) -> dict:
+        def before_the_aggregation() -> None:
+            self.strategy.load_state_dict(learned)
+            self.aggregations = count
+
+        metrics = self._with_recovery(step.round, lambda: self._aggregate(step),
+                                      lambda: self.strategy.load_state_dict(learned))
+        step.publish()
+        self._start_version(step.version, (before_the_aggregation, lambda: self._aggregate(step)))
+        return metrics
+
+    def _aggregate(self, step: AggregationStep) -> dict:
         self.rt.get(self.steps)  # every client step has finished before anything reads the adapters
         losses = [x for x in self.rt.get(self.losses) if x is not None]
         self.steps, self.losses = [], []
         self._inject("export")
-        trained = self._trained(updates)
-        cids = [s.client for s, _, _ in updates]
-        if self.calibrate:
-            scores = self._importance(cids + [s.client for s in discarded])  # the discarded ones are forgotten
+        trained = self._trained(step)
+        cids = [u.session.client for u in step.updates]
+        if self.calibrate:  # the discarded ones' scores are read (which resets them) and forgotten
+            scores = self._importance(cids + [s.client for s in step.discarded])
             weights = {c: float(len(self.partitions[c])) for c in cids}
-            self.strategy.observe_importance(round_, {c: v for c, v in scores.items() if c in weights}, weights)
-        result = self.strategy.aggregate(round_, trained, (self.factors, self.head))
+            self.strategy.observe_importance(step.round, {c: v for c, v in scores.items() if c in weights}, weights)
+        result = self.strategy.aggregate(step.round, trained, (self.factors, self.head))
+        version = step.version
         self.factors, self.head, self.version = result.factors, result.head, version
-        live = sorted({s.version for s in running} | {version})
+        live = sorted({s.version for s in step.running} | {version})
         self.global_at[version] = (self.factors, self.head)
         self.global_at = {v: g for v, g in self.global_at.items() if v in live}
         self.peak_global_versions = max(self.peak_global_versions, len(self.global_at))
@@ -226,7 +248,7 @@ class TrainingExecutor(Executor):
         self.steps_since = 0
         self.metrics[version] = metrics
         self.strategy_states[version] = self.strategy.state_dict()
-        self.checkpoint_round = round_
+        self.checkpoint_round = step.round
         return metrics
 
     def finish(self, rows: list[dict]) -> None:
@@ -295,16 +317,18 @@ class TrainingExecutor(Executor):
                              kill.get("restart", True))
 
     # -- what an aggregation reads ----------------------------------------------------------------------
-    def _trained(self, updates: list) -> list[Trained]:
+    def _trained(self, step: AggregationStep) -> list[Trained]:
         """Each update: its client's device-side adapters joined with its server-side ones (its own, SFL-V1; or
-        the shared set, which is current and never stale), and the version it is a delta against."""
-        cids = [s.client for s, _, _ in updates]
+        the shared set, which is current and never stale), and the version it is a delta against. The server
+        rate scales both here, the one place it is applied; the shared set is never stale (w = 1)."""
+        cids = [u.session.client for u in step.updates]
         exports = self.rt.get([self.rt.call(self.client_hosts[h], "export", cs)
                                for h, cs in recovery.by_host(cids, len(self.client_hosts)).items()])
         client_side = {c: e for part in exports for c, e in part.items()}
         server_side = self.rt.get(self.rt.call(self.server, "export", cids))
         trained = []
-        for s, _, coefficient in updates:
+        for u in step.updates:
+            s = u.session
             c, k = s.client, self.split_point[s.client]
             factors, head = client_side[c]
             shared: set = set()
@@ -315,8 +339,8 @@ class TrainingExecutor(Executor):
                 if self.strategy.shared_server:
                     shared = set(server_part) | set(s_head)
             start = None if s.version == self.version else self.global_at[s.version]
-            trained.append(Trained(c, float(len(self.partitions[c])), factors, head, coefficient, start,
-                                   frozenset(shared), self.server_lr))
+            trained.append(Trained(c, float(len(self.partitions[c])), factors, head, step.server_lr * u.weight,
+                                   start, frozenset(shared), step.server_lr))
         return trained
 
     def _importance(self, cids: list[int]) -> dict[int, dict]:

@@ -51,14 +51,12 @@ class Recipe:
 
 
 def client_steps(scenario, n_clients: int) -> int | None:
-    """Optimiser steps one client's set takes if it takes part every time: rounds x local iterations; async,
-    its share of `aggregations x buffer` sessions. None when the run's length is not known (async to `until_s`)."""
-    agg, iterations = scenario.aggregation, scenario.local_iterations
-    if agg.mode != "async":
-        return scenario.rounds * iterations
-    if agg.aggregations is None:
-        return None
-    return math.ceil(agg.aggregations * agg.buffer / n_clients) * iterations
+    """Optimiser steps one client's set takes if it takes part every time, as its aggregation mode counts them
+    (sync: rounds x local iterations; async: its share of the sessions). None when the run's length is not known
+    (async to `until_s`)."""
+    from hsplit_actors.engine.schedules import schedule_for
+
+    return schedule_for(scenario.aggregation.mode).client_steps(scenario, n_clients)
 
 
 def schedule_problem(scenario, n_clients: int) -> str | None:

@@ -14,7 +14,7 @@ from hsplit_actors.engine import ProgressCallback
 from hsplit_actors.planning import Setup, simulate
 from hsplit_actors.runs import FAULT_COLUMNS, IMPORTANCE_COLUMNS
 from hsplit_actors.scenario.schema import Scenario
-from hsplit_actors.training.executor import TrainingExecutor
+from hsplit_actors.training.executor import ExecutorSettings, TrainingExecutor
 from hsplit_actors.training.hosts import ClientHost, HostSetup, ModelRecipe, ServerHost
 from hsplit_actors.training.setup import TrainingData, base_model, host_setup, initial_adapters, training_data
 
@@ -59,12 +59,11 @@ def train(scenario: Scenario, setup: Setup, assets: Assets, runtime, hosts: list
     """Run the engine with real work on `hosts` and `server`; returns (tables, wall seconds, meta extras, the final
     global model: adapters, head and the aggregates merged into the base)."""
     runtime.get([runtime.call(h, "ping") for h in hosts] + [runtime.call(server, "ping")])
-    executor = TrainingExecutor(runtime, hosts, server, assets.data.partitions, setup.strategy,
-                                (assets.factors, assets.head), setup.arch.n_layers, scenario.train.eval_every,
-                                assets.data.metric, checkpoint_dir=checkpoint_dir, resume=resume,
-                                kills=[k.model_dump() for k in scenario.train.kill_actor],
-                                keep_checkpoints=scenario.train.keep_checkpoints,
-                                server_lr=scenario.aggregation.lr)
+    settings = ExecutorSettings(assets.data.partitions, (assets.factors, assets.head), setup.arch.n_layers,
+                                scenario.train.eval_every, assets.data.metric, checkpoint_dir,
+                                scenario.train.keep_checkpoints, resume,
+                                tuple(k.model_dump() for k in scenario.train.kill_actor))
+    executor = TrainingExecutor(runtime, hosts, server, setup.strategy, settings)
     threads = torch.get_num_threads()  # in-process hosts set their own count; give the process its own back after
     try:
         tables, wall_s, extra = simulate(scenario, setup, executor, on_progress)
