@@ -61,7 +61,7 @@ def scenario_for(n: int, iterations: int, aggregation: str = "sync"):
 
 def durations(scenario):
     """Per-client phase durations exactly as the engine computes them."""
-    from hsplit_actors.planning import prepare
+    from hsplit_actors.simulation import prepare
     from hsplit_actors.timing.roofline import Rates
 
     setup = prepare(scenario)

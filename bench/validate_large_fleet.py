@@ -16,11 +16,11 @@ from pathlib import Path
 
 import yaml
 
+from hsplit_actors import strict_yaml
 from hsplit_actors.cli import main as cli
 from hsplit_actors.comparison.variants import check_all
-from hsplit_actors.planning import prepare
-from hsplit_actors.scenario import strict_yaml
 from hsplit_actors.scenario.load import validate_data
+from hsplit_actors.simulation import prepare
 from hsplit_actors.workload import check
 
 HEAD = """name: large

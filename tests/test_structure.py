@@ -14,9 +14,9 @@ import yaml
 
 from hsplit_actors.engine import Executor
 from hsplit_actors.engine.schedules import SCHEDULES, Engine, Schedule, register
-from hsplit_actors.planning import prepare, simulate
 from hsplit_actors.scenario import parse_scenario
 from hsplit_actors.scenario.schema import AGGREGATION_KEYS
+from hsplit_actors.simulation import prepare, simulate
 from tests.conftest import REPO, small_scenario
 
 SCHEDULE_FILES = sorted((REPO / "hsplit_actors" / "engine" / "schedules").glob("*.py"))
@@ -56,8 +56,8 @@ def test_a_new_mode_is_one_class_and_its_schema_entry(sequential_mode) -> None:
     rounds, events = tables.rounds, tables.events
     assert len(rounds) == 2 * 6 and rounds.aggregated.all()  # one aggregation per participant per round
     assert rounds.version.tolist() == list(range(1, 13))
-    sessions = events[events.iteration >= 0].groupby(["round", "client"]).agg(t0=("t_start", "min"), t1=("t_end", "max"))
-    sessions = sessions.sort_values("t0")
+    iterations = events[events.iteration >= 0].groupby(["round", "client"])
+    sessions = iterations.agg(t0=("t_start", "min"), t1=("t_end", "max")).sort_values("t0")
     assert (sessions.t0.to_numpy()[1:] >= sessions.t1.to_numpy()[:-1]).all()  # never two sessions at once
 
 

@@ -353,8 +353,8 @@ def test_a_timing_source_is_one_object_the_engine_asks() -> None:
     the engine's phases and meta.json come from it alone."""
     import warnings
 
-    from hsplit_actors.planning import prepare, simulate
     from hsplit_actors.scenario import parse_scenario
+    from hsplit_actors.simulation import prepare, simulate
 
     class Constant:
         def client(self, cost, config, rates):

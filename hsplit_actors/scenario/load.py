@@ -10,12 +10,12 @@ from typing import Any, NoReturn, get_args
 import yaml
 from pydantic import BaseModel, Tag, ValidationError
 
+from hsplit_actors import strict_yaml
 from hsplit_actors.costmodel.arch import LLAMA_LIKE, ArchError, ModelArch
 from hsplit_actors.costmodel.presets import CONFIG_KEYS, PRESETS, config_key, load_config, preset_fields
 from hsplit_actors.data import E2E_ATTRIBUTES, train_file, training_rows
 from hsplit_actors.errors import ScenarioError
 from hsplit_actors.fleet.devices import load_catalogue
-from hsplit_actors.scenario import strict_yaml
 from hsplit_actors.scenario.schema import METHOD_NAMES, SPLIT_METHODS, Scenario
 
 Loc = tuple[str | int, ...]

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from hsplit_actors import strict_yaml
 from hsplit_actors.costmodel.arch import ModelArch
 from hsplit_actors.costmodel.config import ClientConfig
 
@@ -301,8 +302,6 @@ def from_data(raw: Any, path: str | Path) -> Profile:
 
 @lru_cache(maxsize=32)
 def _load_cached(path: str, mtime_ns: int, size: int) -> Profile:
-    from hsplit_actors.scenario import strict_yaml
-
     try:
         text = Path(path).read_text()
     except UnicodeDecodeError:

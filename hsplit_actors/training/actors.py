@@ -68,7 +68,7 @@ class Coordinator:
         """Encode the data, load the frozen model and the initial adapters; what the hosts are built from goes
         into the object store once (the hosts on a node share it zero-copy). A failure is kept for `run` and
         `assets` to raise (nobody waits on this call's own result)."""
-        from hsplit_actors.planning import prepare
+        from hsplit_actors.simulation import prepare
         from hsplit_actors.training.trainer import prepare_assets
 
         try:

@@ -11,9 +11,9 @@ import pandas as pd
 import torch
 
 from hsplit_actors.engine import ProgressCallback
-from hsplit_actors.planning import Setup, simulate
 from hsplit_actors.runs import FAULT_COLUMNS, IMPORTANCE_COLUMNS
 from hsplit_actors.scenario.schema import Scenario
+from hsplit_actors.simulation import Setup, simulate
 from hsplit_actors.training.executor import ExecutorSettings, TrainingExecutor
 from hsplit_actors.training.hosts import ClientHost, HostSetup, ModelRecipe, ServerHost
 from hsplit_actors.training.setup import TrainingData, base_model, host_setup, initial_adapters, training_data
