@@ -256,6 +256,31 @@ class Simulation:
 
     # -- one client's session: SPEC §1 top to bottom ------------------------------------------------------
     def session(self, s: Session):
+        """Download the version it lacks, run its local iterations, upload its update into the buffer."""
+        c = s.client
+        down_bps, lat = self.device["downlink_mbps"][c] * 1e6, self.device["latency_ms"][c] / 1e3
+        if s.down_bytes:
+            yield from self._transfer(s, AGG_DOWN, s.down_bytes, down_bps, lat)
+        if self.real:
+            self.executor.begin_session(s, self.log.configs[s.config_id])
+        ended = yield from self._iterations(s)
+        if ended is not None:  # stopped or dropped out: no upload
+            self._end(s, *ended)
+            return
+        if s.uploads and s.up_bytes:
+            yield from self._transfer(s, AGG_UP, s.up_bytes, self.device["uplink_mbps"][c] * 1e6, lat)
+        s.outcome = "update" if s.uploads else "done"
+        del self.running[s.sid]
+        self.uploads.put(s)
+
+    def _transfer(self, s: Session, phase: int, nbytes: int, bps: float, lat: float):
+        t0 = self.env.now
+        yield self.env.timeout(nbytes * 8 / bps + lat)
+        self._record(s.client, s.sid, -1, phase, t0, self.env.now, nbytes, 0.0, s.version)
+
+    def _iterations(self, s: Session):
+        """The S local iterations, each client_fwd -> uplink -> queue -> server -> downlink -> client_bwd, recorded
+        as one row of phase boundaries. Returns None, or (outcome, phase) when the session ends early."""
         env, timeout, ex, gpus = self.env, self.env.timeout, self.executor, self.gpus
         fleet, dev, c = self.fleet, self.device, s.client
         cost = self.log.costs[s.config_id]
@@ -274,19 +299,11 @@ class Simulation:
         real, progress = self.real, self.on_progress
         ints, times = self.log.iter_ints, self.log.iter_times
         sid, version, cfg = s.sid, s.version, s.config_id
-        if s.down_bytes:
-            t0 = env.now
-            yield timeout(s.down_bytes * 8 / down_bps + lat)
-            self._record(c, sid, -1, AGG_DOWN, t0, env.now, s.down_bytes, 0.0, version)
-        if real:
-            ex.begin_session(s, self.log.configs[cfg])
         for it in range(self.scenario.local_iterations):
             if s.stop:
-                self._end(s, "stopped", DISCARDED)
-                return
+                return "stopped", DISCARDED
             if watch and not fleet.online(c, env.now):
-                self._end(s, "dropout", DROPOUT)
-                return
+                return "dropout", DROPOUT
             t0 = env.now
             if real:
                 ex.client_forward(s, it)
@@ -326,13 +343,7 @@ class Simulation:
                 if self.done >= self.next_tick:
                     self.next_tick = self.done + self.tick_every
                     self.report()
-        if s.uploads and s.up_bytes:
-            t0 = env.now
-            yield timeout(s.up_bytes * 8 / up_bps + lat)
-            self._record(c, sid, -1, AGG_UP, t0, env.now, s.up_bytes, 0.0, version)
-        s.outcome = "update" if s.uploads else "done"
-        del self.running[sid]
-        self.uploads.put(s)
+        return None
 
     def _end(self, s: Session, outcome: str, phase: int) -> None:
         s.outcome = outcome
