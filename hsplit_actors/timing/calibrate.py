@@ -104,74 +104,110 @@ def versions() -> dict[str, str]:
 def calibrate(request: Request, on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure every piece over the grid; returns the profile as plain data (what `write` saves)."""
     import torch
-    from torch.utils import benchmark
-
-    from hsplit_actors.model.families import family_of
-    from hsplit_actors.model.loading import _model_class, _quiet_transformers
 
     if request.device == "cuda" and not torch.cuda.is_available():
         raise ScenarioError("--device cuda but torch sees no CUDA device here; use --device cpu", field="--device")
-    config, name = _config(request)
-    arch = ModelArch.from_hf_config(config, task=request.task)
-    task = arch.task
-    # Several blocks, run in turn: one block timed alone keeps its weights in the CPU's cache between runs, which a
-    # deep model does not (measured: GPT-2-small blocks ~15% faster alone than inside a 4-block model).
-    blocks = request.blocks
-    setattr(config, LAYER_KEY[arch.family], blocks)
-    if task == "classification":
-        config.num_labels = arch.num_labels
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[request.dtype]
-    device = torch.device(request.device)
-    with _quiet_transformers(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = _model_class(task).from_config(config, dtype=torch.float32)
-    family = family_of(model)
-    family.prepare(model)
-    model.to(device=device, dtype=dtype).train()
-    matrices = list(family.matrix_paths)
+    bench = _Bench.build(request)
     original_threads = torch.get_num_threads()
     threads = request.threads or tuple(sorted({1, original_threads}))
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    try:
+        tables, optimizer = _measure(request, bench, threads, on_step)
+    finally:
+        torch.set_num_threads(original_threads)
+    return _profile(request, bench, threads, tables, optimizer)
 
-    def measure(label: str, stmt: Callable[[], None], t: int, per: int = 1) -> float:
+
+@dataclass
+class _Bench:
+    """The model under the timer: `request.blocks` blocks of it on the device, with its family's pieces, and the
+    timer and input builders every pass uses."""
+
+    request: Request
+    arch: ModelArch
+    name: str
+    model: Any
+    family: Any
+    matrices: list[str]
+    device: Any
+    dtype: Any
+    sync: Callable[[], None]  # waits for the device (a no-op on CPU): part of every timed statement
+
+    @classmethod
+    def build(cls, request: Request) -> _Bench:
+        import torch
+
+        from hsplit_actors.model.families import family_of
+        from hsplit_actors.model.loading import _model_class, _quiet_transformers
+
+        config, name = _config(request)
+        arch = ModelArch.from_hf_config(config, task=request.task)
+        # Several blocks, run in turn: one block timed alone keeps its weights in the CPU's cache between runs,
+        # which a deep model does not (measured: GPT-2-small blocks ~15% faster alone than inside a 4-block model).
+        setattr(config, LAYER_KEY[arch.family], request.blocks)
+        if arch.task == "classification":
+            config.num_labels = arch.num_labels
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[request.dtype]
+        device = torch.device(request.device)
+        with _quiet_transformers(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = _model_class(arch.task).from_config(config, dtype=torch.float32)
+        family = family_of(model)
+        family.prepare(model)
+        model.to(device=device, dtype=dtype).train()
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        return cls(request, arch, name, model, family, list(family.matrix_paths), device, dtype, sync)
+
+    def measure(self, label: str, stmt: Callable[[], None], t: int, per: int = 1) -> float:
         """Median seconds of `stmt` in one pass, divided by the `per` blocks it runs."""
+        from torch.utils import benchmark
+
         stmt()  # warm-up outside the timer too: first calls allocate and pick kernels
-        sync()
-        timer = benchmark.Timer(stmt="stmt(); sync()", globals={"stmt": stmt, "sync": sync}, num_threads=t,
+        self.sync()
+        timer = benchmark.Timer(stmt="stmt(); sync()", globals={"stmt": stmt, "sync": self.sync}, num_threads=t,
                                 label=label)
-        m = timer.blocked_autorange(min_run_time=request.min_run_time)
+        m = timer.blocked_autorange(min_run_time=self.request.min_run_time)
         return float(m.median) / per
 
-    def inputs(b: int, s: int, input_grad: bool):
+    def inputs(self, b: int, s: int, input_grad: bool):
+        import torch
+
+        arch, device = self.arch, self.device
         g = torch.Generator().manual_seed(b * 1009 + s)
         ids = torch.randint(0, arch.vocab, (b, s), generator=g).to(device)
         mask = torch.ones(b, s, dtype=torch.long, device=device)
-        hidden = torch.randn(b, s, arch.hidden, generator=g).to(device=device, dtype=dtype)
+        hidden = torch.randn(b, s, arch.hidden, generator=g).to(device=device, dtype=self.dtype)
         hidden.requires_grad_(input_grad)
-        labels = (torch.randint(0, arch.num_labels, (b,), generator=g) if task == "classification" else ids.cpu())
+        labels = (torch.randint(0, arch.num_labels, (b,), generator=g) if arch.task == "classification"
+                  else ids.cpu())
         return ids, mask, hidden, labels.to(device)
 
-    # Each point is measured `repeats` times in independent passes over the whole grid (pass 1 over every point,
-    # then pass 2, ...), so a slow spell of the machine lands on different points in different passes; the profile
-    # keeps the median of the passes and their interquartile range (the spread the machine really showed, which
-    # the IQR of one pass's back-to-back blocks hides: it read 0.0 almost everywhere, on a GPU and a loaded CPU).
+
+def _measure(request: Request, bench: _Bench, threads: tuple[int, ...], on_step) -> tuple[dict, dict]:
+    """Each point is measured `repeats` times in independent passes over the whole grid (pass 1 over every
+    point, then pass 2, ...), so a slow spell of the machine lands on different points in different passes; the
+    profile keeps the median of the passes and their interquartile range (the spread the machine really showed,
+    which the IQR of one pass's back-to-back blocks hides: it read 0.0 almost everywhere, on a GPU and a loaded
+    CPU)."""
     passes: list[dict[int, dict[str, np.ndarray]]] = []
     opt_passes: list[dict[int, list[float]]] = []
     for repeat in range(request.repeats):
-        tables, optimizer = _one_pass(request, model, family, matrices, threads, blocks, measure, inputs, device,
-                                      on_step, repeat)
+        tables, optimizer = _one_pass(request, bench.model, bench.family, bench.matrices, threads, request.blocks,
+                                      bench.measure, bench.inputs, bench.device, on_step, repeat)
         passes.append(tables)
         opt_passes.append(optimizer)
     tables = {t: {piece: {"median": np.median([p[t][piece] for p in passes], axis=0).tolist(),
                           "iqr": _iqr([p[t][piece] for p in passes]).tolist()} for piece in passes[0][t]}
               for t in threads}
     optimizer = {t: np.median([o[t] for o in opt_passes], axis=0).tolist() for t in threads}
-    default_threads = max(threads)
-    torch.set_num_threads(original_threads)
+    return tables, optimizer
+
+
+def _profile(request: Request, bench: _Bench, threads: tuple[int, ...], tables: dict, optimizer: dict) -> dict:
+    """The profile as plain data: the measurements with the model, machine, versions and method behind them."""
     return {
         "kind": KIND,
         "format": FORMAT_VERSION,
-        "model": {"name": name, **{k: getattr(arch, k) for k in MODEL_FIELDS}},
+        "model": {"name": bench.name, **{k: getattr(bench.arch, k) for k in MODEL_FIELDS}},
         "dtype": request.dtype,
         "device": request.device,
         "machine": machine(),
@@ -182,11 +218,11 @@ def calibrate(request: Request, on_step: Callable[[str], None] | None = None) ->
                   "statistic": "median of independent passes over the grid (interleaved); iqr is their "
                                "interquartile range"},
         "fit": "bilinear in (batch, seq); linear in batch above the grid; linear in rank between grid ranks",
-        "blocks_in_turn": blocks,
-        "adapter_matrices": matrices,
+        "blocks_in_turn": request.blocks,
+        "adapter_matrices": bench.matrices,
         "grid": {"seq": list(request.seq), "batch": list(request.batch), "ranks": list(request.ranks),
                  "threads": list(threads)},
-        "default_threads": default_threads,
+        "default_threads": max(threads),
         "tables": tables,
         "optimizer": optimizer,
     }
