@@ -16,16 +16,10 @@ from hsplit_actors.costmodel import ClientConfig, ModelArch, iteration_cost
 from hsplit_actors.costmodel.presets import build_config
 from hsplit_actors.fleet import Fleet
 from hsplit_actors.methods import METHODS, make_strategy
-from hsplit_actors.methods.base import GIB, ServerInfo, Trained, fedavg, fresh_adapters
-from hsplit_actors.methods.hetlora import tail_norm, zero_pad_aggregate
-from hsplit_actors.methods.hsplitlora import (
-    Importance,
-    greedy_ranks,
-    ranking_distance,
-    stack,
-    step_priority,
-    zero_padded_average,
-)
+from hsplit_actors.methods.aggregate import Trained, fedavg, stack, zero_pad_aggregate, zero_padded_average
+from hsplit_actors.methods.base import GIB, ServerInfo, fresh_adapters
+from hsplit_actors.methods.hetlora import tail_norm
+from hsplit_actors.methods.hsplitlora import Importance, greedy_ranks, ranking_distance, step_priority
 from hsplit_actors.model.families import family_of
 from hsplit_actors.model.lora import LoRAFactors
 from hsplit_actors.model.split import SplitModel

@@ -16,11 +16,11 @@ import numpy as np
 from hsplit_actors.costmodel import ClientConfig, IterationCost, ModelArch, iteration_cost
 from hsplit_actors.costmodel.costs import ADAPTER_BYTES
 from hsplit_actors.fleet import Fleet
+from hsplit_actors.methods.aggregate import Key, Trained, fedavg
 
 GIB = 2**30  # device memory figures are GiB (the "4 GB" of a Jetson Nano is 4 GiB of LPDDR4)
 
 
-Key = tuple[int, str]  # (block, matrix), blocks 0-based
 
 
 @dataclass
@@ -30,32 +30,6 @@ class ServerInfo:
     flops: float = 1e14
     memory_gb: float = 40.0
     gpus: int = 1
-
-
-@dataclass
-class Trained:
-    """One update: a participant's trained adapters (its device copy joined with its server-side copy), and what
-    it is a delta against. `start` None: the current global version; else the (factors, head) of the version it
-    downloaded. Keys (and head names) in `shared` are the shared server set's, which is always current."""
-
-    client: int
-    weight: float  # n_i, its number of training samples
-    factors: dict  # Key -> LoRAFactors
-    head: dict  # name -> tensor (a classification head; empty for language models)
-    coefficient: float = 1.0  # server_lr * w(staleness) for what the client trained itself
-    start: tuple[dict, dict] | None = None
-    shared: frozenset = frozenset()
-    shared_coefficient: float = 1.0  # server_lr: the shared set is never stale
-
-    def coefficient_of(self, name) -> float:
-        return self.shared_coefficient if name in self.shared else self.coefficient
-
-    def start_of(self, name, current: dict, part: int):
-        """What this update's copy of `name` started from: the current global's for the shared set and for an
-        update on the current version, else its own version's (part 0: factors, 1: head)."""
-        if self.start is None or name in self.shared:
-            return current.get(name)
-        return self.start[part].get(name)
 
 
 @dataclass
@@ -211,55 +185,6 @@ def fresh_adapters(arch: ModelArch, ranks: dict[Key, int], alpha, seed_parts: li
         A = (torch.rand(r, in_features, generator=g) * 2 - 1) * bound
         out[(b, m)] = LoRAFactors(A, torch.zeros(out_features, r), alpha(r))
     return out
-
-
-def _or(value, default):
-    return default if value is None else value
-
-
-def delta_mean(items: list[tuple], current):
-    """`current + sum_i c_i p_i (x_i - start_i)` over items (x, weight, coefficient, start), p normalised over
-    the items. When every item started from `current` and no coefficient scales it, that is the plain weighted
-    mean `sum_i p_i x_i`, computed as such (the sync case, bit for bit the classic FedAvg)."""
-    total = sum(w for _, w, _, _ in items)
-    if all(c == 1.0 and start is current for _, _, c, start in items) or current is None:
-        return sum((w / total * c) * x for x, w, c, _ in items)
-    return current + sum((w / total * c) * (x - start) for x, w, c, start in items)
-
-
-def weighted_head(trained: list[Trained], current_head: dict | None = None) -> dict:
-    """Per trainable head parameter, over the participants that hold it: the data-weighted mean of their deltas
-    applied to the current head (the plain weighted mean when all started from it)."""
-    current_head = current_head or {}
-    head = {}
-    for name in sorted({n for t in trained for n in t.head}):
-        now = current_head.get(name)
-        head[name] = delta_mean([(t.head[name], t.weight, t.coefficient_of(name),
-                                  _or(t.start_of(name, current_head, 1), now)) for t in trained if name in t.head], now)
-    return head
-
-
-def fedavg(trained: list[Trained], current: tuple[dict, dict] = ({}, {})) -> tuple[dict, dict]:
-    """Per matrix, the data-weighted mean of A and of B over the participants that hold it (one rank each),
-    as deltas against what each started from, applied to the current global (SPEC §9)."""
-    from hsplit_actors.model.lora import LoRAFactors
-
-    factors = {}
-    for key in sorted({k for t in trained for k in t.factors}):
-        holders = [t for t in trained if key in t.factors]
-        ranks = {t.factors[key].rank for t in holders}
-        if len(ranks) > 1:
-            raise ValueError(f"FedAvg of block {key[0]} {key[1]} needs one rank, got {sorted(ranks)}")
-        now = current[0].get(key)
-        starts = [t.start_of(key, current[0], 0) for t in holders]
-        parts = []
-        for side in ("A", "B"):
-            base = None if now is None else getattr(now, side)
-            parts.append(delta_mean([(getattr(t.factors[key], side), t.weight, t.coefficient_of(key),
-                                      base if s is None else getattr(s, side))
-                                     for t, s in zip(holders, starts, strict=True)], base))
-        factors[key] = LoRAFactors(parts[0], parts[1], holders[0].factors[key].alpha)
-    return factors, weighted_head(trained, current[1])
 
 
 def single_config(config: ClientConfig, feasible: np.ndarray) -> Assignment:

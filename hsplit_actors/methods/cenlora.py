@@ -7,7 +7,8 @@ import numpy as np
 
 from hsplit_actors.costmodel import ClientConfig
 from hsplit_actors.fleet import Fleet
-from hsplit_actors.methods.base import Aggregate, Assignment, Strategy, Trained, single_config
+from hsplit_actors.methods.aggregate import Trained
+from hsplit_actors.methods.base import Aggregate, Assignment, Strategy, single_config
 
 
 class CenLoRA(Strategy):

@@ -7,17 +7,15 @@ import numpy as np
 
 from hsplit_actors.costmodel import ClientConfig
 from hsplit_actors.fleet import Fleet
+from hsplit_actors.methods.aggregate import Trained, stack, weighted_head
 from hsplit_actors.methods.base import (
     Aggregate,
     Assignment,
     Strategy,
-    Trained,
     config_ranks,
     fresh_adapters,
     largest_rank_that_fits,
-    weighted_head,
 )
-from hsplit_actors.methods.hsplitlora import stack
 
 
 class FLoRA(Strategy):

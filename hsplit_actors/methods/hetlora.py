@@ -13,16 +13,14 @@ import numpy as np
 
 from hsplit_actors.costmodel import ClientConfig
 from hsplit_actors.fleet import Fleet
+from hsplit_actors.methods.aggregate import Trained, weighted_head, zero_pad_aggregate
 from hsplit_actors.methods.base import (
     Aggregate,
     Assignment,
-    Key,
     Strategy,
-    Trained,
     config_ranks,
     fresh_adapters,
     largest_rank_that_fits,
-    weighted_head,
 )
 
 
@@ -101,39 +99,3 @@ class HetLoRA(Strategy):
 def tail_norm(factors: dict, start: int) -> float:
     """sum over matrices of ||s B[:, start:] A[start:]||_F: what self-pruning would remove."""
     return float(sum((f.scale * (f.B[:, start:] @ f.A[start:])).norm() for f in factors.values()))
-
-
-def zero_pad_aggregate(trained: list[Trained], current: dict | None = None) -> dict[Key, object]:
-    """Per matrix: every copy's delta (against the first r_i ranks of what it started from) zero-padded to the
-    global rank, weighted by `||s_i B_i A_i||_F` and the update's coefficient, added to the current global.
-    Without a current global, the zero-padded weighted mean of the copies themselves."""
-    import torch
-
-    from hsplit_actors.model.lora import LoRAFactors
-
-    current = current or {}
-    out = {}
-    for key in sorted({k for t in trained for k in t.factors}):
-        holders = [t for t in trained if key in t.factors]
-        copies = [t.factors[key] for t in holders]
-        now = current.get(key)
-        r_max = now.rank if now is not None else max(f.rank for f in copies)
-        weights = [float(f.delta().norm()) for f in copies]
-        total = sum(weights)
-        if total == 0:  # nothing moved (B still zero everywhere): plain mean
-            weights, total = [1.0] * len(copies), float(len(copies))
-        A = torch.zeros(r_max, copies[0].A.shape[1]) if now is None else now.A.clone()
-        B = torch.zeros(copies[0].B.shape[0], r_max) if now is None else now.B.clone()
-        for t, f, w in zip(holders, copies, weights, strict=True):
-            start = t.start_of(key, current, 0)
-            start = now if start is None else start
-            q = (w / total) * t.coefficient_of(key)
-            if start is None:
-                A[: f.rank] += q * f.A
-                B[:, : f.rank] += q * f.B
-            else:
-                A[: f.rank] += q * (f.A - start.A[: f.rank])
-                B[:, : f.rank] += q * (f.B - start.B[:, : f.rank])
-        alpha = now.alpha if now is not None else copies[0].alpha * r_max / copies[0].rank
-        out[key] = LoRAFactors(A, B, alpha)
-    return out

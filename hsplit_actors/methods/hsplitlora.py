@@ -30,17 +30,8 @@ from hsplit_actors.costmodel import ClientConfig, ModelArch, iteration_cost
 from hsplit_actors.costmodel.arch import DTYPE_BYTES
 from hsplit_actors.costmodel.costs import ADAM_COPIES, ADAPTER_BYTES
 from hsplit_actors.fleet import Fleet
-from hsplit_actors.methods.base import (
-    GIB,
-    Aggregate,
-    Assignment,
-    Key,
-    Strategy,
-    Trained,
-    config_ranks,
-    fresh_adapters,
-    weighted_head,
-)
+from hsplit_actors.methods.aggregate import Key, Trained, stack, weighted_head, zero_padded_average
+from hsplit_actors.methods.base import GIB, Aggregate, Assignment, Strategy, config_ranks, fresh_adapters
 from hsplit_actors.timing.roofline import Rates
 from hsplit_actors.timing.sources import Roofline
 
@@ -346,69 +337,3 @@ class HSplitLoRA(Strategy):
         self.reference, self.assignment = state["reference"], state["assignment"]
         self.reconfigurations = list(state["reconfigurations"])
         self.server_ranks = dict(state["server_ranks"])
-
-
-# -- NAA ------------------------------------------------------------------------------------------------------
-def stack(trained: list[Trained]) -> dict:
-    """Per matrix, over the participants that trained it: A = concat(p_i c_i s_i A_i), B = concat(B_i), returned
-    as factors of scale 1 (alpha = their total rank), so `B @ A = sum_i p_i c_i s_i B_i A_i` with nothing
-    dropped; c_i = server_lr * w(staleness) (1 in sync).
-    Identical copies (the shared server set, in the trained set of every client split before that block) are
-    stacked once with their summed weight: the same sum, and its rank is downloaded and merged once, not once
-    per client."""
-    import torch
-
-    from hsplit_actors.model.lora import LoRAFactors
-
-    out = {}
-    for key, holders, total in _per_matrix(trained):
-        A = torch.cat([((w / total) * f.scale * c) * f.A for f, w, c in holders], dim=0)
-        B = torch.cat([f.B for f, _, _ in holders], dim=1)
-        out[key] = LoRAFactors(A, B, float(A.shape[0]))
-    return out
-
-
-def _per_matrix(trained: list[Trained]):
-    """(key, distinct trained copies, their total weight) for every matrix some participant trained."""
-    for key in sorted({k for t in trained for k in t.factors}):
-        holders = _holders(trained, key)
-        if holders:
-            yield key, holders, sum(w for _, w, _ in holders)
-
-
-def _holders(trained: list[Trained], key: Key) -> list:
-    """(factors, summed weight, coefficient) of every distinct trained copy of `key` (identical copies once)."""
-    import torch
-
-    holders: list = []
-    for t in trained:
-        f = t.factors.get(key)
-        if f is None or f.rank == 0:
-            continue
-        c = t.coefficient_of(key)
-        same = next((i for i, (g, _, gc) in enumerate(holders) if gc == c and g.scale == f.scale
-                     and g.A.shape == f.A.shape and torch.equal(g.A, f.A) and torch.equal(g.B, f.B)), None)
-        if same is None:
-            holders.append((f, t.weight, c))
-        else:
-            holders[same] = (holders[same][0], holders[same][1] + t.weight, c)
-    return holders
-
-
-def zero_padded_average(trained: list[Trained]) -> dict:
-    """The ablation of NAA: per matrix, `A = sum p_i c_i s_i pad(A_i)`, `B = sum p_i pad(B_i)` zero-padded to the
-    largest rank, merged as `B A`; unlike stacking, the product of averages carries cross terms `B_i A_j`."""
-    import torch
-
-    from hsplit_actors.model.lora import LoRAFactors
-
-    out = {}
-    for key, holders, total in _per_matrix(trained):
-        r_max = max(f.rank for f, _, _ in holders)
-        A = torch.zeros(r_max, holders[0][0].A.shape[1], dtype=holders[0][0].A.dtype)
-        B = torch.zeros(holders[0][0].B.shape[0], r_max, dtype=holders[0][0].B.dtype)
-        for f, w, c in holders:
-            A[:f.rank] += ((w / total) * f.scale * c) * f.A
-            B[:, :f.rank] += (w / total) * f.B
-        out[key] = LoRAFactors(A, B, float(r_max))
-    return out

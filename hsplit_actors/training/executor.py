@@ -19,7 +19,8 @@ import numpy as np
 
 from hsplit_actors.engine.executor import AggregationStep, Executor
 from hsplit_actors.engine.session import Session
-from hsplit_actors.methods.base import Strategy, Trained
+from hsplit_actors.methods.aggregate import Trained
+from hsplit_actors.methods.base import Strategy
 from hsplit_actors.training import recovery
 from hsplit_actors.training.checkpoints import save_checkpoint
 

@@ -14,7 +14,8 @@ from hsplit_actors.data import DATA_DIR, require_real_data, train_file
 from hsplit_actors.data.datasets import Encoded, encode_e2e, encode_sst2, read_e2e, read_sst2
 from hsplit_actors.data.partition import partition
 from hsplit_actors.errors import ScenarioError
-from hsplit_actors.methods.base import Assignment, Key, Strategy
+from hsplit_actors.methods.aggregate import Key
+from hsplit_actors.methods.base import Assignment, Strategy
 from hsplit_actors.model.families import family_of
 from hsplit_actors.model.loading import load_model
 from hsplit_actors.scenario.schema import Scenario
