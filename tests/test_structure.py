@@ -123,3 +123,68 @@ def test_each_aggregation_is_one_executor_call_with_weights_and_the_server_rate(
 def test_an_executor_must_publish_each_aggregation_exactly_once(times: int) -> None:
     with pytest.raises(AssertionError, match="publish"):
         _plan(small_scenario(), Recording(times))
+
+
+# -- one registry of methods -------------------------------------------------------------------------------------
+def test_the_schema_and_the_strategies_read_one_registry() -> None:
+    from hsplit_actors.methods import METHODS
+    from hsplit_actors.scenario import schema
+
+    assert list(METHODS) == schema.METHOD_NAMES == [schema.method_name(s) for s in schema.METHOD_SPECS]
+    assert [METHODS[n].settings for n in METHODS] == schema.METHOD_SPECS
+    assert [n for n in METHODS if METHODS[n].settings.splits_model] == schema.SPLIT_METHODS
+
+
+@pytest.fixture
+def solo_method():
+    """A test-only baseline: its settings class and its strategy, written here, registered with one call."""
+    from typing import ClassVar, Literal
+
+    from pydantic import PositiveInt
+
+    from hsplit_actors.methods import METHODS, register
+    from hsplit_actors.methods.base import Assignment, Strategy, single_config
+    from hsplit_actors.scenario import schema
+
+    class SoloSpec(schema._MethodBase):
+        name: Literal["solo_test"]
+        splits_model: ClassVar[bool] = True
+        split_point: PositiveInt = 1
+
+    class Solo(Strategy):
+        """Every device at the configured split; only the first device takes part."""
+
+        settings = SoloSpec
+
+        def configure(self, round_: int, fleet) -> Assignment:
+            assignment = single_config(self.uniform(self.spec.split_point), np.ones(len(fleet), dtype=bool))
+            assignment.index[1:] = -1
+            return assignment
+
+    register(Solo)
+    yield
+    del METHODS["solo_test"]
+    schema.METHOD_SPECS.remove(SoloSpec)
+    schema.rebuild_method_schema()
+
+
+def test_a_new_baseline_is_one_file_its_settings_class_and_one_register(solo_method) -> None:
+    from hsplit_actors.scenario.schema import SPLIT_METHODS
+
+    assert "solo_test" in SPLIT_METHODS
+    with pytest.warns(UserWarning, match="5 of 6 clients"):  # the usual warning for excluded clients
+        tables = _plan(small_scenario(method={"name": "solo_test", "split_point": 3}))
+    clients = tables.clients
+    assert clients.split_point.tolist() == [3] + [-1] * 5 and clients.feasible.tolist() == [True] + [False] * 5
+    with pytest.raises(Exception, match="split_point"):  # its settings are checked like any method's
+        parse_scenario(yaml.safe_dump(small_scenario(method={"name": "solo_test", "split_point": 0})))
+    raw = small_scenario(compare={"methods": ["solo_test", "splitlora"]})
+    assert parse_scenario(yaml.safe_dump(raw)).compare.methods == ["solo_test", "splitlora"]
+
+
+def test_an_unregistered_method_is_refused_naming_the_registered_ones() -> None:
+    from hsplit_actors.scenario.schema import METHOD_NAMES
+
+    with pytest.raises(Exception) as refused:
+        parse_scenario(yaml.safe_dump(small_scenario(method={"name": "solo_test"})))
+    assert "solo_test" in str(refused.value) and all(n in str(refused.value) for n in METHOD_NAMES)

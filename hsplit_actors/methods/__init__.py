@@ -1,4 +1,6 @@
-"""Methods (strategies) by the name a scenario's `method.name` selects; one file each."""
+"""Methods (strategies) by the name a scenario's `method.name` selects; one file each. A method is registered with
+its settings class: `register` puts both in the one registry (the schema reads its method union, names and
+split-method set off the same list), so adding a baseline is its file, its settings class and one `register`."""
 
 from __future__ import annotations
 
@@ -11,8 +13,23 @@ from hsplit_actors.methods.hetlora import HetLoRA
 from hsplit_actors.methods.hsplitlora import HSplitLoRA
 from hsplit_actors.methods.sfl import SFL
 from hsplit_actors.methods.splitlora import SplitLoRA
+from hsplit_actors.scenario.schema import method_name, register_method
 
-METHODS: dict[str, type[Strategy]] = {m.name: m for m in (HSplitLoRA, SplitLoRA, HetLoRA, FedIT, FLoRA, SFL, CenLoRA)}
+METHODS: dict[str, type[Strategy]] = {}
+
+
+def register(strategy: type[Strategy]) -> type[Strategy]:
+    """Register a strategy under its settings class's name (adding the settings to the schema if new)."""
+    if strategy.settings is None:
+        raise TypeError(f"{strategy.__name__} needs `settings`: its method's settings class")
+    register_method(strategy.settings)
+    strategy.name = method_name(strategy.settings)
+    METHODS[strategy.name] = strategy
+    return strategy
+
+
+for _strategy in (HSplitLoRA, SplitLoRA, HetLoRA, FedIT, FLoRA, SFL, CenLoRA):
+    register(_strategy)
 
 
 def make_strategy(spec, arch: ModelArch, batch: int, seq: int, dtype: str, seed: int = 0,
@@ -21,4 +38,4 @@ def make_strategy(spec, arch: ModelArch, batch: int, seq: int, dtype: str, seed:
     return METHODS[spec.name](spec, arch, batch, seq, dtype, seed, server)
 
 
-__all__ = ["METHODS", "Assignment", "ServerInfo", "Strategy", "make_strategy"]
+__all__ = ["METHODS", "Assignment", "ServerInfo", "Strategy", "make_strategy", "register"]

@@ -57,7 +57,8 @@ class Assignment:
 class Strategy(ABC):
     """A federated/split fine-tuning method on the shared engine."""
 
-    name: str = ""
+    name: str = ""  # set by `methods.register` from the settings class
+    settings: type | None = None  # the method's settings class (scenario.schema), registered with it
     shared_server: bool = False  # one server-side adapter set for all clients (SFL-V2 / SplitLoRA)
     restarts_adapters: bool = False  # each round starts from fresh adapters (the aggregate was merged)
     importance_iterations: int = 0  # calibration iterations per round whose |W * dL/dW| the hosts report

@@ -9,10 +9,11 @@ from hsplit_actors.costmodel import ClientConfig
 from hsplit_actors.fleet import Fleet
 from hsplit_actors.methods.aggregate import Trained
 from hsplit_actors.methods.base import Aggregate, Assignment, Strategy, single_config
+from hsplit_actors.scenario.schema import CenLoRASpec
 
 
 class CenLoRA(Strategy):
-    name = "cenlora"
+    settings = CenLoRASpec
     shared_server = True
 
     def configure(self, round_: int, fleet: Fleet) -> Assignment:

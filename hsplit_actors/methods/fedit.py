@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from hsplit_actors.fleet import Fleet
 from hsplit_actors.methods.base import Assignment, Strategy, single_config
+from hsplit_actors.scenario.schema import FedITSpec
 
 
 class FedIT(Strategy):
-    name = "fedit"
+    settings = FedITSpec
 
     def configure(self, round_: int, fleet: Fleet) -> Assignment:
         config = self.uniform(self.arch.n_layers)

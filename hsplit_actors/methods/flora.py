@@ -16,10 +16,11 @@ from hsplit_actors.methods.base import (
     fresh_adapters,
     largest_rank_that_fits,
 )
+from hsplit_actors.scenario.schema import FLoRASpec
 
 
 class FLoRA(Strategy):
-    name = "flora"
+    settings = FLoRASpec
     restarts_adapters = True
 
     def configure(self, round_: int, fleet: Fleet) -> Assignment:

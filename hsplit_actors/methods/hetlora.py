@@ -22,10 +22,11 @@ from hsplit_actors.methods.base import (
     fresh_adapters,
     largest_rank_that_fits,
 )
+from hsplit_actors.scenario.schema import HetLoRASpec
 
 
 class HetLoRA(Strategy):
-    name = "hetlora"
+    settings = HetLoRASpec
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -32,6 +32,7 @@ from hsplit_actors.costmodel.costs import ADAM_COPIES, ADAPTER_BYTES
 from hsplit_actors.fleet import Fleet
 from hsplit_actors.methods.aggregate import Key, Trained, stack, weighted_head, zero_padded_average
 from hsplit_actors.methods.base import GIB, Aggregate, Assignment, Strategy, config_ranks, fresh_adapters
+from hsplit_actors.scenario.schema import HSplitLoRASpec
 from hsplit_actors.timing.roofline import Rates
 from hsplit_actors.timing.sources import Roofline
 
@@ -125,7 +126,7 @@ def greedy_ranks(importance: dict[Key, float], keys: list[Key], levels: list[int
 
 
 class HSplitLoRA(Strategy):
-    name = "hsplitlora"
+    settings = HSplitLoRASpec
     restarts_adapters = True
     shared_server = True
 

@@ -6,10 +6,11 @@ import numpy as np
 
 from hsplit_actors.fleet import Fleet
 from hsplit_actors.methods.base import Assignment, Strategy
+from hsplit_actors.scenario.schema import SFLSpec
 
 
 class SFL(Strategy):
-    name = "sfl"
+    settings = SFLSpec
 
     @property
     def shared_server(self) -> bool:  # type: ignore[override]

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from hsplit_actors.fleet import Fleet
 from hsplit_actors.methods.base import Assignment, Strategy, single_config
+from hsplit_actors.scenario.schema import SplitLoRASpec
 
 
 class SplitLoRA(Strategy):
-    name = "splitlora"
+    settings = SplitLoRASpec
     shared_server = True
 
     def configure(self, round_: int, fleet: Fleet) -> Assignment:

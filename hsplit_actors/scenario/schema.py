@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 from pydantic import (
     BaseModel,
@@ -224,6 +224,9 @@ class DeviceOverride(Strict):
 
 
 class _MethodBase(Strict):
+    """A method's settings; a new method subclasses it with `name: Literal["..."]` (see `register_method`)."""
+
+    splits_model: ClassVar[bool] = False  # the method cuts the model between two blocks (a split point)
     targets: list[Matrix] = Field(default_factory=lambda: ["query", "value"])
     rank: PositiveInt = 4
     alpha: PositiveFloat | None = None  # LoRA alpha; default 2 x rank
@@ -234,6 +237,7 @@ class SFLSpec(_MethodBase):
     """SplitFed with a fixed split for all (or per device type): `variant` v1 per-client server side, v2 shared."""
 
     name: Literal["sfl"]
+    splits_model: ClassVar[bool] = True
     split_point: PositiveInt | None = None  # default: the deepest split every device can hold
     variant: Literal["v1", "v2"] = "v1"
     per_device: dict[str, DeviceOverride] = Field(default_factory=dict)
@@ -241,6 +245,7 @@ class SFLSpec(_MethodBase):
 
 class SplitLoRASpec(_MethodBase):
     name: Literal["splitlora"]
+    splits_model: ClassVar[bool] = True
     split_point: PositiveInt | None = None  # default: the deepest split the weakest device can hold
 
 
@@ -267,6 +272,7 @@ class HSplitLoRASpec(_MethodBase):
     """SPEC §4: IWI + ARMSC + NAA. `targets` are the candidate matrices (default: every linear map of a block)."""
 
     name: Literal["hsplitlora"]
+    splits_model: ClassVar[bool] = True
     targets: list[Matrix] | None = None  # type: ignore[assignment]
     ranks: RankSet = Field(default_factory=lambda: [0, 2, 4, 8, 16])  # Q
     beta: Annotated[float, Field(ge=0, lt=1)] = 0.85  # importance smoothing over rounds
@@ -304,12 +310,19 @@ class CenLoRASpec(_MethodBase):
     name: Literal["cenlora"]
 
 
-METHOD_SPECS = (HSplitLoRASpec, SplitLoRASpec, HetLoRASpec, FedITSpec, FLoRASpec, SFLSpec, CenLoRASpec)
-MethodSpec = Annotated[Union[METHOD_SPECS], Field(discriminator="name")]  # noqa: UP007 - built from the tuple
-# The one list of method names: read off the specs (methods/__init__.py maps the same names to strategies).
-METHOD_NAMES = tuple(get_args(spec.model_fields["name"].annotation)[0] for spec in METHOD_SPECS)
-MethodName = Literal[METHOD_NAMES]  # type: ignore[valid-type]
-SPLIT_METHODS = ("hsplitlora", "splitlora", "sfl")  # the methods that cut the model between two blocks
+def method_name(spec: type[_MethodBase]) -> str:
+    return get_args(spec.model_fields["name"].annotation)[0]
+
+
+# The one registry of methods' settings, in order: the method union, the names `compare` takes and the split-method
+# set are read off it (methods/__init__.py registers each strategy with its settings class; a new method added
+# later joins through `register_method`, which updates these lists in place and rebuilds the schema).
+METHOD_SPECS: list[type[_MethodBase]] = [HSplitLoRASpec, SplitLoRASpec, HetLoRASpec, FedITSpec, FLoRASpec, SFLSpec,
+                                         CenLoRASpec]
+METHOD_NAMES: list[str] = [method_name(spec) for spec in METHOD_SPECS]
+SPLIT_METHODS: list[str] = [method_name(spec) for spec in METHOD_SPECS if spec.splits_model]
+MethodSpec = Annotated[Union[tuple(METHOD_SPECS)], Field(discriminator="name")]  # noqa: UP007 - from the registry
+MethodName = Literal[tuple(METHOD_NAMES)]  # type: ignore[valid-type]
 
 
 Seed = Annotated[int, Field(ge=0, lt=2**63)]
@@ -561,3 +574,21 @@ class Scenario(Strict):
         if self.train.evaluate_on == "validation" and not self.data.validation_samples:
             raise ValueError("train.evaluate_on: validation needs data.validation_samples > 0 (the held-out split)")
         return self
+
+
+def register_method(spec: type[_MethodBase]) -> None:
+    """Make a method's settings class part of the schema: a scenario's `method:` union, the names `compare` takes
+    and, when it splits the model, the split-method set. `methods.register` calls it for a new strategy."""
+    if spec not in METHOD_SPECS:
+        METHOD_SPECS.append(spec)
+        rebuild_method_schema()
+
+
+def rebuild_method_schema() -> None:
+    """Re-derive the names from METHOD_SPECS and rebuild the models that hold a method (after it changed)."""
+    METHOD_NAMES[:] = [method_name(spec) for spec in METHOD_SPECS]
+    SPLIT_METHODS[:] = [method_name(spec) for spec in METHOD_SPECS if spec.splits_model]
+    Scenario.model_fields["method"].annotation = Union[tuple(METHOD_SPECS)]  # noqa: UP007 - from the registry
+    CompareSpec.model_fields["methods"].annotation = list[Literal[tuple(METHOD_NAMES)]]  # type: ignore[valid-type]
+    CompareSpec.model_rebuild(force=True)
+    Scenario.model_rebuild(force=True)
