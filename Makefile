@@ -19,7 +19,7 @@ run: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/hsplit run $(SCENARIO)
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q --durations=15
 	$(BIN)/ruff check hsplit_actors tests bench analysis
 
 test-slow: $(STAMP)
