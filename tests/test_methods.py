@@ -226,10 +226,12 @@ def test_ranking_distance_is_the_fraction_of_discordant_pairs() -> None:
     assert ranking_distance(a, {(0, "q"): 2.0, (0, "k"): 1.0, (0, "v"): 3.0}) == pytest.approx(1 / 3)
 
 
-def test_hsplitlora_download_is_the_stack_of_its_side_of_the_split() -> None:
-    """Per block on its side: every participant's device ranks there, and the shared server set's once if any
-    participant left the block to the server; the same bytes `stack` produces from the trained sets."""
-    strategy = hsplit(allow_federated=True)
+@pytest.mark.parametrize("aggregator", ["naa", "zero_pad"])
+def test_hsplitlora_download_is_the_merge_of_its_side_of_the_split(aggregator: str) -> None:
+    """NAA: per block on its side, every participant's device ranks there, and the shared server set's once if
+    any participant left the block to the server. zero_pad: the largest of those ranks. Either way the same
+    bytes the aggregator's own merge produces from the trained sets."""
+    strategy = hsplit(allow_federated=True, aggregator=aggregator)
     fleet = Fleet.explicit(["slow_cpu", "slow_link", "mid"], flops=[1e9, 1e13, 1e11], memory_gb=[4.0, 4.0, 0.1],
                            uplink_mbps=[1000.0, 1.0, 100.0], downlink_mbps=[1000.0, 1.0, 100.0])
     assignment = strategy.configure(0, fleet)
@@ -250,11 +252,13 @@ def test_hsplitlora_download_is_the_stack_of_its_side_of_the_split() -> None:
                     sets[(b, m)] = (factors(r, 100 * i + 10 * b + j, shape) if b < config.split_point
                                     else shared.setdefault((b, m), factors(r, 7 + 10 * b + j, shape)))
         trained.append(Trained(i, 1.0, sets, {}))
-    stacked = stack(trained)
+    stacked = stack(trained) if aggregator == "naa" else zero_padded_average(trained)
+    combine = sum if aggregator == "naa" else max
     for (b, m), f in stacked.items():  # the server set's rank once, however many clients it served
         j = MINILM.matrices.index(m)
-        on_device = sum(c.ranks[b][j] for c in configs if b < c.split_point)
-        assert f.rank == on_device + (strategy.server_ranks.get((b, m), 0) if b >= splits[0] else 0)
+        on_device = [c.ranks[b][j] for c in configs if b < c.split_point]
+        on_server = [strategy.server_ranks.get((b, m), 0)] if b >= splits[0] else []
+        assert f.rank == combine(on_device + on_server)
     for c, config in enumerate(configs):
         expected = sum(f.rank * (f.A.shape[1] + f.B.shape[0]) for (b, _), f in stacked.items()
                        if b < config.split_point) * 4

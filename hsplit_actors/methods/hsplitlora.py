@@ -281,17 +281,19 @@ class HSplitLoRA(Strategy):
         """What a client split at k downloads of one aggregate: the stacked factors of every matrix on its side
         of the split: per block, the ranks each update trained there on its device, plus the shared server
         set's ranks once if any update left that block to the server (`stack` stacks identical copies once);
-        times in + out. Index k holds blocks 0..k-1."""
+        times in + out. Index k holds blocks 0..k-1. Under `aggregator: zero_pad` the merged factors of a
+        matrix have the largest rank any update trained on it, not the sum: the download is that."""
         L, matrices = self.arch.n_layers, self.arch.matrices
+        combine = np.add if self.spec.aggregator == "naa" else np.maximum
         device_ranks = np.zeros((L, len(matrices)), dtype=np.int64)
         server_ranks = np.zeros((L, len(matrices)), dtype=np.int64)
         for config in configs:
             ranks = np.array(config.ranks, dtype=np.int64)
             k = config.split_point
-            device_ranks[:k] += ranks[:k]
+            device_ranks[:k] = combine(device_ranks[:k], ranks[:k])
             server_ranks[k:] = ranks[k:]  # the shared set: the same ranks in every config that has it
         width = np.array([sum(self.arch.matrix_shape(m)) for m in matrices], dtype=np.int64)
-        per_block = ((device_ranks + server_ranks) * width).sum(axis=1) * ADAPTER_BYTES
+        per_block = (combine(device_ranks, server_ranks) * width).sum(axis=1) * ADAPTER_BYTES
         return np.concatenate([[0], np.cumsum(per_block)]).astype(np.int64)
 
     # -- training -------------------------------------------------------------------------------------
