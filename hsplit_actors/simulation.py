@@ -18,7 +18,7 @@ from hsplit_actors.errors import ScenarioError
 from hsplit_actors.fleet import Fleet, build_fleet
 from hsplit_actors.fleet.devices import load_catalogue, server_rates
 from hsplit_actors.methods import ServerInfo, Strategy, make_strategy
-from hsplit_actors.methods.base import GIB
+from hsplit_actors.methods.base import GIB, SharedServerSet
 from hsplit_actors.runs import RunTables, timer
 from hsplit_actors.scenario.load import architecture
 from hsplit_actors.scenario.schema import Scenario
@@ -104,7 +104,7 @@ def server_memory_gb(scenario: Scenario, assignment, strategy: Strategy) -> floa
     if not used:
         return 0.0
     frozen = max(c.server_frozen_bytes for c in used)
-    if strategy.shared_server:
+    if strategy.capability(SharedServerSet):
         adapters = max(c.server_adapter_params for c in used)
     else:
         adapters = sum(c.server_adapter_params * int(n) for c, n in zip(costs, counts, strict=True))

@@ -17,7 +17,7 @@ from hsplit_actors.costmodel.presets import build_config
 from hsplit_actors.fleet import Fleet
 from hsplit_actors.methods import METHODS, make_strategy
 from hsplit_actors.methods.aggregate import Trained, fedavg, stack, zero_pad_aggregate, zero_padded_average
-from hsplit_actors.methods.base import GIB, ServerInfo, fresh_adapters
+from hsplit_actors.methods.base import GIB, ImportanceCalibration, ServerInfo, SharedServerSet, fresh_adapters
 from hsplit_actors.methods.hetlora import tail_norm
 from hsplit_actors.methods.hsplitlora import Importance, greedy_ranks, ranking_distance, step_priority
 from hsplit_actors.model.families import family_of
@@ -335,7 +335,7 @@ def test_armsc_splits_every_device_unless_federated_is_allowed_and_the_server_se
         for b in range(c.split_point, MINILM.n_layers):
             for j, m in enumerate(MINILM.matrices):
                 assert c.ranks[b][j] == strategy.server_ranks.get((b, m), 0)
-    assert strategy.shared_server and set(strategy.server_adapters(0)) == set(strategy.server_ranks)
+    assert strategy.capability(SharedServerSet) and set(strategy.server_adapters(0)) == set(strategy.server_ranks)
 
 
 def test_fedavg_is_the_data_weighted_mean_over_holders_and_needs_one_rank() -> None:
@@ -398,7 +398,7 @@ def test_uniform_ranks_spend_the_budget_on_one_rank_and_probe_nothing() -> None:
     strategy = hsplit(rank_rule="uniform", split_objective="budget")
     fleet = explicit_fleet([0.11, 0.2, 0.3], [1e12] * 3)
     assignment = strategy.configure(0, fleet)
-    assert strategy.importance_iterations == 0
+    assert strategy.capability(ImportanceCalibration) is None
     for c, j in enumerate(assignment.index):
         config = assignment.configs[j]
         k = config.split_point
@@ -429,4 +429,4 @@ def test_zero_padded_average_is_the_product_of_padded_averages_and_differs_from_
 
 
 def test_keeping_the_optimiser_across_restarts_is_a_setting() -> None:
-    assert not hsplit().keeps_optimizer and hsplit(optimizer_on_restart="keep").keeps_optimizer
+    assert not hsplit().keeps_optimizer() and hsplit(optimizer_on_restart="keep").keeps_optimizer()

@@ -182,6 +182,33 @@ def test_a_new_baseline_is_one_file_its_settings_class_and_one_register(solo_met
     assert parse_scenario(yaml.safe_dump(raw)).compare.methods == ["solo_test", "splitlora"]
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_capability_is_one_declaration_that_the_engine_asks_for(solo_method, monkeypatch, shared: bool) -> None:
+    """The test-only method gains SFL-V2's shared server set by declaring it, nothing else: the engine then
+    batches its server jobs and counts one server-side set in memory; without it, batching is refused with the
+    usual warning and the server holds a copy per client."""
+    import warnings
+
+    from hsplit_actors.engine.durations import BatchingIgnored
+    from hsplit_actors.methods import METHODS, SharedServerSet
+    from hsplit_actors.simulation import server_memory_gb
+
+    monkeypatch.setattr(METHODS["solo_test"], "capabilities", (SharedServerSet(),) if shared else ())
+    raw = small_scenario(method={"name": "solo_test", "split_point": 2},
+                         server={"profile": "a100_40gb", "gpus": 1, "batching": {"max_jobs": 4}})
+    scenario = parse_scenario(yaml.safe_dump(raw))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        setup = prepare(scenario)
+    assert any(issubclass(w.category, BatchingIgnored) for w in caught) is not shared
+    assignment = setup.strategy.configure(0, setup.fleet)
+    assignment.index[:] = 0  # every device on the one configuration: six per-client copies, or one shared set
+    unbatched = scenario.model_copy(update={"server": scenario.server.model_copy(update={"batching": None})})
+    memory = server_memory_gb(unbatched, assignment, setup.strategy)
+    monkeypatch.setattr(setup.strategy, "capabilities", () if shared else (SharedServerSet(),))
+    assert (server_memory_gb(unbatched, assignment, setup.strategy) > memory) is shared
+
+
 def test_an_unregistered_method_is_refused_naming_the_registered_ones() -> None:
     from hsplit_actors.scenario.schema import METHOD_NAMES
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 
 from hsplit_actors.costmodel import ClientConfig, IterationCost, ModelArch
+from hsplit_actors.methods.base import SharedServerSet
 from hsplit_actors.timing.profile import load_profile, warn_beyond
 from hsplit_actors.timing.roofline import Rates
 from hsplit_actors.timing.sources import Roofline, source_for
@@ -50,7 +51,7 @@ DEVICE_DEFAULT = Roofline()  # a device without a profile: the default model wit
 def batching_in_effect(scenario, strategy) -> bool:
     """Whether the server batches: asked for, and the method has one shared server-side set (SplitLoRA, SFL-V2,
     HSplitLoRA, CenLoRA). SFL-V1's per-client server adapters stay unbatched (`warn_batching` says so)."""
-    return scenario.server.batching is not None and strategy.shared_server
+    return scenario.server.batching is not None and strategy.capability(SharedServerSet) is not None
 
 
 def warn_batching(scenario, strategy) -> None:
@@ -58,7 +59,7 @@ def warn_batching(scenario, strategy) -> None:
     spec = scenario.server.batching
     if spec is None:
         return
-    if not strategy.shared_server:
+    if strategy.capability(SharedServerSet) is None:
         warnings.warn(f"server.batching is ignored: {scenario.method.name} keeps one server-side adapter set per "
                       "client, so no two clients' jobs share one (batching needs a shared server side, e.g. sfl "
                       "variant v2)", BatchingIgnored, stacklevel=2)

@@ -5,7 +5,14 @@ split-method set off the same list), so adding a baseline is its file, its setti
 from __future__ import annotations
 
 from hsplit_actors.costmodel import ModelArch
-from hsplit_actors.methods.base import Assignment, ServerInfo, Strategy
+from hsplit_actors.methods.base import (
+    Assignment,
+    FreshAdapters,
+    ImportanceCalibration,
+    ServerInfo,
+    SharedServerSet,
+    Strategy,
+)
 from hsplit_actors.methods.cenlora import CenLoRA
 from hsplit_actors.methods.fedit import FedIT
 from hsplit_actors.methods.flora import FLoRA
@@ -38,4 +45,5 @@ def make_strategy(spec, arch: ModelArch, batch: int, seq: int, dtype: str, seed:
     return METHODS[spec.name](spec, arch, batch, seq, dtype, seed, server)
 
 
-__all__ = ["METHODS", "Assignment", "ServerInfo", "Strategy", "make_strategy", "register"]
+__all__ = ["METHODS", "Assignment", "FreshAdapters", "ImportanceCalibration", "ServerInfo", "SharedServerSet",
+           "Strategy", "make_strategy", "register"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -17,6 +18,8 @@ from hsplit_actors.costmodel import ClientConfig, IterationCost, ModelArch, iter
 from hsplit_actors.costmodel.costs import ADAPTER_BYTES
 from hsplit_actors.fleet import Fleet
 from hsplit_actors.methods.aggregate import Key, Trained, fedavg
+
+C = TypeVar("C")
 
 GIB = 2**30  # device memory figures are GiB (the "4 GB" of a Jetson Nano is 4 GiB of LPDDR4)
 
@@ -54,14 +57,38 @@ class Assignment:
         return self.index >= 0
 
 
+# -- capabilities: what a method needs of the engine beyond configure / aggregate. A method lists the ones it
+# has; the engine and the executor ask for one by its kind (`strategy.capability(SharedServerSet)`), so adding
+# a method never adds a branch there, and a capability's meaning is written once, here.
+@dataclass(frozen=True)
+class SharedServerSet:
+    """SFL-V2 (SplitLoRA, HSplitLoRA, CenLoRA): one server-side adapter set that every client's activations train
+    in arrival order; one copy in server memory, and the server can batch their jobs. Without it the server keeps
+    a copy per client (SFL-V1)."""
+
+
+@dataclass(frozen=True)
+class FreshAdapters:
+    """Each version starts from fresh adapters, the aggregate having been merged into the base (NAA, FLoRA).
+    `keep_optimizer`: AdamW's moments still carry across the restart where shapes are unchanged (an ablation)."""
+
+    keep_optimizer: bool = False
+
+
+@dataclass(frozen=True)
+class ImportanceCalibration:
+    """IWI: in the first `iterations` local iterations of each session the hosts report |W * dL/dW| per
+    candidate matrix, which `Strategy.observe_importance` receives at the aggregation."""
+
+    iterations: int
+
+
 class Strategy(ABC):
     """A federated/split fine-tuning method on the shared engine."""
 
     name: str = ""  # set by `methods.register` from the settings class
     settings: type | None = None  # the method's settings class (scenario.schema), registered with it
-    shared_server: bool = False  # one server-side adapter set for all clients (SFL-V2 / SplitLoRA)
-    restarts_adapters: bool = False  # each round starts from fresh adapters (the aggregate was merged)
-    importance_iterations: int = 0  # calibration iterations per round whose |W * dL/dW| the hosts report
+    capabilities: tuple = ()  # SharedServerSet, FreshAdapters, ImportanceCalibration: the ones this method has
     durations = None  # engine.durations.Durations, set by `prepare`: a method that estimates latency uses it (ARMSC)
 
     def __init__(self, spec, arch: ModelArch, batch: int, seq: int, dtype: str, seed: int = 0,
@@ -100,11 +127,16 @@ class Strategy(ABC):
         own configuration, as many bytes as it uploads, however many versions it missed."""
         return None
 
-    # -- training (`hsplit run`) ----------------------------------------------------------------------------
-    @property
+    def capability(self, kind: type[C]) -> C | None:
+        """This method's capability of that kind, or None if it has none."""
+        return next((c for c in self.capabilities if isinstance(c, kind)), None)
+
     def keeps_optimizer(self) -> bool:
-        """Whether a client's optimiser state survives a new version when its adapters keep their shapes."""
-        return not self.restarts_adapters
+        """Whether a host's optimiser state survives a new version when the adapters keep their shapes."""
+        restart = self.capability(FreshAdapters)
+        return restart is None or restart.keep_optimizer
+
+    # -- training (`hsplit run`) ----------------------------------------------------------------------------
 
     def alpha(self, rank: int) -> float:
         return float(self.spec.alpha or 2.0 * rank)

@@ -8,13 +8,13 @@ import numpy as np
 from hsplit_actors.costmodel import ClientConfig
 from hsplit_actors.fleet import Fleet
 from hsplit_actors.methods.aggregate import Trained
-from hsplit_actors.methods.base import Aggregate, Assignment, Strategy, single_config
+from hsplit_actors.methods.base import Aggregate, Assignment, SharedServerSet, Strategy, single_config
 from hsplit_actors.scenario.schema import CenLoRASpec
 
 
 class CenLoRA(Strategy):
     settings = CenLoRASpec
-    shared_server = True
+    capabilities = (SharedServerSet(),)
 
     def configure(self, round_: int, fleet: Fleet) -> Assignment:
         return single_config(self.uniform(0), np.ones(len(fleet), dtype=bool))

@@ -11,6 +11,7 @@ from hsplit_actors.methods.aggregate import Trained, stack, weighted_head
 from hsplit_actors.methods.base import (
     Aggregate,
     Assignment,
+    FreshAdapters,
     Strategy,
     config_ranks,
     fresh_adapters,
@@ -21,7 +22,7 @@ from hsplit_actors.scenario.schema import FLoRASpec
 
 class FLoRA(Strategy):
     settings = FLoRASpec
-    restarts_adapters = True
+    capabilities = (FreshAdapters(),)
 
     def configure(self, round_: int, fleet: Fleet) -> Assignment:
         return largest_rank_that_fits(self, self.arch.n_layers, self.spec.ranks, fleet)

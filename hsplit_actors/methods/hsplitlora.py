@@ -31,7 +31,17 @@ from hsplit_actors.costmodel.arch import DTYPE_BYTES
 from hsplit_actors.costmodel.costs import ADAM_COPIES, ADAPTER_BYTES
 from hsplit_actors.fleet import Fleet
 from hsplit_actors.methods.aggregate import Key, Trained, stack, weighted_head, zero_padded_average
-from hsplit_actors.methods.base import GIB, Aggregate, Assignment, Strategy, config_ranks, fresh_adapters
+from hsplit_actors.methods.base import (
+    GIB,
+    Aggregate,
+    Assignment,
+    FreshAdapters,
+    ImportanceCalibration,
+    SharedServerSet,
+    Strategy,
+    config_ranks,
+    fresh_adapters,
+)
 from hsplit_actors.scenario.schema import HSplitLoRASpec
 from hsplit_actors.timing.roofline import Rates
 from hsplit_actors.timing.sources import Roofline
@@ -127,8 +137,6 @@ def greedy_ranks(importance: dict[Key, float], keys: list[Key], levels: list[int
 
 class HSplitLoRA(Strategy):
     settings = HSplitLoRASpec
-    restarts_adapters = True
-    shared_server = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -136,8 +144,10 @@ class HSplitLoRA(Strategy):
         self.column = {m: j for j, m in enumerate(self.arch.matrices)}
         self.levels = sorted(set(self.spec.ranks) | {0})
         self.importance = Importance(self.arch, self.spec.beta, self.matrices)
-        uniform = self.spec.rank_rule == "uniform"
-        self.importance_iterations = 0 if uniform else self.spec.importance_iterations  # no IWI: nothing to probe
+        probe = self.spec.importance_iterations if self.spec.rank_rule == "importance" else 0  # uniform: no IWI
+        self.capabilities = (SharedServerSet(),
+                             FreshAdapters(keep_optimizer=self.spec.optimizer_on_restart == "keep"),
+                             *((ImportanceCalibration(probe),) if probe else ()))
         self.weakest_gb = math.inf  # the fleet's smallest budget (split_objective: weakest)
         self.reference: dict[Key, float] | None = None  # the importance the current configuration was built on
         self.assignment: Assignment | None = None
@@ -318,10 +328,6 @@ class HSplitLoRA(Strategy):
         once with their summed weight: its contribution is exactly (sum of their p_i) s B A."""
         merge = stack(trained) if self.spec.aggregator == "naa" else zero_padded_average(trained)
         return Aggregate({}, weighted_head(trained, current[1]), merge=merge)
-
-    @property
-    def keeps_optimizer(self) -> bool:
-        return self.spec.optimizer_on_restart == "keep"
 
     def observe_importance(self, round_: int, scores: dict[int, dict[Key, float]], weights: dict[int, float]):
         self.importance.update(round_, scores, weights)

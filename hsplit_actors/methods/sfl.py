@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from hsplit_actors.fleet import Fleet
-from hsplit_actors.methods.base import Assignment, Strategy
+from hsplit_actors.methods.base import Assignment, SharedServerSet, Strategy
 from hsplit_actors.scenario.schema import SFLSpec
 
 
 class SFL(Strategy):
     settings = SFLSpec
 
-    @property
-    def shared_server(self) -> bool:  # type: ignore[override]
-        return self.spec.variant == "v2"
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.capabilities = (SharedServerSet(),) if self.spec.variant == "v2" else ()
 
     def configure(self, round_: int, fleet: Fleet) -> Assignment:
         spec = self.spec

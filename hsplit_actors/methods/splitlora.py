@@ -4,13 +4,13 @@ FedAvg of A and B separately, one shared server-side adapter set."""
 from __future__ import annotations
 
 from hsplit_actors.fleet import Fleet
-from hsplit_actors.methods.base import Assignment, Strategy, single_config
+from hsplit_actors.methods.base import Assignment, SharedServerSet, Strategy, single_config
 from hsplit_actors.scenario.schema import SplitLoRASpec
 
 
 class SplitLoRA(Strategy):
     settings = SplitLoRASpec
-    shared_server = True
+    capabilities = (SharedServerSet(),)
 
     def configure(self, round_: int, fleet: Fleet) -> Assignment:
         split = self.spec.split_point or self.deepest_split_for_all(fleet.memory_gb, self.spec.rank)

@@ -17,6 +17,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from hsplit_actors.methods.base import SharedServerSet
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.training.ray_state import live_nodes
 
@@ -76,7 +77,8 @@ class Coordinator:
             self.assets = prepare_assets(scenario, self.setup)
             self.shared = {"recipe": self.assets.recipe, "setup": self.assets.host_setup,
                            "state": ray.put(self.assets.state), "train": ray.put(self.assets.data.train),
-                           "test": ray.put(self.assets.data.test), "shared_server": self.setup.strategy.shared_server}
+                           "test": ray.put(self.assets.data.test),
+                           "shared_server": self.setup.strategy.capability(SharedServerSet) is not None}
         except Exception as exc:  # noqa: BLE001 - raised again by run() and assets()
             self.error = exc
         finally:

@@ -20,7 +20,7 @@ import numpy as np
 from hsplit_actors.engine.executor import AggregationStep, Executor
 from hsplit_actors.engine.session import Session
 from hsplit_actors.methods.aggregate import Trained
-from hsplit_actors.methods.base import Strategy
+from hsplit_actors.methods.base import ImportanceCalibration, SharedServerSet, Strategy
 from hsplit_actors.training import recovery
 from hsplit_actors.training.checkpoints import save_checkpoint
 
@@ -74,7 +74,10 @@ class TrainingExecutor(Executor):
         self.metrics: dict[int, dict] = dict(resume["metrics"]) if resume else {}
         self.strategy_states: dict[int, dict] = dict(resume.get("strategy", {})) if resume else {}
         self.checkpoint_round: int | None = None
-        self.calibrate = strategy.importance_iterations
+        probe = strategy.capability(ImportanceCalibration)
+        self.calibrate = probe.iterations if probe else 0
+        self.shared = strategy.capability(SharedServerSet) is not None  # the server trains one set for all
+        self.keep_optimizer = strategy.keeps_optimizer()
         self.peak_global_versions = 1
 
     def host(self, client: int):
@@ -95,13 +98,13 @@ class TrainingExecutor(Executor):
                 self.saved, self.live = self.resume["state"], True
                 self.aggregations = len([m for m in self.metrics if m <= version])
             return
-        fresh = self.strategy.server_adapters(version) if self.strategy.shared_server else None
+        fresh = self.strategy.server_adapters(version) if self.shared else None
 
         def publish() -> None:
-            if self.strategy.shared_server and (version == 0 or fresh is not None):
+            if self.shared and (version == 0 or fresh is not None):
                 factors = self.factors if fresh is None else fresh
                 self.rt.get(self.rt.call(self.server, "load_shared", factors, self.head,
-                                         fresh is None or self.strategy.keeps_optimizer))
+                                         fresh is None or self.keep_optimizer))
             self._inject("capture", self.aggregations - 1)  # the aggregation just done
             self.saved = recovery.capture(self, self.known)
 
@@ -125,12 +128,12 @@ class TrainingExecutor(Executor):
             return  # no new version since its last session: it goes on with its own adapters and optimiser
         factors_v, head_v = self.global_at[s.version]
         factors = self.strategy.client_adapters(s.number, c, config, factors_v)
-        keep = self.strategy.keeps_optimizer
+        keep = self.keep_optimizer
         regulariser = self.strategy.client_regulariser(c, config)
         indices = None if c in self.registered else self.partitions[c]
         calls = [self.rt.call(self.host(c), "load_client", c, k, indices, factors, head_v, keep, regulariser,
                               s.version)]
-        if self.strategy.shared_server:
+        if self.shared:
             calls.append(self.rt.call(self.server, "register", c, k))
         else:
             calls.append(self.rt.call(self.server, "load_client", c, k, factors, head_v, keep))
@@ -337,7 +340,7 @@ class TrainingExecutor(Executor):
                 s_factors, s_head = server_side[c]
                 server_part = {key: f for key, f in s_factors.items() if key[0] >= k}
                 factors, head = factors | server_part, head | s_head
-                if self.strategy.shared_server:
+                if self.shared:
                     shared = set(server_part) | set(s_head)
             start = None if s.version == self.version else self.global_at[s.version]
             trained.append(Trained(c, float(len(self.partitions[c])), factors, head, step.server_lr * u.weight,

@@ -23,6 +23,7 @@ from hsplit_actors.data import require_real_data
 from hsplit_actors.engine import ProgressCallback
 from hsplit_actors.errors import Interrupted, ScenarioError
 from hsplit_actors.interrupts import stop_on_sigterm
+from hsplit_actors.methods.base import SharedServerSet
 from hsplit_actors.runs import RunTables, claim, is_complete, mark_incomplete, new_run_dir, write_run
 from hsplit_actors.scenario import dump_scenario
 from hsplit_actors.scenario.schema import Scenario
@@ -47,7 +48,7 @@ def _train_local(scenario: Scenario, setup, n_hosts: int, on_progress, checkpoin
     from hsplit_actors.training.trainer import local_hosts, prepare_assets, train
 
     assets = prepare_assets(scenario, setup)
-    hosts, server = local_hosts(assets, n_hosts, setup.strategy.shared_server)
+    hosts, server = local_hosts(assets, n_hosts, setup.strategy.capability(SharedServerSet) is not None)
     return train(scenario, setup, assets, LocalRuntime(), hosts, server, on_progress, checkpoint_dir, resume)
 
 
