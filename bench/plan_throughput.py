@@ -15,6 +15,7 @@ Each child first does a small warm-up run (200 clients) so one-time imports are 
 Sizes up to 10k report the best of 3 runs (sub-second runs are noisy on a shared 2-core machine), 100k one run.
 
     python bench/plan_throughput.py [--sizes 1000,10000,100000] [--iterations 10] [--aggregation sync|async]
+                                    [--events phase|iteration|none] [--modes engine,bare-heap,bare-simpy]
 """
 
 from __future__ import annotations
@@ -48,12 +49,13 @@ def async_settings(n: int) -> dict:
     return {"mode": "async", "concurrency": concurrency, "buffer": buffer, "aggregations": 2 * n // buffer}
 
 
-def scenario_for(n: int, iterations: int, aggregation: str = "sync"):
+def scenario_for(n: int, iterations: int, aggregation: str = "sync", events: str = "phase"):
     from hsplit_actors.scenario import parse_scenario
 
     raw = json.loads(json.dumps(SCENARIO))
     raw["fleet"][0]["count"] = n
     raw["local_iterations"] = iterations
+    raw["events"] = events
     if aggregation == "async":
         raw["aggregation"] = async_settings(n)
     return parse_scenario(yaml.safe_dump(raw))
@@ -185,11 +187,12 @@ def bare_async(d: dict, n: int, iterations: int, gpus: int, pool: str) -> tuple[
     return env.now, state["iterations"]
 
 
-def child(mode: str, n: int, iterations: int, aggregation: str = "sync", warm_up: bool = True) -> dict:
+def child(mode: str, n: int, iterations: int, aggregation: str = "sync", events: str = "phase",
+          warm_up: bool = True) -> dict:
     """Best of `repeats(n)` timed runs, after a warm-up."""
     if warm_up:  # one small run first, so one-time lazy imports (pyarrow, parquet writer) are not timed
-        once(mode, 200, 2, aggregation)
-    runs = [once(mode, n, iterations, aggregation) for _ in range(repeats(n))]
+        once(mode, 200, 2, aggregation, events)
+    runs = [once(mode, n, iterations, aggregation, events) for _ in range(repeats(n))]
     best = min(runs, key=lambda r: r["wall_s"])
     return best | {"repeats": len(runs)}
 
@@ -198,8 +201,8 @@ def repeats(n: int) -> int:
     return 3 if n <= 10_000 else 1
 
 
-def once(mode: str, n: int, iterations: int, aggregation: str = "sync") -> dict:
-    scenario = scenario_for(n, iterations, aggregation)
+def once(mode: str, n: int, iterations: int, aggregation: str = "sync", events: str = "phase") -> dict:
+    scenario = scenario_for(n, iterations, aggregation, events)
     if mode == "engine":
         from hsplit_actors.planning import plan
 
@@ -208,8 +211,8 @@ def once(mode: str, n: int, iterations: int, aggregation: str = "sync") -> dict:
             directory, tables, _ = plan(scenario, Path(tmp) / "run")
             wall = time.perf_counter() - start
             end = float(tables.rounds["t_end"].max())
-            rows = len(tables.events)
-            done = int((tables.events["phase"] == "client_bwd").sum())
+            rows = tables.rows("events")  # written in row groups: never built whole here
+            done = int(tables.clients["iterations_done"].sum())
     else:
         d = durations(scenario)
         start = time.perf_counter()
@@ -229,19 +232,21 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--aggregation", choices=["sync", "async"], default="sync")
+    parser.add_argument("--events", choices=["phase", "iteration", "none"], default="phase")
+    parser.add_argument("--modes", default="engine,bare-heap,bare-simpy", help="which of the three to run")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child[0], int(args.child[1]), args.iterations, args.aggregation)))
+        print(json.dumps(child(args.child[0], int(args.child[1]), args.iterations, args.aggregation, args.events)))
         return
-    print(f"aggregation: {args.aggregation}")
+    print(f"aggregation: {args.aggregation}, events: {args.events}")
     print(f"{'clients':>8} {'mode':>10} {'wall s':>8} {'client-its':>10} {'client-it/s':>12} {'peak RSS GB':>11} "
           f"{'events':>10} {'virtual end s':>14}")
     for n in (int(s) for s in args.sizes.split(",")):
         results = {}
-        for mode in ("engine", "bare-heap", "bare-simpy"):
+        for mode in args.modes.split(","):
             out = subprocess.run([sys.executable, __file__, "--child", mode, str(n), "--iterations",
-                                  str(args.iterations), "--aggregation", args.aggregation],
+                                  str(args.iterations), "--aggregation", args.aggregation, "--events", args.events],
                                  capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             results[mode] = r
@@ -250,6 +255,8 @@ def main() -> None:
         ends = {round(r["virtual_end"], 6) for r in results.values()}
         if args.aggregation == "sync":
             assert len(ends) == 1, f"virtual end times differ: {ends}"
+        if not {"engine", "bare-heap", "bare-simpy"} <= set(results):
+            continue
         fastest_bare = max(results["bare-heap"]["rate"], results["bare-simpy"]["rate"])
         print(f"{n:>8} {'ratio':>10} engine / fastest bare loop = {results['engine']['rate'] / fastest_bare:.2f} "
               f"(engine / bare-simpy = {results['engine']['rate'] / results['bare-simpy']['rate']:.2f})")

@@ -86,8 +86,8 @@ def _reporter(scenario, args: argparse.Namespace, label: str):
 
 
 def _with_overrides(scenario, args: argparse.Namespace):
-    changes = {key: value for key, value in (("seed", args.seed), ("output_dir", args.output_dir))
-               if value is not None}
+    changes = {key: value for key, value in (("seed", args.seed), ("output_dir", args.output_dir),
+                                             ("events", getattr(args, "events", None))) if value is not None}
     if changes.get("seed") is not None and not 0 <= changes["seed"] < 2**63:
         raise ScenarioError(f"--seed {changes['seed']} must lie in [0, 2^63)", field="--seed")
     return scenario.model_copy(update=changes) if changes else scenario
@@ -318,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory to write (default: <output_dir>/<name>-<method>-plan-<time>)")
     p.add_argument("--output-dir", help="parent folder for run directories (overrides the scenario)")
     p.add_argument("--seed", type=int, help="override the scenario seed")
+    p.add_argument("--events", choices=("phase", "iteration", "none"),
+                   help="the events table's rows: per phase, per client iteration, or none (overrides the scenario)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_plan)
     r = sub.add_parser("run", help="train for real on Ray actors, timed by the same virtual clock")
@@ -326,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="run directory to write (default: <output_dir>/<name>-<method>-run-<time>)")
     r.add_argument("--output-dir", help="parent folder for run directories (overrides the scenario)")
     r.add_argument("--seed", type=int, help="override the scenario seed")
+    r.add_argument("--events", choices=("phase", "iteration", "none"),
+                   help="the events table's rows: per phase, per client iteration, or none (overrides the scenario)")
     r.add_argument("--address", help="join a running Ray cluster (e.g. auto); default: start one locally")
     r.add_argument("--local", action="store_true", help="hosts in this process instead of Ray actors")
     r.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -30,13 +29,48 @@ FAULT_COLUMNS = ["round", "t", "actor", "what", "restored", "replayed_calls"]
 IMPORTANCE_COLUMNS = ["round", "block", "matrix", "score", "raw", "clients"]  # IWI, smoothed score and raw mean
 
 
-@dataclass
 class RunTables:
-    events: pd.DataFrame
-    rounds: pd.DataFrame
-    clients: pd.DataFrame
-    faults: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FAULT_COLUMNS))
-    importance: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=IMPORTANCE_COLUMNS))
+    """A run's tables. `events` may be given as `tables.EventRows` (a simulation's, not yet built): `write_run`
+    streams it to Parquet a row group at a time, and it is built whole only when `events` is read. `timeline`:
+    the phase figures the summary needs, from the simulation log (None for a run read back from disk)."""
+
+    def __init__(self, events, rounds: pd.DataFrame, clients: pd.DataFrame, faults: pd.DataFrame | None = None,
+                 importance: pd.DataFrame | None = None, timeline=None):
+        self._events, self.rounds, self.clients = events, rounds, clients
+        self.faults = pd.DataFrame(columns=FAULT_COLUMNS) if faults is None else faults
+        self.importance = pd.DataFrame(columns=IMPORTANCE_COLUMNS) if importance is None else importance
+        self.timeline = timeline
+
+    @property
+    def events(self) -> pd.DataFrame:
+        if not isinstance(self._events, pd.DataFrame):
+            self._events = self._events.frame()
+        return self._events
+
+    @events.setter
+    def events(self, frame: pd.DataFrame) -> None:
+        self._events = frame
+
+    def rows(self, name: str) -> int:
+        return len(self._events) if name == "events" else len(getattr(self, name))
+
+    def write(self, name: str, path: Path) -> None:
+        """One table as Parquet; the events in row groups, as they are built, when they were not built yet."""
+        if name != "events" or isinstance(self._events, pd.DataFrame):
+            getattr(self, name).to_parquet(path, index=False)
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        writer = None
+        try:
+            for chunk in self._events.chunks():
+                table = pa.Table.from_pandas(chunk, preserve_index=False)
+                writer = writer or pq.ParquetWriter(path, table.schema)
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
 
 
 def _git_commit() -> str | None:
@@ -116,13 +150,13 @@ def write_run(directory: Path, scenario: Scenario, tables: RunTables, mode: str,
         (staging / "scenario.yaml").write_text(dump_scenario(scenario))
         written = [name for name in TABLES if not (name in RUN_ONLY and mode == "plan")]  # plan trains nothing
         for name in written:
-            getattr(tables, name).to_parquet(staging / f"{name}.parquet", index=False)
+            tables.write(name, staging / f"{name}.parquet")
         meta = {
             "status": "complete", "mode": mode, "scenario": scenario.name, "method": scenario.method.name,
             "seed": scenario.seed,
             "git_commit": _git_commit(), "versions": dict(_versions()), "wall_s": wall_s,
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "argv": sys.argv,
-            "rows": {name: len(getattr(tables, name)) for name in written}, **(extra_meta or {}),
+            "rows": {name: tables.rows(name) for name in written}, **(extra_meta or {}),
         }
         (staging / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
         for item in directory.iterdir():  # a training run's checkpoints and model stay with it; the rest is rewritten

@@ -22,7 +22,8 @@ from hsplit_actors.methods.base import GIB, SharedServerSet
 from hsplit_actors.runs import RunTables, timer
 from hsplit_actors.scenario.load import architecture
 from hsplit_actors.scenario.schema import Scenario
-from hsplit_actors.tables import clients_table, events_table, rounds_table
+from hsplit_actors.tables import EventRows, clients_table, log_arrays, rounds_table
+from hsplit_actors.timeline import from_log
 
 
 class ServerMemoryWarning(UserWarning):
@@ -133,12 +134,14 @@ def simulate(scenario: Scenario, setup: Setup, executor: Executor | None = None,
     start = timer()
     sim = Simulation(scenario, setup.arch, setup.fleet, setup.strategy, executor, on_progress)
     log = sim.run()
-    events = events_table(log, scenario.name, scenario.method.name)
+    events = EventRows(log, scenario.name, scenario.method.name, scenario.events)  # built as it is written
+    timeline = from_log(log, *log_arrays(log))
     rounds = rounds_table(log)
     samples = np.full(len(setup.fleet), scenario.data.samples_per_client, dtype=np.int64)
     clients = clients_table(log, setup.fleet, setup.arch, samples)
     extra = {"server_busy_s": log.server_busy_s, "server_gpus": log.gpus, "n_clients": len(setup.fleet),
              "server_memory_gb_estimate": setup.server_memory_gb, "aggregation": scenario.aggregation.mode,
              "peak_live_versions": log.peak_live_versions, "server_batches": log.server_batches,
-             "timing": sim.durations.describe(), "server_profile": scenario.server.profile}
-    return RunTables(events, rounds, clients), timer() - start, extra
+             "timing": sim.durations.describe(), "server_profile": scenario.server.profile,
+             "events": scenario.events, "phases": timeline.meta()}
+    return RunTables(events, rounds, clients, timeline=timeline), timer() - start, extra

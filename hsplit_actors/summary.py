@@ -5,41 +5,32 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from hsplit_actors import timeline
 from hsplit_actors.engine.session import PHASES
 from hsplit_actors.runs import RunTables
 
 STRAGGLER_FACTOR = 1.5  # a client is a straggler in a round when it finishes later than 1.5x the median
 
 
-def client_finish_times(events: pd.DataFrame) -> pd.DataFrame:
-    """When each client finished its local work in each round (before uploading), relative to the round start."""
-    work = events[events["phase"].isin(PHASES) & (events["client"] >= 0)]
-    finish = work.groupby(["round", "client"], observed=True)["t_end"].max()
-    start = events.groupby("round")["t_start"].min()
-    out = finish.reset_index()
-    out["finish_s"] = out["t_end"] - out["round"].map(start)
-    return out
+def stragglers(run: RunTables | pd.DataFrame) -> pd.DataFrame:
+    """Per round and client: finish time, the round's median, and whether it straggled (from a run's tables, or
+    from an events table)."""
+    line = timeline.from_events(run) if isinstance(run, pd.DataFrame) else _timeline(run, {})
+    return timeline.stragglers(line.finish, STRAGGLER_FACTOR)
 
 
-def stragglers(events: pd.DataFrame) -> pd.DataFrame:
-    """Per round and client: finish time, the round's median, and whether it straggled."""
-    finish = client_finish_times(events)
-    median = finish.groupby("round")["finish_s"].transform("median")
-    finish["median_s"] = median
-    finish["straggler"] = finish["finish_s"] > STRAGGLER_FACTOR * median
-    return finish
+def _timeline(tables: RunTables, meta: dict) -> timeline.Timeline:
+    """The simulation's own figures, or, for a run read back from disk, its meta.json's and its events'."""
+    return tables.timeline or timeline.from_events(tables.events, meta.get("phases"))
 
 
 def summarise(tables: RunTables, meta: dict) -> dict:
     """The figures the CLI prints, as a dict (tests and notebooks use it too)."""
-    events, rounds, clients = tables.events, tables.rounds, tables.clients
+    rounds, clients, line = tables.rounds, tables.clients, _timeline(tables, meta)
     makespan = float(rounds["t_end"].max()) if len(rounds) else 0.0
-    work = events[events["phase"].isin(PHASES)]
-    durations = (work["t_end"] - work["t_start"]).groupby(work["phase"].astype(str)).sum()
-    total = durations.sum()
-    share = {p: float(durations.get(p, 0.0) / total) if total else 0.0 for p in PHASES}
-    queue = work[work["phase"] == "queue"]
-    strag = stragglers(events)
+    total = sum(line.phase_s.values())
+    share = {p: line.phase_s[p] / total if total else 0.0 for p in PHASES}
+    strag = timeline.stragglers(line.finish, STRAGGLER_FACTOR)
     late = strag[strag["straggler"]]
     late_devices = clients.set_index("client").loc[late["client"].unique(), "device"].astype(str)
     waited = (strag.groupby("round")["finish_s"].max() - strag.groupby("round")["median_s"].first()).mean()
@@ -50,9 +41,9 @@ def summarise(tables: RunTables, meta: dict) -> dict:
         "round_s_max": float(rounds["round_s"].max()) if len(rounds) else 0.0,
         "phase_share": share,
         "server_utilisation": float(meta.get("server_busy_s", 0.0) / (gpus * makespan)) if makespan else 0.0,
-        "queue_wait_mean_s": float((queue["t_end"] - queue["t_start"]).mean()) if len(queue) else 0.0,
+        "queue_wait_mean_s": line.queue_wait_mean_s,
         # jobs per server execution: 1 without batching (older run directories record no batches)
-        "server_batch_mean": float(len(queue) / meta["server_batches"]) if meta.get("server_batches") else 1.0,
+        "server_batch_mean": float(line.queued / meta["server_batches"]) if meta.get("server_batches") else 1.0,
         "participants_mean": float(rounds["participants"].mean()) if len(rounds) else 0.0,
         "infeasible": int((~clients["feasible"]).sum()),
         "dropouts": int(rounds["dropouts"].sum()) if len(rounds) else 0,

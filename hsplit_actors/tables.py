@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -12,12 +13,13 @@ from hsplit_actors.engine.session import ALL_PHASES
 from hsplit_actors.engine.sim import SimulationLog
 from hsplit_actors.fleet import Fleet
 from hsplit_actors.methods.base import GIB
+from hsplit_actors.timeline import phase_presence
 
 EVENT_COLUMNS = ["run", "method", "round", "version", "client", "iteration", "phase", "t_start", "t_end", "bytes",
                  "flops", "queue_len", "batch"]
 
 
-def _log_arrays(log: SimulationLog):
+def log_arrays(log: SimulationLog):
     """The log as arrays, with each iteration's and each other event's round resolved from its session (sync and
     semi_sync: the round it was drawn for; async: the aggregation that took its update, -1 if none did)."""
     ints = np.frombuffer(log.iter_ints, dtype=np.int64).reshape(-1, 7)  # client, session, it, config, queue, v, batch
@@ -30,59 +32,121 @@ def _log_arrays(log: SimulationLog):
     return ints, it_round, o_ints, o_round
 
 
-def events_table(log: SimulationLog, run: str, method: str) -> pd.DataFrame:
-    """One row per phase of every client iteration, plus aggregation transfers, the aggregation and dropouts.
+RESOLUTIONS = ("phase", "iteration", "none")  # `events:` one row per phase, per client iteration, or none
+ITERATION = "iteration"  # the phase label of a whole-iteration row (`events: iteration`)
+CATEGORIES = [*ALL_PHASES, ITERATION]
+ROW_GROUP = 4_000_000  # rows built and written at a time
 
-    Rows are in virtual-time order (ties keep the log's deterministic order). Each column is gathered once from
-    the log through a composite index: at millions of rows, copies are what costs.
+
+class EventRows:
+    """The events table at a resolution, in virtual-time order (ties keep the log's deterministic order), built
+    a row group at a time: `write_run` streams the groups to Parquet, so a million-client plan never holds the
+    table whole; `frame()` builds all of it (what a caller who asks for `tables.events` gets).
+
+    `phase`: one row per phase of every client iteration, plus aggregation transfers, the aggregation and
+    dropouts. `iteration`: one row per client iteration (phase `iteration`, t_start..t_end, its activation bytes
+    and flops summed, queue_len and batch as on its queue and server rows) plus the same other rows. `none`: no
+    rows; the rounds and clients tables, and the summary's figures (`timeline.py`), are the same at all three.
     """
-    ints, it_round, o_ints, o_round = _log_arrays(log)
-    times = np.frombuffer(log.iter_times, dtype=np.float64).reshape(-1, 7)  # boundaries of the six phases
-    o_floats = np.frombuffer(log.other_floats, dtype=np.float64).reshape(-1, 3)  # t_start, t_end, flops
-    costs, configs = log.costs, log.configs
-    cfg_bytes = np.array([[0, c.uplink_bytes, 0, 0, c.downlink_bytes, 0] for c in costs] or [[0] * 6], dtype=np.int64)
-    cfg_flops = np.array([[c.client_fwd_flops, 0, 0, c.server_flops, 0, c.client_bwd_flops] for c in costs]
-                         or [[0.0] * 6])
-    # Which phases exist per configuration: federated (k = L) has no network/server phases, centralised (k = 0)
-    # no device phases.
-    layers = max((len(c.ranks) for c in configs), default=0)
-    k = np.array([c.split_point for c in configs] or [0])
-    cfg_present = np.stack([k > 0, (k > 0) & (k < layers), k < layers, k < layers, (k > 0) & (k < layers), k > 0], 1)
-    sel = np.flatnonzero(cfg_present[ints[:, 3]].ravel()) if len(ints) else np.zeros(0, dtype=np.int64)
-    row, phase = np.divmod(sel, 6)
-    n_iter = len(sel)
-    t_start_all = np.concatenate([times.ravel()[row * 7 + phase], o_floats[:, 0]])
-    order = np.argsort(t_start_all, kind="stable")
-    from_iter = order < n_iter
-    it_rows, it_phase = row[order[from_iter]], phase[order[from_iter]]
-    other = order[~from_iter] - n_iter
 
-    def column(iter_values: np.ndarray, other_values: np.ndarray, dtype) -> np.ndarray:
-        out = np.empty(len(order), dtype=dtype)
-        out[from_iter] = iter_values
-        out[~from_iter] = other_values[other]
-        return out
+    def __init__(self, log: SimulationLog, run: str, method: str, resolution: str = "phase",
+                 group_rows: int | None = None):
+        self.log, self.run, self.method, self.resolution = log, run, method, resolution
+        self.group_rows = group_rows or ROW_GROUP
+        ints = np.frombuffer(log.iter_ints, dtype=np.int64).reshape(-1, 7)
+        self.n_other = len(log.other_ints) // 6 if resolution != "none" else 0
+        if resolution == "phase":
+            present = phase_presence(log.configs)[ints[:, 3]] if len(ints) else np.zeros((0, 6), dtype=bool)
+            self.n_iter = int(present.sum())
+        else:
+            self.n_iter = len(ints) if resolution == ITERATION else 0
 
-    cfg = ints[it_rows, 3]
-    frame = pd.DataFrame({
-        "round": column(it_round[it_rows], o_round, np.int32),
-        "version": column(ints[it_rows, 5], o_ints[:, 5], np.int32),
-        "client": column(ints[it_rows, 0], o_ints[:, 0], np.int32),
-        "iteration": column(ints[it_rows, 2], np.full(len(o_ints), -1), np.int32),
-        "t_start": t_start_all[order],
-        "t_end": column(times[it_rows, it_phase + 1], o_floats[:, 1], np.float64),
-        "bytes": column(cfg_bytes[cfg, it_phase], o_ints[:, 4], np.int64),
-        "flops": column(cfg_flops[cfg, it_phase], o_floats[:, 2], np.float64),
-        "queue_len": column(np.where(it_phase == 2, ints[it_rows, 4], 0), np.zeros(len(o_ints)), np.int32),
-        # jobs in the server batch this iteration ran in (1 unbatched); 0 on every other row
-        "batch": column(np.where(it_phase == 3, ints[it_rows, 6], 0), np.zeros(len(o_ints)), np.int32),
-    })
-    codes = column(it_phase, o_ints[:, 3], np.int8)
-    constant = np.zeros(len(frame), dtype=np.int8)
-    frame["phase"] = pd.Categorical.from_codes(codes, categories=list(ALL_PHASES))
-    frame["run"] = pd.Categorical.from_codes(constant, categories=[run])
-    frame["method"] = pd.Categorical.from_codes(constant, categories=[method])
-    return frame[EVENT_COLUMNS]
+    def __len__(self) -> int:
+        return self.n_iter + self.n_other
+
+    def frame(self) -> pd.DataFrame:
+        chunks = list(self.chunks())
+        return chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
+
+    def chunks(self) -> Iterator[pd.DataFrame]:
+        """The table in row groups of `group_rows` (one, empty, when there are no rows)."""
+        if not len(self):
+            yield self._frame(*(np.zeros(0, dtype=d) for d in (np.int32, np.int32, np.int32, np.int32, np.float64,
+                                                              np.float64, np.int64, np.float64, np.int32, np.int32,
+                                                              np.int8)))
+            return
+        log = self.log
+        ints, it_round, o_ints, o_round = log_arrays(log)
+        times = np.frombuffer(log.iter_times, dtype=np.float64).reshape(-1, 7)
+        o_floats = np.frombuffer(log.other_floats, dtype=np.float64).reshape(-1, 3)  # t_start, t_end, flops
+        costs = log.costs
+        cfg_bytes = np.array([[0, c.uplink_bytes, 0, 0, c.downlink_bytes, 0] for c in costs] or [[0] * 6],
+                             dtype=np.int64)
+        cfg_flops = np.array([[c.client_fwd_flops, 0, 0, c.server_flops, 0, c.client_bwd_flops] for c in costs]
+                             or [[0.0] * 6])
+        present = phase_presence(log.configs)
+        if self.resolution == "phase":
+            sel = np.flatnonzero(present[ints[:, 3]].ravel()) if len(ints) else np.zeros(0, dtype=np.int64)
+            row, phase = np.divmod(sel, 6)
+            del sel
+            row, phase = row.astype(np.int64), phase.astype(np.int8)
+            start = times.ravel()[row * 7 + phase]
+        else:  # one row per iteration: phase boundaries 0 and 6, the present phases' bytes and flops summed
+            row, phase = np.arange(len(ints), dtype=np.int64), np.full(len(ints), CATEGORIES.index(ITERATION),
+                                                                        dtype=np.int8)
+            start = times[:, 0]
+            cfg_bytes = np.c_[(cfg_bytes * present).sum(axis=1)]
+            cfg_flops = np.c_[(cfg_flops * present).sum(axis=1)]
+        n_iter = len(row)
+        order = np.argsort(np.concatenate([start, o_floats[:, 0]]), kind="stable")
+        del start
+        per_row = self.resolution == "phase"
+        for lo in range(0, len(order), self.group_rows):
+            sub = order[lo:lo + self.group_rows]
+            from_iter = sub < n_iter
+            rows, other = row[sub[from_iter]], sub[~from_iter] - n_iter
+            code = phase[sub[from_iter]]
+            col = code if per_row else np.zeros(len(rows), dtype=np.int8)  # which column of the per-config figures
+            t_end = times[rows, code + 1] if per_row else times[rows, 6]
+            queue = ints[rows, 4] if not per_row else np.where(code == 2, ints[rows, 4], 0)
+            batch = ints[rows, 6] if not per_row else np.where(code == 3, ints[rows, 6], 0)
+            cfg = ints[rows, 3]
+
+            def column(iter_values: np.ndarray, other_values: np.ndarray, dtype, mask=from_iter,
+                       picked=other) -> np.ndarray:
+                out = np.empty(len(mask), dtype=dtype)
+                out[mask] = iter_values
+                out[~mask] = other_values[picked]
+                return out
+
+            zeros = np.zeros(len(o_ints))
+            yield self._frame(
+                column(it_round[rows], o_round, np.int32), column(ints[rows, 5], o_ints[:, 5], np.int32),
+                column(ints[rows, 0], o_ints[:, 0], np.int32), column(ints[rows, 2], np.full(len(o_ints), -1),
+                                                                       np.int32),
+                column(times[rows, 0] if not per_row else times.ravel()[rows * 7 + code], o_floats[:, 0],
+                       np.float64),
+                column(t_end, o_floats[:, 1], np.float64), column(cfg_bytes[cfg, col], o_ints[:, 4], np.int64),
+                column(cfg_flops[cfg, col], o_floats[:, 2], np.float64), column(queue, zeros, np.int32),
+                column(batch, zeros, np.int32), column(code, o_ints[:, 3], np.int8))
+
+    def _frame(self, rnd, version, client, iteration, t_start, t_end, nbytes, flops, queue, batch,
+               codes) -> pd.DataFrame:
+        frame = pd.DataFrame({"round": rnd, "version": version, "client": client, "iteration": iteration,
+                              "t_start": t_start, "t_end": t_end, "bytes": nbytes, "flops": flops,
+                              "queue_len": queue,
+                              # jobs in the server batch the iteration ran in (1 unbatched); 0 on other rows
+                              "batch": batch})
+        constant = np.zeros(len(frame), dtype=np.int8)
+        frame["phase"] = pd.Categorical.from_codes(codes, categories=CATEGORIES)
+        frame["run"] = pd.Categorical.from_codes(constant, categories=[self.run])
+        frame["method"] = pd.Categorical.from_codes(constant, categories=[self.method])
+        return frame[EVENT_COLUMNS]
+
+
+def events_table(log: SimulationLog, run: str, method: str, resolution: str = "phase") -> pd.DataFrame:
+    """The whole events table in memory (see `EventRows`)."""
+    return EventRows(log, run, method, resolution).frame()
 
 
 def _per_row(rows: np.ndarray, weights: np.ndarray | None, n_rows: int) -> np.ndarray:
@@ -100,7 +164,7 @@ def rounds_table(log: SimulationLog) -> pd.DataFrame:
         if metric not in rounds:
             rounds[metric] = np.nan
     n = len(rounds)
-    ints, it_round, o_ints, o_round = _log_arrays(log)
+    ints, it_round, o_ints, o_round = log_arrays(log)
     times = np.frombuffer(log.iter_times, dtype=np.float64).reshape(-1, 7)
     o_floats = np.frombuffer(log.other_floats, dtype=np.float64).reshape(-1, 3)
     if log.by_time and n:
@@ -114,6 +178,12 @@ def rounds_table(log: SimulationLog) -> pd.DataFrame:
     rounds["bytes_up"] = _per_row(it_round, cfg_up[ints[:, 3]], n) + _per_row(o_round[agg_up], o_bytes[agg_up], n)
     rounds["bytes_down"] = (_per_row(it_round, cfg_down[ints[:, 3]], n)
                             + _per_row(o_round[agg_down], o_bytes[agg_down], n))
+    # the mean wait in the server queue of the row's iterations (0 when none queued)
+    queued = phase_presence(log.configs)[ints[:, 3], 2] if len(ints) else np.zeros(0, dtype=bool)
+    in_row = queued & (it_round >= 0) & (it_round < n)
+    waits = np.bincount(it_round[in_row], weights=(times[:, 3] - times[:, 2])[in_row], minlength=n)[:n]
+    count = np.bincount(it_round[in_row], minlength=n)[:n]
+    rounds["queue_wait_s"] = np.divide(waits, count, out=np.zeros(n), where=count > 0)
     rounds["dropouts"] = _per_row(o_round[o_phase == ALL_PHASES.index("dropout")], None, n)
     rounds["discarded"] = _per_row(o_round[o_phase == ALL_PHASES.index("discarded")], None, n)
     rounds["round_s"] = rounds["t_end"] - rounds["t_start"]

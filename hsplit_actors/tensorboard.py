@@ -21,13 +21,8 @@ SCALARS = {"train_loss": "loss/train", "eval_loss": "loss/eval", "staleness_mean
 
 
 def per_aggregation(tables: RunTables) -> pd.DataFrame:
-    """The rounds that published a version, with the mean server queue wait of each."""
-    events = tables.events
-    queue = events[events["phase"] == "queue"]
-    wait = (queue["t_end"] - queue["t_start"]).groupby(queue["round"]).mean()
-    rounds = tables.rounds[tables.rounds["aggregated"]].copy()
-    rounds["queue_wait_s"] = rounds["round"].map(wait).fillna(0.0).astype(float)
-    return rounds
+    """The rounds that published a version (with the mean server queue wait of each, `queue_wait_s`)."""
+    return tables.rounds[tables.rounds["aggregated"]]
 
 
 def write(directory: str | Path, tables: RunTables, metric: str) -> Path:

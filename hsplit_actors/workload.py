@@ -11,15 +11,18 @@ from dataclasses import dataclass
 from hsplit_actors.errors import ScenarioError
 from hsplit_actors.scenario.schema import Scenario, Windows
 
-# Peak memory of `hsplit plan`, measured (peak RSS, /usr/bin/time) on synthetic scenarios of one device type:
-# 10k devices x 20 and 40 rounds x 10 iterations gave 3.56 and 6.80 GB (1.6 KB per client-iteration: the log,
-# ~6 event rows of 64 bytes and the columns built from them); 10k and 200k devices x 1 iteration gave 0.20 and
-# 0.72 GB (the rest, ~1 KB per device: fleet columns, engine state, clients table). Rounded up.
-BYTES_PER_CLIENT_ITERATION = 1_700
+# Peak memory of `hsplit plan` (peak RSS) per client-iteration, by the events table's resolution: the log's 112
+# bytes and the engine's state, plus at `phase` and `iteration` the table's sort order and the row group being
+# written (tables are streamed to Parquet). Measured on bench/plan_throughput.py's scenario, 10k devices x 20
+# rounds x 10 iterations: 0.69 / 0.90 / 1.55 GB at none / iteration / phase, i.e. ~230 / 345 / 700 bytes per
+# client-iteration; 200k devices x 1 round: 0.89 / 1.04 / 1.68 GB. Devices: 10k and 200k devices x 1 iteration
+# gave 0.20 and 0.72 GB (~1 KB per device: fleet columns, engine state, clients table). Rounded up.
+BYTES_PER_CLIENT_ITERATION = {"phase": 800, "iteration": 400, "none": 300}
 BYTES_PER_DEVICE = 1_000
 BASE_BYTES = 250 * 2**20  # the interpreter with numpy, pandas and simpy loaded
-EVENTS_PER_ITERATION = 6  # client forward, uplink, queue + server, downlink, client backward (SPEC §1)
-EVENTS_PER_SESSION = 3  # download, upload, aggregation share
+# rows per client iteration: client forward, uplink, queue, server, downlink, client backward (SPEC §1), or one
+EVENTS_PER_ITERATION = {"phase": 6, "iteration": 1, "none": 0}
+EVENTS_PER_SESSION = {"phase": 3, "iteration": 3, "none": 0}  # download, upload, aggregation share
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,16 @@ def estimate(scenario: Scenario) -> Workload:
 
     sessions = schedule_for(scenario.aggregation.mode).sessions(scenario, round(expected))
     iterations = None if sessions is None else sessions * scenario.local_iterations
-    events = None if sessions is None else iterations * EVENTS_PER_ITERATION + sessions * EVENTS_PER_SESSION
-    peak = BASE_BYTES + devices * BYTES_PER_DEVICE + (iterations or 0) * BYTES_PER_CLIENT_ITERATION
+    rows = scenario.events
+    events = None if sessions is None else iterations * EVENTS_PER_ITERATION[rows] + sessions * EVENTS_PER_SESSION[rows]
+    peak = BASE_BYTES + devices * BYTES_PER_DEVICE + (iterations or 0) * BYTES_PER_CLIENT_ITERATION[rows]
     return Workload(devices, sessions, iterations, events, peak)
+
+
+def _coarser(scenario: Scenario) -> str:
+    """A way out that keeps the run whole: a coarser events table, if it would fit in less."""
+    return {"phase": "write fewer events rows (events: iteration or none), or ",
+            "iteration": "write no events rows (events: none), or "}.get(scenario.events, "")
 
 
 def available_memory() -> int:
@@ -85,6 +95,6 @@ def check(scenario: Scenario, source: str | None = None, *, memory: int | None =
                 else f"{work.devices:,} devices")
         raise ScenarioError(
             f"this scenario's tables would need about {_size(work.peak_bytes)} ({what} of {work.devices:,} devices) "
-            f"and this machine has {_size(memory)} available; lower rounds, local_iterations, "
+            f"and this machine has {_size(memory)} available; {_coarser(scenario)}lower rounds, local_iterations, "
             "aggregation.aggregations or the fleet's counts", source=source)
     return work

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from hsplit_actors import timeline
 from hsplit_actors.engine.session import PHASES
 from hsplit_actors.errors import ScenarioError
 from hsplit_actors.runs import RunTables
@@ -32,10 +33,9 @@ def refuse_training_settings(scenario: Scenario) -> None:
 
 def plan_figures(tables: RunTables, meta: dict) -> dict:
     """One timing-only run's row."""
-    events, rounds, clients = tables.events, tables.rounds, tables.clients
-    work = events[events["phase"].isin(PHASES)]
-    iterations = max(int((work["phase"] == "client_fwd").sum()), 1)
-    per_phase = (work["t_end"] - work["t_start"]).groupby(work["phase"].astype(str)).sum() / iterations
+    rounds, clients = tables.rounds, tables.clients
+    phases = meta.get("phases") or timeline.from_events(tables.events).meta()  # older runs: from their events
+    per_phase = {p: s / max(phases["iterations"], 1) for p, s in phases["seconds"].items()}
     feasible = clients[clients["feasible"]]
     splits = feasible["split_point"].value_counts().sort_index()
     row = {

@@ -110,7 +110,9 @@ class Simulation:
             self.gpus = GPUPool(self.env, scenario.server.gpus)
         self.log = SimulationLog(client_config=np.full(len(fleet), -1, dtype=np.int64), gpus=scenario.server.gpus)
         self._config_ids: dict[ClientConfig, int] = {}
-        self.has_windows = [fleet.windows[g] is not None for g in fleet.group]
+        self.windowed = [g for g, spec in enumerate(fleet.windows) if spec is not None]  # entries that go off-line
+        self.has_windows = (np.isin(fleet.group, self.windowed) if self.windowed
+                            else np.zeros(len(fleet), dtype=bool)).tolist()
         # Plain Python floats: numpy scalars would leak into the clock and make every SimPy heap step slower.
         self.device = {f: getattr(fleet, f).tolist() for f in ("latency_ms", "uplink_mbps", "downlink_mbps",
                                                                "priority")}
@@ -163,11 +165,11 @@ class Simulation:
         """Feasible, idle clients that take part in round `rnd`: per-round availability draw, on-line now."""
         rng = np.random.default_rng([self.scenario.seed, rnd])
         take_part = self.feasible & (rng.random(len(self.fleet)) < self.fleet.participation)
-        for g in range(len(self.fleet.windows)):
-            if not self.fleet.group_online(g, self.env.now):
-                take_part &= self.fleet.group != g
-        for s in self.running.values():  # still busy with an earlier round's session (semi_sync, carry)
-            take_part[s.client] = False
+        offline = [g for g in self.windowed if not self.fleet.group_online(g, self.env.now)]
+        if offline:  # only fleet entries with windows can be off-line: one pass over the clients, not one per entry
+            take_part &= ~np.isin(self.fleet.group, offline)
+        if self.running:  # still busy with an earlier round's session (semi_sync, carry)
+            take_part[[s.client for s in self.running.values()]] = False
         return np.flatnonzero(take_part)
 
     def start_session(self, c: int, rnd: int, uploads: bool) -> Session:

@@ -541,6 +541,7 @@ class Scenario(Strict):
     aggregation_interval: PositiveInt | None = None  # old spelling of aggregation: {mode: sync, interval: N}
     aggregation: AggregationSpec = Field(default_factory=AggregationSpec)
     output_dir: str = "runs"
+    events: Literal["phase", "iteration", "none"] = "phase"  # the events table: per phase, per iteration, none
     progress: bool = True
     train: TrainSpec = Field(default_factory=TrainSpec)
     ray: RaySpec = Field(default_factory=RaySpec)
