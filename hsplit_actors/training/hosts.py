@@ -610,10 +610,13 @@ class ServerHost(_Host):
 
     def evaluate(self, factors: Factors, head: dict[str, torch.Tensor], batch_size: int = 64) -> dict[str, float]:
         """The global model (base + `factors`, `head`) on the held-out data."""
+        start = time.perf_counter()
         adapters = _clone_parameters(factors, factors, self.device)
         self.slots.load(adapters, _clone_head(head, self.device) or None)
         self.use_version(self.latest)
-        return evaluate(self.split(len(self._blocks())), self.test, batch_size)
+        metrics = evaluate(self.split(len(self._blocks())), self.test, batch_size)
+        self.timed("evaluate", start)
+        return metrics
 
     def snapshot(self, cids: list[int]) -> dict:
         """The server-side state of `cids` (None where it holds none) and the shared set, if any."""

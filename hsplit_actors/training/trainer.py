@@ -76,7 +76,8 @@ def train(scenario: Scenario, setup: Setup, assets: Assets, runtime, hosts: list
     server = executor.server  # a new one if the first was lost and replaced
     busy = runtime.get([runtime.call(h, "busy_seconds") for h in hosts] + [runtime.call(server, "busy_seconds")])
     extra["host_busy_s"] = {"client_hosts": busy[:-1], "server": busy[-1]}
-    extra["client_nodes"] = sorted(set(runtime.get([runtime.call(h, "node") for h in hosts])))
+    extra["client_host_nodes"] = runtime.get([runtime.call(h, "node") for h in hosts])  # per client host
+    extra["client_nodes"] = sorted(set(extra["client_host_nodes"]))
     # where the computing happened: the server's device, and each distinct client-host device
     extra["server_device"] = runtime.get(runtime.call(server, "device_info"))
     clients = runtime.get([runtime.call(h, "device_info") for h in hosts])
