@@ -56,7 +56,7 @@ def summarise(tables: RunTables, meta: dict) -> dict:
         "train_loss": _last(rounds, "train_loss"), "eval_loss": _last(rounds, "eval_loss"),
         "eval_metric": _last(rounds, "eval_metric"),
         "rounds_wall_s": float(rounds["wall_s"].sum()) if len(rounds) else 0.0,
-        "train_s": meta.get("train_s"), "startup_s": meta.get("startup_s"),
+        "train_s": meta.get("train_s"), "startup_s": meta.get("startup_s"), "startup": meta.get("startup"),
         "faults_recovered": len(tables.faults), "faulty_actors": sorted(set(tables.faults["actor"].astype(str))),
         "server_device": meta.get("server_device"),
         "server_timing": _timing_line(meta.get("timing", {}).get("server"), meta.get("server_profile")),
@@ -118,7 +118,10 @@ def render(summary: dict, directory: str) -> str:
         f"traffic: {_fmt_bytes(s['bytes_up'])} up, {_fmt_bytes(s['bytes_down'])} down",
     ]
     if s.get("eval_metric") is not None:
-        took = (f"trained in {_fmt_time(s['train_s'])} after {_fmt_time(s['startup_s'])} of start-up"
+        parts = s.get("startup") or {}
+        where = (f": Ray {_fmt_time(parts['ray_s'])}, model and data {_fmt_time(parts['model_and_data_s'])}, "
+                 f"hosts {_fmt_time(parts['hosts_s'])}, other {_fmt_time(parts['other_s'])}" if parts else "")
+        took = (f"trained in {_fmt_time(s['train_s'])} after {_fmt_time(s['startup_s'])} of start-up{where}"
                 if s.get("train_s") is not None else f"{_fmt_time(s['rounds_wall_s'])} in the rounds")
         lines.append(f"model: train loss {s['train_loss']:.4f}, eval loss {s['eval_loss']:.4f}, "
                      f"{s['metric']} {s['eval_metric']:.4f} after {_n(s['rounds'], 'round')} ({took})")

@@ -80,3 +80,16 @@ def test_the_comparison_time_axis_has_ticks_to_read(horizon: float) -> None:
     fig.canvas.draw()
     low, high = ax.get_xlim()
     assert len([x for x in ax.get_xticks() if low <= x <= high]) >= 4, ax.get_xticks()
+
+
+def test_a_run_says_where_its_start_up_went(tmp_path: Path) -> None:
+    """meta.json breaks start-up into Ray, the model and data, the hosts and the rest, adding up to it; the summary
+    prints the parts."""
+    from hsplit_actors.summary import render, summarise
+    from tests.conftest import run_scenario
+
+    _, tables, extra = run_scenario(tiny_training_scenario(rounds=1), tmp_path / "r", local=True)
+    parts = extra["startup"]
+    assert set(parts) == {"ray_s", "model_and_data_s", "hosts_s", "other_s"} and parts["ray_s"] == 0.0
+    assert parts["model_and_data_s"] > 0 and sum(parts.values()) == pytest.approx(extra["startup_s"])
+    assert "of start-up: Ray 0.00 s, model and data" in render(summarise(tables, extra), "d")

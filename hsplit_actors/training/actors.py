@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -72,6 +73,7 @@ class Coordinator:
         from hsplit_actors.simulation import prepare
         from hsplit_actors.training.trainer import prepare_assets
 
+        start = time.perf_counter()
         try:
             self.setup = prepare(scenario)
             self.assets = prepare_assets(scenario, self.setup)
@@ -82,6 +84,7 @@ class Coordinator:
         except Exception as exc:  # noqa: BLE001 - raised again by run() and assets()
             self.error = exc
         finally:
+            self.prepare_s = time.perf_counter() - start
             self.prepared.set()
 
     def _wait_prepared(self) -> None:
@@ -109,7 +112,9 @@ class Coordinator:
         runtime = RayRuntime(scenario.train.max_in_flight,
                              replace_client=lambda i, lost: start_client_host(self.name, i, lost, here),
                              replace_server=lambda: start_server_host(self.name, here))
-        return train(scenario, self.setup, self.assets, runtime, hosts, server, note, checkpoint_dir, resume)
+        tables, train_s, extra, final = train(scenario, self.setup, self.assets, runtime, hosts, server, note,
+                                              checkpoint_dir, resume)
+        return tables, train_s, extra | {"prepare_s": self.prepare_s}, final
 
     def progress(self):
         return self.state

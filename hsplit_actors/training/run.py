@@ -47,9 +47,13 @@ def _train_local(scenario: Scenario, setup, n_hosts: int, on_progress, checkpoin
     from hsplit_actors.training.runtime import LocalRuntime
     from hsplit_actors.training.trainer import local_hosts, prepare_assets, train
 
+    start = time.perf_counter()
     assets = prepare_assets(scenario, setup)
+    prepare_s = time.perf_counter() - start
     hosts, server = local_hosts(assets, n_hosts, setup.strategy.capability(SharedServerSet) is not None)
-    return train(scenario, setup, assets, LocalRuntime(), hosts, server, on_progress, checkpoint_dir, resume)
+    tables, train_s, extra, final = train(scenario, setup, assets, LocalRuntime(), hosts, server, on_progress,
+                                          checkpoint_dir, resume)
+    return tables, train_s, extra | {"prepare_s": prepare_s}, final
 
 
 def _train_on_ray(scenario: Scenario, n_hosts: int, on_progress, checkpoint_dir, resume):
@@ -184,12 +188,14 @@ def run(scenario: Scenario | None, out: str | Path | None = None, address: str |
         on_setup(setup)
     checkpoint_dir = str(directory / "checkpoints") if scenario.train.checkpoint else None
     start = time.perf_counter()
+    ray_s = 0.0
     try:
         if scenario.train.local:
             tables, train_s, extra, final = _train_local(scenario, setup, n_hosts, on_progress, checkpoint_dir,
                                                          checkpoint)
         else:
             connect(address or scenario.ray.address)
+            ray_s = time.perf_counter() - start
             tables, train_s, extra, final = _train_on_ray(scenario, n_hosts, on_progress, checkpoint_dir, checkpoint)
     except ScenarioError:
         if resume is None:  # bad input found while preparing (e.g. too little data): leave no partial directory
@@ -200,6 +206,11 @@ def run(scenario: Scenario | None, out: str | Path | None = None, address: str |
     wall_s = time.perf_counter() - start
     # wall_s: Ray start (if any), actors, set-up and the clock; train_s: the clock's part (rounds, aggregation)
     extra |= {"ray": not scenario.train.local, "train_s": train_s, "startup_s": wall_s - train_s}
+    # where start-up went: Ray (started or joined), the model and data (coordinator), the hosts (their processes
+    # starting, importing torch, building their copy of the model); the rest is actor creation and the final calls
+    parts = {"ray_s": ray_s, "model_and_data_s": extra.pop("prepare_s"),
+             "hosts_s": extra.pop("hosts_wait_s")}
+    extra["startup"] = parts | {"other_s": extra["startup_s"] - sum(parts.values())}
     if scenario.train.tensorboard:
         from hsplit_actors import tensorboard
 

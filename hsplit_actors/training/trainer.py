@@ -4,6 +4,7 @@ Used in-process (`train.local`) and inside the Ray Coordinator actor alike."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,7 +59,9 @@ def train(scenario: Scenario, setup: Setup, assets: Assets, runtime, hosts: list
           on_progress: ProgressCallback | None = None, checkpoint_dir: str | None = None, resume: dict | None = None):
     """Run the engine with real work on `hosts` and `server`; returns (tables, wall seconds, meta extras, the final
     global model: adapters, head and the aggregates merged into the base)."""
+    waited = time.perf_counter()  # host processes starting, importing torch and building their model
     runtime.get([runtime.call(h, "ping") for h in hosts] + [runtime.call(server, "ping")])
+    hosts_wait_s = time.perf_counter() - waited
     settings = ExecutorSettings(assets.data.partitions, (assets.factors, assets.head), setup.arch.n_layers,
                                 scenario.train.eval_every, assets.data.metric, checkpoint_dir,
                                 scenario.train.keep_checkpoints, resume,
@@ -72,6 +75,7 @@ def train(scenario: Scenario, setup: Setup, assets: Assets, runtime, hosts: list
     tables.faults = pd.DataFrame(executor.faults, columns=FAULT_COLUMNS)
     tables.importance = pd.DataFrame(setup.strategy.importance_rows(), columns=IMPORTANCE_COLUMNS)
     extra |= {"client_actors": len(hosts), "metric": assets.data.metric, "faults": len(executor.faults),
+              "hosts_wait_s": hosts_wait_s,
               "resumed_from_round": resume["round"] if resume else None} | evaluation_baseline(assets.data)
     server = executor.server  # a new one if the first was lost and replaced
     busy = runtime.get([runtime.call(h, "busy_seconds") for h in hosts] + [runtime.call(server, "busy_seconds")])
