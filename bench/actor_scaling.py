@@ -1,5 +1,5 @@
 """Where a training run's time goes as client actors are added (issue 22): a client-heavy 16-client run (split
-after block 1, so most compute is on the devices) with 1, 2, 4, ... client actors, each count in a fresh
+after block 3 of 4, so most compute is on the devices) with 1, 2, 4, ... client actors, each count in a fresh
 process with a fresh local Ray.
 
 Reported per actor count: the training part of the run (the rounds, `train_s`) and its speed-up over one actor;

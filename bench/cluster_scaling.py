@@ -57,7 +57,7 @@ cluster.shutdown()
 
 
 def scenario(clients: int, rounds: int, iterations: int, actors: int) -> dict:
-    """A client-heavy run: split after block 1, so most compute is on the client actors."""
+    """A client-heavy run: split after block 3 of 4, so most compute is on the client actors."""
     return {
         "name": "cluster_scaling", "seed": 0,
         "model": {"preset": "minilm-l6", "weights": "random",
@@ -65,7 +65,7 @@ def scenario(clients: int, rounds: int, iterations: int, actors: int) -> dict:
                                 "num_attention_heads": 4}},
         "data": {"dataset": "sst2", "batch_size": 16, "seq_len": 48, "samples_per_client": 160},
         "fleet": [{"profile": "jetson_nano", "count": clients}],
-        "method": {"name": "splitlora", "split_point": 1, "rank": 4},
+        "method": {"name": "splitlora", "split_point": 3, "rank": 4},
         "rounds": rounds, "local_iterations": iterations, "progress": False,
         "train": {"eval_samples": 64, "lr": 0.001, "actors": actors, "checkpoint": False, "export": False},
     }
