@@ -17,10 +17,7 @@ server's); on a many-core machine pass e.g. --actors 1,2,4,8,15.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -43,25 +40,15 @@ print(json.dumps({"wall_s": wall, "train_s": extra["train_s"], "startup_s": extr
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from cluster_scaling import scenario
+    from cluster_scaling import arguments, child, scenario
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--actors", default="1,2")
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--iterations", type=int, default=10)
-    args = parser.parse_args()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    args = arguments("actors", "1,2", 16)
     print(f"{'actors':>6} {'train s':>8} {'speed-up':>8} {'busiest client s':>16} {'server s':>8} "
           f"{'eval s':>6} {'rest of path s':>14} {'start-up s':>10} {'tables = 1 actor':>16}")
     base = None
     for n in (int(x) for x in args.actors.split(",")):
         raw = scenario(args.clients, args.rounds, args.iterations, n)
-        proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(raw), str(Path(__file__).parent)],
-                              capture_output=True, text=True, env=env, timeout=3600)
-        if proc.returncode:
-            raise SystemExit(proc.stderr[-3000:])
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        r = child(CHILD, json.dumps(raw), str(Path(__file__).parent))
         base = base or r
         busiest = max(sum(host.values()) for host in r["busy"]["client_hosts"])
         server = sum(r["busy"]["server"].values())

@@ -83,26 +83,34 @@ def digest(tables) -> str:
     return h.hexdigest()
 
 
-def main() -> None:
+def arguments(counts: str, default: str, clients: int) -> argparse.Namespace:
+    """The benches' common options: the counts to try, the fleet and the run's length."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--nodes", default="1,2,4")
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(f"--{counts}", default=default)
+    parser.add_argument("--clients", type=int, default=clients)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=10)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def child(code: str, *argv: str) -> dict:
+    """Run `code` in a fresh interpreter (its own Ray) and return the JSON it prints last."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, timeout=3600)
+    if proc.returncode:
+        raise SystemExit(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    args = arguments("nodes", "1,2,4", 8)
     print(f"{'nodes':>5} {'actors':>6} {'wall s':>7} {'train s':>8} {'start-up s':>10} {'cluster s':>9} "
           f"{'actors per node':>16} {'tables = 1 node':>15}")
     first = None
     for n in (int(x) for x in args.nodes.split(",")):
         raw = scenario(args.clients, args.rounds, args.iterations, n)
         with tempfile.TemporaryDirectory() as tmp:
-            proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(raw), str(n), str(Path(tmp) / "run"),
-                                   str(Path(__file__).parent)], capture_output=True, text=True, env=env,
-                                  timeout=1800)
-            if proc.returncode:
-                raise SystemExit(proc.stderr[-3000:])
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            r = child(CHILD, json.dumps(raw), str(n), str(Path(tmp) / "run"), str(Path(__file__).parent))
         first = first or r["digest"]
         per_node = sorted((r["placement"].count(x) for x in set(r["placement"])), reverse=True)
         print(f"{n:>5} {n:>6} {r['wall_s']:>7.1f} {r['train_s']:>8.1f} {r['startup_s']:>10.1f} "
