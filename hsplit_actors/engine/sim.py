@@ -116,9 +116,6 @@ class Simulation:
         # Plain Python floats: numpy scalars would leak into the clock and make every SimPy heap step slower.
         self.device = {f: getattr(fleet, f).tolist() for f in ("latency_ms", "uplink_mbps", "downlink_mbps",
                                                                "priority")}
-        # each device's compute figures for the default timing model, built once (not per session)
-        self.rates = [Rates.of(f, m, u) for f, m, u in zip(fleet.flops.tolist(), fleet.mem_gbps.tolist(),
-                                                           fleet.launch_us.tolist(), strict=True)]
         self.uploads = simpy.Store(self.env)  # the upload buffer: every session ends here
         self.finished = self.env.event()
         self.version = 0  # global versions published so far
@@ -288,7 +285,8 @@ class Simulation:
         cost = self.log.costs[s.config_id]
         k, n_layers = self.log.configs[s.config_id].split_point, self.arch.n_layers
         on_device, uses_server, split = k > 0, k < n_layers, 0 < k < n_layers
-        rates, lat = self.rates[c], dev["latency_ms"][c] / 1e3
+        rates = Rates.of(fleet.flops[c], fleet.mem_gbps[c], fleet.launch_us[c])  # per session: no 1M-object list
+        lat = dev["latency_ms"][c] / 1e3
         up_bps, down_bps = dev["uplink_mbps"][c] * 1e6, dev["downlink_mbps"][c] * 1e6
         config = self.log.configs[s.config_id]
         t_fwd, t_bwd = self.durations.client(cost, config, int(fleet.group[c]), rates)
