@@ -63,6 +63,7 @@ def test_minilm_split_lora_learns_sst2() -> None:
     stacked_merge_is_exact(model, [first, export_adapters(model)], [0.25, 0.75])
 
 
+@pytest.mark.slow  # 25 s; kept out of `make test` for its 10-minute budget (split numerics: tests/test_split.py)
 def test_causal_lms_split_train_on_e2e_and_generate() -> None:
     tok = gpt2_tokenizer()
     frame = read_e2e(DATA_DIR / "e2e" / "devset.csv")

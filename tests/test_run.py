@@ -250,6 +250,7 @@ def test_recomputing_activations_changes_nothing_but_memory(tmp_path: Path) -> N
     _same_tables(kept, recomputed)
 
 
+@pytest.mark.slow  # 22 s; kept out of `make test` for its 10-minute budget (the line per round: test_newcomer.py)
 def test_progress_shows_round_virtual_time_loss_and_accuracy_locally_and_on_ray(ray_session, tmp_path) -> None:
     from hsplit_actors.cli import _progress
 
