@@ -8,10 +8,14 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import get_args
 
 from hsplit_actors import workload
 from hsplit_actors.errors import Interrupted, ScenarioError
 from hsplit_actors.interrupts import stop_on_sigterm
+from hsplit_actors.scenario.schema import EventResolution
+
+EVENTS = get_args(EventResolution)  # `--events`: the scenario's `events:` values
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
@@ -318,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory to write (default: <output_dir>/<name>-<method>-plan-<time>)")
     p.add_argument("--output-dir", help="parent folder for run directories (overrides the scenario)")
     p.add_argument("--seed", type=int, help="override the scenario seed")
-    p.add_argument("--events", choices=("phase", "iteration", "none"),
+    p.add_argument("--events", choices=EVENTS,
                    help="the events table's rows: per phase, per client iteration, or none (overrides the scenario)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_plan)
@@ -328,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="run directory to write (default: <output_dir>/<name>-<method>-run-<time>)")
     r.add_argument("--output-dir", help="parent folder for run directories (overrides the scenario)")
     r.add_argument("--seed", type=int, help="override the scenario seed")
-    r.add_argument("--events", choices=("phase", "iteration", "none"),
+    r.add_argument("--events", choices=EVENTS,
                    help="the events table's rows: per phase, per client iteration, or none (overrides the scenario)")
     r.add_argument("--address", help="join a running Ray cluster (e.g. auto); default: start one locally")
     r.add_argument("--local", action="store_true", help="hosts in this process instead of Ray actors")

@@ -32,7 +32,6 @@ def log_arrays(log: SimulationLog):
     return ints, it_round, o_ints, o_round
 
 
-RESOLUTIONS = ("phase", "iteration", "none")  # `events:` one row per phase, per client iteration, or none
 ITERATION = "iteration"  # the phase label of a whole-iteration row (`events: iteration`)
 CATEGORIES = [*ALL_PHASES, ITERATION]
 ROW_GROUP = 4_000_000  # rows built and written at a time
@@ -142,11 +141,6 @@ class EventRows:
         frame["run"] = pd.Categorical.from_codes(constant, categories=[self.run])
         frame["method"] = pd.Categorical.from_codes(constant, categories=[self.method])
         return frame[EVENT_COLUMNS]
-
-
-def events_table(log: SimulationLog, run: str, method: str, resolution: str = "phase") -> pd.DataFrame:
-    """The whole events table in memory (see `EventRows`)."""
-    return EventRows(log, run, method, resolution).frame()
 
 
 def _per_row(rows: np.ndarray, weights: np.ndarray | None, n_rows: int) -> np.ndarray:

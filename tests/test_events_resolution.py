@@ -142,3 +142,15 @@ def test_the_work_estimate_follows_the_resolution() -> None:
     with pytest.raises(ScenarioError, match=r"events: iteration or none"):
         check(parse_scenario(yaml.safe_dump(raw)), memory=at["iteration"].peak_bytes)
     check(parse_scenario(yaml.safe_dump(raw | {"events": "iteration"})), memory=at["iteration"].peak_bytes)
+
+
+def test_plan_takes_the_resolution_from_the_command_line(write_scenario, tmp_path: Path) -> None:
+    from hsplit_actors.cli import main
+
+    path = write_scenario(small_scenario())
+    assert main(["plan", str(path), "--out", str(tmp_path / "r"), "--events", "iteration", "--quiet"]) == 0
+    events = read_run(tmp_path / "r").events
+    assert set(events["phase"].astype(str)) >= {"iteration"} and not events["phase"].isin(PHASES).any()
+    with pytest.raises(SystemExit) as refused:
+        main(["plan", str(path), "--events", "phases"])
+    assert refused.value.code == 2

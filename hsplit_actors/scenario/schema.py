@@ -521,6 +521,9 @@ class AggregationSpec(Strict):
         return self.server_lr or 1.0
 
 
+EventResolution = Literal["phase", "iteration", "none"]  # rows of the events table (tables.EventRows)
+
+
 class RaySpec(Strict):
     address: str | None = None  # join a running cluster ("auto" or host:port); default: start one locally
 
@@ -541,7 +544,7 @@ class Scenario(Strict):
     aggregation_interval: PositiveInt | None = None  # old spelling of aggregation: {mode: sync, interval: N}
     aggregation: AggregationSpec = Field(default_factory=AggregationSpec)
     output_dir: str = "runs"
-    events: Literal["phase", "iteration", "none"] = "phase"  # the events table: per phase, per iteration, none
+    events: EventResolution = "phase"  # the events table: per phase, per client iteration, or none
     progress: bool = True
     train: TrainSpec = Field(default_factory=TrainSpec)
     ray: RaySpec = Field(default_factory=RaySpec)
