@@ -120,7 +120,9 @@ def render(summary: dict, directory: str) -> str:
     if s.get("eval_metric") is not None:
         parts = s.get("startup") or {}
         where = (f": Ray {_fmt_time(parts['ray_s'])}, model and data {_fmt_time(parts['model_and_data_s'])}, "
-                 f"hosts {_fmt_time(parts['hosts_s'])}, other {_fmt_time(parts['other_s'])}" if parts else "")
+                 f"hosts {_fmt_time(parts['hosts_s'])}, "
+                 f"actor processes starting and other {_fmt_time(parts['other_s'])}"
+                 if parts else "")
         took = (f"trained in {_fmt_time(s['train_s'])} after {_fmt_time(s['startup_s'])} of start-up{where}"
                 if s.get("train_s") is not None else f"{_fmt_time(s['rounds_wall_s'])} in the rounds")
         lines.append(f"model: train loss {s['train_loss']:.4f}, eval loss {s['eval_loss']:.4f}, "
