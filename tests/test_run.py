@@ -314,3 +314,77 @@ def test_the_ray_state_recovery_reads_is_where_it_was(ray_session) -> None:
             break
         time.sleep(0.1)
     assert actor_info(probe)[0] == "DEAD"
+
+
+@pytest.mark.parametrize(("method", "cpus", "clients", "expected"), [
+    ({"name": "sfl", "split_point": 1, "rank": 4}, 2, 4, 1),  # a split method leaves one core to the server
+    ({"name": "sfl", "split_point": 1, "rank": 4}, 16, 20, 15),
+    ({"name": "fedit", "rank": 4}, 2, 4, 2),  # whole model on the clients: the server only evaluates
+    ({"name": "hetlora", "ranks": [2, 4]}, 16, 20, 16),
+    ({"name": "flora", "ranks": [2, 4]}, 16, 5, 5),  # at most one per client
+    ({"name": "sfl", "split_point": 1, "rank": 4}, 1, 4, 1),
+])
+def test_client_actors_by_default_use_every_core(method, cpus, clients, expected, monkeypatch) -> None:
+    from hsplit_actors.simulation import prepare
+    from hsplit_actors.training.actors import client_actor_count
+
+    raw = tiny_training_scenario(method=method, fleet=[{"profile": "agx_orin", "count": clients}])
+    scenario = parse_scenario(yaml.safe_dump(raw))
+    strategy = prepare(scenario).strategy
+    monkeypatch.setattr("os.cpu_count", lambda: cpus)
+    assert client_actor_count(scenario, clients, strategy) == expected
+    assert client_actor_count(scenario, clients, strategy, cpus=cpus) == expected  # a cluster's CPUs
+    explicit = parse_scenario(yaml.safe_dump(raw | {"train": raw["train"] | {"actors": 3}}))
+    assert client_actor_count(explicit, clients, strategy) == min(3, clients)
+
+
+@pytest.mark.parametrize(("method", "expected"), [({"name": "fedit", "rank": 4}, 2),
+                                                  ({"name": "sfl", "split_point": 1, "rank": 4}, 1)])
+def test_run_counts_client_actors_from_the_ray_clusters_cpus(method, expected, ray_session, tmp_path,
+                                                              monkeypatch) -> None:
+    """The session's Ray instance has 2 CPUs; this machine is made to claim 7: the cluster's count decides."""
+    import hsplit_actors.training.run as run_module
+
+    seen = []
+
+    def stop(scenario, n_hosts, *rest):
+        seen.append(n_hosts)
+        raise LookupError("stopped before the actors start")
+
+    monkeypatch.setattr("os.cpu_count", lambda: 7)
+    monkeypatch.setattr(run_module, "_train_on_ray", stop)
+    with pytest.raises(LookupError):
+        run_scenario(tiny_training_scenario(method=method), tmp_path / "r")
+    assert seen == [expected]
+
+
+@pytest.mark.parametrize(("eval_threads", "cores", "expected"), [(None, 3, 3), (2, 3, 2)])
+def test_the_server_evaluates_with_every_core_and_gives_its_threads_back(eval_threads, cores, expected,
+                                                                         monkeypatch) -> None:
+    """Every client step has finished when the server evaluates, so it takes every core (or train.eval_threads);
+    its training steps keep train.threads_per_actor, and the metrics are those of one thread."""
+    import warnings
+
+    import torch
+
+    from hsplit_actors.simulation import prepare
+    from hsplit_actors.training import hosts as hosts_module
+    from hsplit_actors.training.trainer import local_hosts, prepare_assets
+
+    raw = tiny_training_scenario()
+    raw["train"] |= {"eval_threads": eval_threads}
+    scenario = parse_scenario(yaml.safe_dump(raw))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assets = prepare_assets(scenario, prepare(scenario))
+    _, server = local_hosts(assets, 1, False)
+    threads = torch.get_num_threads()
+    single = hosts_module.evaluate(server.split(3), server.test, 64)
+    seen = []
+    real = hosts_module.evaluate
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    monkeypatch.setattr(hosts_module, "evaluate", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
+    metrics = server.evaluate(assets.factors, assets.head)
+    assert seen == [expected]
+    assert torch.get_num_threads() == threads == scenario.train.threads_per_actor
+    assert metrics == single

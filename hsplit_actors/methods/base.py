@@ -83,12 +83,18 @@ class ImportanceCalibration:
     iterations: int
 
 
+@dataclass(frozen=True)
+class WholeModelOnClients:
+    """FedIT, FLoRA, HetLoRA: every client trains the whole model, so the server host has no per-step work (it
+    only evaluates) and every core can be a client actor."""
+
+
 class Strategy(ABC):
     """A federated/split fine-tuning method on the shared engine."""
 
     name: str = ""  # set by `methods.register` from the settings class
     settings: type | None = None  # the method's settings class (scenario.schema), registered with it
-    capabilities: tuple = ()  # SharedServerSet, FreshAdapters, ImportanceCalibration: the ones this method has
+    capabilities: tuple = ()  # SharedServerSet, FreshAdapters, ImportanceCalibration, WholeModelOnClients: its own
     durations = None  # engine.durations.Durations, set by `prepare`: a method that estimates latency uses it (ARMSC)
 
     def __init__(self, spec, arch: ModelArch, batch: int, seq: int, dtype: str, seed: int = 0,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from hsplit_actors.fleet import Fleet
-from hsplit_actors.methods.base import Assignment, Strategy, single_config
+from hsplit_actors.methods.base import Assignment, Strategy, WholeModelOnClients, single_config
 from hsplit_actors.scenario.schema import FedITSpec
 
 
 class FedIT(Strategy):
     settings = FedITSpec
+    capabilities = (WholeModelOnClients(),)
 
     def configure(self, round_: int, fleet: Fleet) -> Assignment:
         config = self.uniform(self.arch.n_layers)

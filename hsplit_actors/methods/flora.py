@@ -13,6 +13,7 @@ from hsplit_actors.methods.base import (
     Assignment,
     FreshAdapters,
     Strategy,
+    WholeModelOnClients,
     config_ranks,
     fresh_adapters,
     largest_rank_that_fits,
@@ -22,7 +23,7 @@ from hsplit_actors.scenario.schema import FLoRASpec
 
 class FLoRA(Strategy):
     settings = FLoRASpec
-    capabilities = (FreshAdapters(),)
+    capabilities = (FreshAdapters(), WholeModelOnClients())
 
     def configure(self, round_: int, fleet: Fleet) -> Assignment:
         return largest_rank_that_fits(self, self.arch.n_layers, self.spec.ranks, fleet)

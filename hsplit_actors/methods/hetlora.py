@@ -18,6 +18,7 @@ from hsplit_actors.methods.base import (
     Aggregate,
     Assignment,
     Strategy,
+    WholeModelOnClients,
     config_ranks,
     fresh_adapters,
     largest_rank_that_fits,
@@ -27,6 +28,7 @@ from hsplit_actors.scenario.schema import HetLoRASpec
 
 class HetLoRA(Strategy):
     settings = HetLoRASpec
+    capabilities = (WholeModelOnClients(),)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -18,16 +18,20 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from hsplit_actors.methods.base import SharedServerSet
+from hsplit_actors.methods.base import SharedServerSet, Strategy, WholeModelOnClients
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.training.ray_state import live_nodes
 
 
-def client_actor_count(scenario: Scenario, n_clients: int) -> int:
+def client_actor_count(scenario: Scenario, n_clients: int, strategy: Strategy, cpus: int | None = None) -> int:
+    """`train.actors`, or by default every core: one client actor per CPU (of this machine, or of the Ray cluster
+    when `cpus` is given), less the one the server host works on for a split method; at most one per client.
+    Results do not depend on the count (each virtual client's steps are seeded by what they compute)."""
     if scenario.train.actors:
         return min(scenario.train.actors, n_clients)
-    spare = max(1, (os.cpu_count() or 2) - 1)  # one CPU for the server
-    return max(1, min(n_clients, spare))
+    cpus = cpus or os.cpu_count() or 2
+    server_cpu = 0 if strategy.capability(WholeModelOnClients) else 1  # the server host only evaluates
+    return max(1, min(n_clients, cpus - server_cpu))
 
 
 class HostActor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -40,6 +41,7 @@ class HostSetup:
     keys: tuple[Key, ...]  # every (block, matrix) any participant adapts
     recompute: bool = False  # client forward without graph, recomputed at backward
     label_smoothing: float = 0.0  # of the training loss
+    eval_threads: int | None = None  # the server host's threads while it evaluates (None: every core)
 
 
 @dataclass
@@ -614,7 +616,12 @@ class ServerHost(_Host):
         adapters = _clone_parameters(factors, factors, self.device)
         self.slots.load(adapters, _clone_head(head, self.device) or None)
         self.use_version(self.latest)
-        metrics = evaluate(self.split(len(self._blocks())), self.test, batch_size)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.setup.eval_threads or os.cpu_count() or 1)  # the clients are idle meanwhile
+        try:
+            metrics = evaluate(self.split(len(self._blocks())), self.test, batch_size)
+        finally:
+            torch.set_num_threads(threads)
         self.timed("evaluate", start)
         return metrics
 

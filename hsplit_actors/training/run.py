@@ -32,11 +32,15 @@ from hsplit_actors.training.actors import client_actor_count, start_actors
 from hsplit_actors.training.local_ray import forget_tokens, loopback_start
 
 
-def _check_run(scenario: Scenario, n_hosts: int) -> None:
+def _check_run(scenario: Scenario) -> None:
     """What can be wrong with a scenario for training only, found before anything starts."""
     require_real_data(scenario.data.dataset)
     if scenario.train.kill_actor and scenario.train.local:
         raise ScenarioError("fault injection kills Ray actors; unset train.local", field="train.kill_actor")
+
+
+def _check_faults(scenario: Scenario, n_hosts: int) -> None:
+    """Faults can only be injected into client actors that exist."""
     for kill in scenario.train.kill_actor:
         if kill.actor >= n_hosts:
             raise ScenarioError(f"there are {n_hosts} client actors (0..{n_hosts - 1}), not {kill.actor + 1}",
@@ -179,8 +183,9 @@ def run(scenario: Scenario | None, out: str | Path | None = None, address: str |
     else:
         directory = new_run_dir(scenario, "run", str(out) if out else None)
     setup = prepare(scenario)
-    n_hosts = client_actor_count(scenario, len(setup.fleet))
-    _check_run(scenario, n_hosts)
+    _check_run(scenario)
+    if scenario.train.actors or scenario.train.local:  # else counted from the Ray cluster's CPUs once joined
+        _check_faults(scenario, client_actor_count(scenario, len(setup.fleet), setup.strategy))
     if resume is None:
         directory = claim(directory, automatic=not out)
         (directory / "scenario.yaml").write_text(dump_scenario(scenario))
@@ -191,11 +196,15 @@ def run(scenario: Scenario | None, out: str | Path | None = None, address: str |
     ray_s = 0.0
     try:
         if scenario.train.local:
+            n_hosts = client_actor_count(scenario, len(setup.fleet), setup.strategy)
             tables, train_s, extra, final = _train_local(scenario, setup, n_hosts, on_progress, checkpoint_dir,
                                                          checkpoint)
         else:
             connect(address or scenario.ray.address)
             ray_s = time.perf_counter() - start
+            n_hosts = client_actor_count(scenario, len(setup.fleet), setup.strategy,
+                                         int(ray.cluster_resources().get("CPU", 0)))
+            _check_faults(scenario, n_hosts)
             tables, train_s, extra, final = _train_on_ray(scenario, n_hosts, on_progress, checkpoint_dir, checkpoint)
     except ScenarioError:
         if resume is None:  # bad input found while preparing (e.g. too little data): leave no partial directory

@@ -115,5 +115,5 @@ def host_setup(scenario: Scenario, keys: tuple[Key, ...], n_clients: int) -> Hos
     return HostSetup(seed=scenario.seed, batch_size=scenario.data.batch_size, client=client, server=server,
                      threads=scenario.train.threads_per_actor, keys=keys,
                      recompute=scenario.train.recompute_activations,
-                     label_smoothing=scenario.train.label_smoothing)
+                     label_smoothing=scenario.train.label_smoothing, eval_threads=scenario.train.eval_threads)
 
