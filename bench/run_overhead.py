@@ -119,7 +119,7 @@ def hsplit_run(raw: dict, address: str | None = None) -> dict:
         meta = json.loads((Path(tmp) / "run" / "meta.json").read_text())
     return {"wall_s": wall, "round_s": float(rounds["wall_s"].sum()), "peak_pss_gb": peak / 2**30,
             "run_s": meta["wall_s"], "startup_s": meta["startup_s"], "train_s": meta["train_s"],
-            "busy": meta["host_busy_s"]}
+            "busy": meta["host_busy_s"], "startup": meta["startup"]}
 
 
 @contextlib.contextmanager
@@ -144,9 +144,12 @@ def main() -> None:
     print(f"  hsplit run, whole command:        {run['wall_s']:7.2f} s   ratio {run['wall_s'] / plain:.2f} "
           f"(to the plain script with set-up: {run['wall_s'] / plain_whole:.2f})")
     outside = run["wall_s"] - run["run_s"]
-    print(f"    where it goes: Ray start, actors and their set-up {run['startup_s']:.2f} s; the clock (rounds, "
-          f"aggregation, tables) {run['train_s']:.2f} s; outside (interpreter, imports, validation, writing the "
-          f"run directory, Ray shutdown) {outside:.2f} s")
+    parts = run["startup"]
+    print(f"    where it goes: start-up before the first step {run['startup_s']:.2f} s (Ray's start "
+          f"{parts['ray_s']:.2f}, the coordinator's model and data {parts['model_and_data_s']:.2f}, waiting for "
+          f"the hosts after that {parts['hosts_s']:.2f}, the actor processes starting and importing torch "
+          f"{parts['other_s']:.2f}); the clock (rounds, aggregation, tables) {run['train_s']:.2f} s; outside "
+          f"(interpreter, imports, validation, writing the run directory, Ray shutdown) {outside:.2f} s")
     client = {k: sum(h.get(k, 0.0) for h in run["busy"]["client_hosts"]) for k in ("client_forward",
                                                                                   "client_backward")}
     server = run["busy"]["server"].get("server_step", 0.0)

@@ -4,6 +4,7 @@ made for the run (owner-only, removed after), nothing written to the user's ~/.r
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import stat
 import subprocess
@@ -70,3 +71,5 @@ def test_a_local_run_listens_on_loopback_only_and_authenticates_with_its_own_tok
     assert not (home / ".ray").exists()
     said = err.strip().splitlines()  # no terminal: the estimate, a line per round, nothing of Ray's
     assert said[0].startswith("estimate:") and all(line.startswith("round ") for line in said[1:]), said
+    startup = json.loads((out / "meta.json").read_text())["startup"]  # the Ray it started counts as start-up
+    assert startup["ray_s"] > 0.3, startup

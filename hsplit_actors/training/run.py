@@ -189,10 +189,10 @@ def run(scenario: Scenario | None, out: str | Path | None = None, address: str |
     if resume is None:
         directory = claim(directory, automatic=not out)
         (directory / "scenario.yaml").write_text(dump_scenario(scenario))
+    checkpoint_dir = str(directory / "checkpoints") if scenario.train.checkpoint else None
+    start = time.perf_counter()  # start-up counts from here: Ray's start too, where on_setup starts it (the CLI)
     if on_setup is not None:
         on_setup(setup)
-    checkpoint_dir = str(directory / "checkpoints") if scenario.train.checkpoint else None
-    start = time.perf_counter()
     ray_s = 0.0
     try:
         if scenario.train.local:
