@@ -245,22 +245,18 @@ def test_pydantic_union_internals_never_reach_the_user(write_scenario, tmp_path:
         assert "more problem" not in err and "Dist" not in err
 
 
-def test_a_large_fleet_validates_in_seconds(write_scenario, tmp_path: Path, capsys) -> None:
-    """140,000 one-device entries (the size that took 42 s) through the whole of `validate`: the file, the schema,
-    every variant `hsplit compare` would run and the feasibility checks (bench-free: generous bound, 2 cores)."""
-    import time
-
+def test_a_large_fleet_file_validates(write_scenario, tmp_path: Path, capsys) -> None:
+    """20,000 one-device entries through the whole of `validate`: the file, the schema, every variant `hsplit
+    compare` would run and the feasibility checks. How fast (140,000 took 42 s before issue 13) is a benchmark's
+    question: `bench/validate_large_fleet.py`, figures in BENCHMARKS.md."""
     entry = "  - {profile: jetson_nano, flops: %d, uplink_mbps: %.1f, availability: 0.8}\n"
-    fleet = "fleet:\n" + "".join(entry % (1e11 + i, 5 + i % 90) for i in range(140_000))
+    fleet = "fleet:\n" + "".join(entry % (1e11 + i, 5 + i % 90) for i in range(20_000))
     text = yaml.safe_dump(small_scenario(), sort_keys=False)
     head, tail = text.split("fleet:\n", 1)
     tail = tail[tail.index("server:"):]
     path = write_scenario(head + fleet + tail)
-    start = time.perf_counter()
     assert main(["validate", str(path)]) == 0
-    elapsed = time.perf_counter() - start
-    assert "140000 devices" in capsys.readouterr().out
-    assert elapsed < 15, f"validating 140,000 fleet entries took {elapsed:.1f} s"
+    assert "20000 devices" in capsys.readouterr().out
 
 
 def test_the_work_estimate_follows_the_schedule(write_scenario, capsys) -> None:
