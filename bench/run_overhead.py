@@ -146,7 +146,8 @@ def main() -> None:
     outside = run["wall_s"] - run["run_s"]
     parts = run["startup"]
     print(f"    where it goes: start-up before the first step {run['startup_s']:.2f} s (Ray's start "
-          f"{parts['ray_s']:.2f}, the coordinator's model and data {parts['model_and_data_s']:.2f}, waiting for "
+          f"{parts['ray_s']:.2f}, the coordinator importing {parts['coordinator_import_s']:.2f} and preparing the "
+          f"model and data {parts['model_and_data_s']:.2f}, waiting for "
           f"the hosts after that {parts['hosts_s']:.2f}, the actor processes starting and importing torch "
           f"{parts['other_s']:.2f}); the clock (rounds, aggregation, tables) {run['train_s']:.2f} s; outside "
           f"(interpreter, imports, validation, writing the run directory, Ray shutdown) {outside:.2f} s")

@@ -119,7 +119,9 @@ def render(summary: dict, directory: str) -> str:
     ]
     if s.get("eval_metric") is not None:
         parts = s.get("startup") or {}
-        where = (f": Ray {_fmt_time(parts['ray_s'])}, model and data {_fmt_time(parts['model_and_data_s'])}, "
+        where = (f": Ray {_fmt_time(parts['ray_s'])}, coordinator imports "
+                 f"{_fmt_time(parts.get('coordinator_import_s', 0.0))}, "
+                 f"model and data {_fmt_time(parts['model_and_data_s'])}, "
                  f"hosts {_fmt_time(parts['hosts_s'])}, "
                  f"actor processes starting and other {_fmt_time(parts['other_s'])}"
                  if parts else "")

@@ -27,6 +27,10 @@ def test_same_tables_with_one_or_two_client_actors_and_in_process(ray_session, t
     _, two, extra_two = run_scenario(raw, tmp_path / "two", actors=2)
     _, local, _ = run_scenario(raw, tmp_path / "local", local=True)
     assert extra_two["client_actors"] == 2
+    starts = extra_two["host_startup_s"]  # each actor's own start, and the coordinator's imports, are measured
+    assert len(starts["client_hosts"]) == 2 and extra_two["startup"]["coordinator_import_s"] >= 0
+    for host in [*starts["client_hosts"], starts["server"]]:
+        assert set(host) == {"import_s", "wait_for_assets_s", "build_s"} and host["build_s"] > 0, host
     pd.testing.assert_frame_equal(two.events, local.events)
     pd.testing.assert_frame_equal(two.rounds.drop(columns="wall_s"), local.rounds.drop(columns="wall_s"))
     losses = two.rounds[["train_loss", "eval_loss", "eval_metric"]].to_numpy()

@@ -39,16 +39,22 @@ class HostActor:
     resolved, results stay in the object store until someone needs them)."""
 
     def __init__(self, kind: str, coordinator: str) -> None:
+        start = time.perf_counter()
         from hsplit_actors.training.hosts import ClientHost, ServerHost
 
+        imported = time.perf_counter()
         self.host, self.error = None, None
         try:  # the coordinator by name: an argument that is a handle would count as held in the object store
             assets = ray.get(ray.get_actor(coordinator).assets.remote())  # waits for the coordinator's preparation
             common = (assets["recipe"], ray.get(assets["state"]), assets["setup"])
+            received = time.perf_counter()
             if kind == "client":
                 self.host = ClientHost(*common, ray.get(assets["train"]))
             else:
                 self.host = ServerHost(*common, assets["shared_server"], ray.get(assets["test"]))
+            # where this actor's start went (its process had started and imported Ray before `start`)
+            self.host.startup = {"import_s": imported - start, "wait_for_assets_s": received - imported,
+                                 "build_s": time.perf_counter() - received}
         except Exception as exc:  # noqa: BLE001 - the coordinator reports why set-up failed; the host just stops
             self.error = exc
 
@@ -74,9 +80,11 @@ class Coordinator:
         """Encode the data, load the frozen model and the initial adapters; what the hosts are built from goes
         into the object store once (the hosts on a node share it zero-copy). A failure is kept for `run` and
         `assets` to raise (nobody waits on this call's own result)."""
+        start = time.perf_counter()
         from hsplit_actors.simulation import prepare
         from hsplit_actors.training.trainer import prepare_assets
 
+        self.import_s = time.perf_counter() - start
         start = time.perf_counter()
         try:
             self.setup = prepare(scenario)
@@ -118,7 +126,7 @@ class Coordinator:
                              replace_server=lambda: start_server_host(self.name, here))
         tables, train_s, extra, final = train(scenario, self.setup, self.assets, runtime, hosts, server, note,
                                               checkpoint_dir, resume)
-        return tables, train_s, extra | {"prepare_s": self.prepare_s}, final
+        return tables, train_s, extra | {"prepare_s": self.prepare_s, "coordinator_import_s": self.import_s}, final
 
     def progress(self):
         return self.state

@@ -345,6 +345,11 @@ class _Host:
     def ping(self) -> bool:
         return True
 
+    def startup_times(self) -> dict[str, float]:
+        """Where this host's actor spent its start (importing, waiting for the shared assets, building its model);
+        empty for an in-process host."""
+        return dict(getattr(self, "startup", {}))
+
     def device_info(self) -> dict:
         """Where this host computes: the device (CUDA name, or the CPU model), torch and CUDA versions, threads."""
         return device_info(self.device)

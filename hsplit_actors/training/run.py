@@ -215,10 +215,11 @@ def run(scenario: Scenario | None, out: str | Path | None = None, address: str |
     wall_s = time.perf_counter() - start
     # wall_s: Ray start (if any), actors, set-up and the clock; train_s: the clock's part (rounds, aggregation)
     extra |= {"ray": not scenario.train.local, "train_s": train_s, "startup_s": wall_s - train_s}
-    # where start-up went: Ray (started or joined), the model and data (coordinator), the hosts (their processes
-    # starting, importing torch, building their copy of the model); the rest is actor creation and the final calls
-    parts = {"ray_s": ray_s, "model_and_data_s": extra.pop("prepare_s"),
-             "hosts_s": extra.pop("hosts_wait_s")}
+    # where start-up went: Ray (started or joined), the coordinator importing torch & co. and then preparing the
+    # model and data, waiting for the hosts after that (their imports and model builds, each host's own share in
+    # `host_startup_s`); the rest is the actor processes starting, and the final calls
+    parts = {"ray_s": ray_s, "coordinator_import_s": extra.pop("coordinator_import_s", 0.0),
+             "model_and_data_s": extra.pop("prepare_s"), "hosts_s": extra.pop("hosts_wait_s")}
     extra["startup"] = parts | {"other_s": extra["startup_s"] - sum(parts.values())}
     if scenario.train.tensorboard:
         from hsplit_actors import tensorboard

@@ -80,6 +80,8 @@ def train(scenario: Scenario, setup: Setup, assets: Assets, runtime, hosts: list
     server = executor.server  # a new one if the first was lost and replaced
     busy = runtime.get([runtime.call(h, "busy_seconds") for h in hosts] + [runtime.call(server, "busy_seconds")])
     extra["host_busy_s"] = {"client_hosts": busy[:-1], "server": busy[-1]}
+    starts = runtime.get([runtime.call(h, "startup_times") for h in hosts] + [runtime.call(server, "startup_times")])
+    extra["host_startup_s"] = {"client_hosts": starts[:-1], "server": starts[-1]}  # side by side, not additive
     extra["client_host_nodes"] = runtime.get([runtime.call(h, "node") for h in hosts])  # per client host
     extra["client_nodes"] = sorted(set(extra["client_host_nodes"]))
     # where the computing happened: the server's device, and each distinct client-host device
