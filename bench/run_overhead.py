@@ -145,12 +145,12 @@ def main() -> None:
           f"(to the plain script with set-up: {run['wall_s'] / plain_whole:.2f})")
     outside = run["wall_s"] - run["run_s"]
     parts = run["startup"]
-    print(f"    where it goes: start-up before the first step {run['startup_s']:.2f} s (Ray's start "
-          f"{parts['ray_s']:.2f}, the coordinator importing {parts['coordinator_import_s']:.2f} and preparing the "
-          f"model and data {parts['model_and_data_s']:.2f}, waiting for "
-          f"the hosts after that {parts['hosts_s']:.2f}, the actor processes starting and importing torch "
-          f"{parts['other_s']:.2f}); the clock (rounds, aggregation, tables) {run['train_s']:.2f} s; outside "
-          f"(interpreter, imports, validation, writing the run directory, Ray shutdown) {outside:.2f} s")
+    print(f"    where it goes: outside the clock {run['startup_s']:.2f} s (Ray's start {parts['ray_s']:.2f}, the "
+          f"coordinator's process starting {parts['coordinator_start_s']:.2f}, importing "
+          f"{parts['coordinator_import_s']:.2f} and preparing the model and data {parts['model_and_data_s']:.2f}, "
+          f"waiting for the hosts after that {parts['hosts_s']:.2f}, calls after the last step "
+          f"{parts['other_s']:.2f}); the clock (rounds, aggregation, tables) {run['train_s']:.2f} s; outside the "
+          f"run (interpreter, imports, validation, writing the run directory, Ray shutdown) {outside:.2f} s")
     client = {k: sum(h.get(k, 0.0) for h in run["busy"]["client_hosts"]) for k in ("client_forward",
                                                                                   "client_backward")}
     server = run["busy"]["server"].get("server_step", 0.0)

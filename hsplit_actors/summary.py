@@ -119,11 +119,12 @@ def render(summary: dict, directory: str) -> str:
     ]
     if s.get("eval_metric") is not None:
         parts = s.get("startup") or {}
-        where = (f": Ray {_fmt_time(parts['ray_s'])}, coordinator imports "
+        where = (f": Ray {_fmt_time(parts['ray_s'])}, "
+                 f"coordinator process {_fmt_time(parts.get('coordinator_start_s', 0.0))}, imports "
                  f"{_fmt_time(parts.get('coordinator_import_s', 0.0))}, "
                  f"model and data {_fmt_time(parts['model_and_data_s'])}, "
                  f"hosts {_fmt_time(parts['hosts_s'])}, "
-                 f"actor processes starting and other {_fmt_time(parts['other_s'])}"
+                 f"after the last step {_fmt_time(parts['other_s'])}"
                  if parts else "")
         took = (f"trained in {_fmt_time(s['train_s'])} after {_fmt_time(s['startup_s'])} of start-up{where}"
                 if s.get("train_s") is not None else f"{_fmt_time(s['rounds_wall_s'])} in the rounds")

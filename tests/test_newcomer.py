@@ -90,9 +90,11 @@ def test_a_run_says_where_its_start_up_went(tmp_path: Path) -> None:
 
     _, tables, extra = run_scenario(tiny_training_scenario(rounds=1), tmp_path / "r", local=True)
     parts = extra["startup"]
-    assert set(parts) == {"ray_s", "coordinator_import_s", "model_and_data_s", "hosts_s", "other_s"}
-    assert parts["ray_s"] == 0.0 == parts["coordinator_import_s"]  # in-process: no Ray, nothing new to import
+    assert set(parts) == {"ray_s", "coordinator_start_s", "coordinator_import_s", "model_and_data_s", "hosts_s",
+                          "other_s"}
+    # in-process: no Ray, no coordinator process, nothing new to import
+    assert parts["ray_s"] == parts["coordinator_start_s"] == parts["coordinator_import_s"] == 0.0
     assert parts["model_and_data_s"] > 0 and sum(parts.values()) == pytest.approx(extra["startup_s"])
-    assert "of start-up: Ray 0.00 s, coordinator imports 0.00 s, model and data" in render(summarise(tables, extra),
-                                                                                            "d")
+    assert ("of start-up: Ray 0.00 s, coordinator process 0.00 s, imports 0.00 s, model and data"
+            in render(summarise(tables, extra), "d"))
     assert extra["host_startup_s"] == {"client_hosts": [{}], "server": {}}  # in-process hosts start with the run

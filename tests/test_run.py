@@ -25,8 +25,12 @@ def test_same_tables_with_one_or_two_client_actors_and_in_process(ray_session, t
     host, kept out of make test for its time.)"""
     raw = tiny_training_scenario()
     _, two, extra_two = run_scenario(raw, tmp_path / "two", actors=2)
-    _, local, _ = run_scenario(raw, tmp_path / "local", local=True)
+    _, local, extra_local = run_scenario(raw, tmp_path / "local", local=True)
     assert extra_two["client_actors"] == 2
+    # the model the coordinator exports on Ray is, byte for byte, the one exported in-process
+    assert extra_two["model"] == extra_local["model"] == "model/adapter"
+    weights = "model/adapter/adapter_model.safetensors"
+    assert (tmp_path / "two" / weights).read_bytes() == (tmp_path / "local" / weights).read_bytes()
     starts = extra_two["host_startup_s"]  # each actor's own start, and the coordinator's imports, are measured
     assert len(starts["client_hosts"]) == 2 and extra_two["startup"]["coordinator_import_s"] >= 0
     for host in [*starts["client_hosts"], starts["server"]]:

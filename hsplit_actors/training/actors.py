@@ -80,6 +80,7 @@ class Coordinator:
         """Encode the data, load the frozen model and the initial adapters; what the hosts are built from goes
         into the object store once (the hosts on a node share it zero-copy). A failure is kept for `run` and
         `assets` to raise (nobody waits on this call's own result)."""
+        self.prepare_started = time.time()  # wall clock: the driver, on this node, tells how long the actor took
         start = time.perf_counter()
         from hsplit_actors.simulation import prepare
         from hsplit_actors.training.trainer import prepare_assets
@@ -110,8 +111,11 @@ class Coordinator:
         self._wait_prepared()
         return self.shared
 
-    def run(self, scenario: Scenario, hosts: list, server, checkpoint_dir: str | None, resume: dict | None):
-        """Train on `hosts` and `server`, after `prepare`."""
+    def run(self, scenario: Scenario, hosts: list, server, checkpoint_dir: str | None, resume: dict | None,
+            export_to: str | None = None):
+        """Train on `hosts` and `server`, after `prepare`; with `export_to` (a run directory on this node), write
+        the final model there too: this process has torch and the model's code loaded already, the driver has
+        neither (and receives no tensors)."""
         from hsplit_actors.training.runtime import RayRuntime
         from hsplit_actors.training.trainer import train
 
@@ -126,7 +130,13 @@ class Coordinator:
                              replace_server=lambda: start_server_host(self.name, here))
         tables, train_s, extra, final = train(scenario, self.setup, self.assets, runtime, hosts, server, note,
                                               checkpoint_dir, resume)
-        return tables, train_s, extra | {"prepare_s": self.prepare_s, "coordinator_import_s": self.import_s}, final
+        if export_to is not None:
+            from hsplit_actors.exporting import export, save_final
+
+            save_final(export_to, **final)
+            extra["model"] = str(export(export_to).relative_to(export_to))
+        return tables, train_s, extra | {"prepare_s": self.prepare_s, "coordinator_import_s": self.import_s,
+                                  "prepare_started": self.prepare_started}, None
 
     def progress(self):
         return self.state

@@ -60,9 +60,9 @@ def _train_local(scenario: Scenario, setup, n_hosts: int, on_progress, checkpoin
     return tables, train_s, extra | {"prepare_s": prepare_s}, final
 
 
-def _train_on_ray(scenario: Scenario, n_hosts: int, on_progress, checkpoint_dir, resume):
+def _train_on_ray(scenario: Scenario, n_hosts: int, on_progress, checkpoint_dir, resume, export_to):
     coordinator, hosts, server = start_actors(scenario, n_hosts)
-    result = coordinator.run.remote(scenario, hosts, server, checkpoint_dir, resume)
+    result = coordinator.run.remote(scenario, hosts, server, checkpoint_dir, resume, export_to)
     stop, poller = threading.Event(), None
     if on_progress is not None:
         def poll() -> None:
@@ -190,7 +190,8 @@ def run(scenario: Scenario | None, out: str | Path | None = None, address: str |
         directory = claim(directory, automatic=not out)
         (directory / "scenario.yaml").write_text(dump_scenario(scenario))
     checkpoint_dir = str(directory / "checkpoints") if scenario.train.checkpoint else None
-    start = time.perf_counter()  # start-up counts from here: Ray's start too, where on_setup starts it (the CLI)
+    start, started = time.perf_counter(), time.time()  # start-up counts from here: Ray's start too, where
+    # on_setup starts it (the CLI)
     if on_setup is not None:
         on_setup(setup)
     ray_s = 0.0
@@ -205,7 +206,9 @@ def run(scenario: Scenario | None, out: str | Path | None = None, address: str |
             n_hosts = client_actor_count(scenario, len(setup.fleet), setup.strategy,
                                          int(ray.cluster_resources().get("CPU", 0)))
             _check_faults(scenario, n_hosts)
-            tables, train_s, extra, final = _train_on_ray(scenario, n_hosts, on_progress, checkpoint_dir, checkpoint)
+            export_to = str(directory) if scenario.train.export else None  # the coordinator writes the model
+            tables, train_s, extra, final = _train_on_ray(scenario, n_hosts, on_progress, checkpoint_dir, checkpoint,
+                                                          export_to)
     except ScenarioError:
         if resume is None:  # bad input found while preparing (e.g. too little data): leave no partial directory
             shutil.rmtree(directory, ignore_errors=True)
@@ -215,17 +218,19 @@ def run(scenario: Scenario | None, out: str | Path | None = None, address: str |
     wall_s = time.perf_counter() - start
     # wall_s: Ray start (if any), actors, set-up and the clock; train_s: the clock's part (rounds, aggregation)
     extra |= {"ray": not scenario.train.local, "train_s": train_s, "startup_s": wall_s - train_s}
-    # where start-up went: Ray (started or joined), the coordinator importing torch & co. and then preparing the
-    # model and data, waiting for the hosts after that (their imports and model builds, each host's own share in
-    # `host_startup_s`); the rest is the actor processes starting, and the final calls
-    parts = {"ray_s": ray_s, "coordinator_import_s": extra.pop("coordinator_import_s", 0.0),
+    # where start-up went: Ray (started or joined), the coordinator's process starting, it importing torch & co.
+    # and preparing the model and data, waiting for the hosts after that (their imports and model builds, each
+    # host's own share in `host_startup_s`); the rest is the calls after the last step (hosts' figures, stopping)
+    prepared = extra.pop("prepare_started", None)
+    parts = {"ray_s": ray_s, "coordinator_start_s": max(0.0, prepared - started - ray_s) if prepared else 0.0,
+             "coordinator_import_s": extra.pop("coordinator_import_s", 0.0),
              "model_and_data_s": extra.pop("prepare_s"), "hosts_s": extra.pop("hosts_wait_s")}
     extra["startup"] = parts | {"other_s": extra["startup_s"] - sum(parts.values())}
     if scenario.train.tensorboard:
         from hsplit_actors import tensorboard
 
         tensorboard.write(directory, tables, extra["metric"])
-    if scenario.train.export:
+    if scenario.train.export and final is not None:  # in-process; on Ray the coordinator wrote it
         from hsplit_actors.exporting import export, save_final
 
         save_final(directory, **final)
