@@ -396,3 +396,18 @@ def test_the_server_evaluates_with_every_core_and_gives_its_threads_back(eval_th
     assert seen == [expected]
     assert torch.get_num_threads() == threads == scenario.train.threads_per_actor
     assert metrics == single
+
+
+def test_a_run_inside_a_ray_task_counts_the_cpus_it_was_given(ray_session) -> None:
+    """A `compare` trial holds compare.cpus_per_run of the cluster: its run's default actors spread over those,
+    not over every CPU of the cluster (the session's Ray has 2)."""
+    from hsplit_actors.training.run import cpus_for_this_run
+
+    @ray_session.remote(num_cpus=1)
+    def inside() -> int:
+        from hsplit_actors.training.run import cpus_for_this_run
+
+        return cpus_for_this_run()
+
+    assert ray_session.get(inside.remote()) == 1
+    assert cpus_for_this_run() == 2  # the driver: the whole cluster

@@ -406,8 +406,8 @@ class TrainSpec(Strict):
     eval_every: PositiveInt = 1  # evaluate the global model every N rounds
     # evaluation samples (SST-2: GLUE's labelled dev split, data/sst2/test.tsv; E2E: test pairs)
     eval_samples: PositiveInt = 872
-    actors: PositiveInt | None = None  # client actors; default: every core (Ray's CPUs, less one for the server
-    # host of a split method), at most one per client
+    actors: PositiveInt | None = None  # client actors; default: every core (Ray's CPUs, or a compare trial's,
+    # less one for the server host of a split method), at most one per client
     threads_per_actor: PositiveInt = 1  # the same everywhere, so results do not depend on placement
     # threads the server host evaluates with; null: every core of its machine (nothing else computes then: the
     # coordinator waits for every submitted step before it aggregates, and evaluates before it submits more)

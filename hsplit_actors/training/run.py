@@ -95,6 +95,17 @@ def _train_on_ray(scenario: Scenario, n_hosts: int, on_progress, checkpoint_dir,
             ray.kill(actor)
 
 
+def cpus_for_this_run() -> int:
+    """The CPUs a run's default client actors spread over: what Ray assigned the caller when it runs inside a Ray
+    task or actor (a `compare` trial holds its compare.cpus_per_run), else the whole cluster's."""
+    context = ray.get_runtime_context()
+    if context.worker.mode == ray.WORKER_MODE:
+        assigned = context.get_assigned_resources().get("CPU")
+        if assigned:
+            return max(1, int(assigned))
+    return int(ray.cluster_resources().get("CPU", 0))
+
+
 _CONNECTED_HERE: list[bool] = []  # whether connect() called ray.init in this process (disconnect() undoes it)
 
 
@@ -203,8 +214,7 @@ def run(scenario: Scenario | None, out: str | Path | None = None, address: str |
         else:
             connect(address or scenario.ray.address)
             ray_s = time.perf_counter() - start
-            n_hosts = client_actor_count(scenario, len(setup.fleet), setup.strategy,
-                                         int(ray.cluster_resources().get("CPU", 0)))
+            n_hosts = client_actor_count(scenario, len(setup.fleet), setup.strategy, cpus_for_this_run())
             _check_faults(scenario, n_hosts)
             export_to = str(directory) if scenario.train.export else None  # the coordinator writes the model
             tables, train_s, extra, final = _train_on_ray(scenario, n_hosts, on_progress, checkpoint_dir, checkpoint,
