@@ -230,6 +230,7 @@ class _Host:
         self.slots = Slots(self.model, list(setup.keys))
         self._splits: dict[int, SplitModel] = {}
         self.busy: dict[str, float] = {}  # seconds spent per method, for "where does the time go"
+        self.startup: dict[str, float] = {}  # its actor's start (HostActor fills it); empty in-process
         self.merged: dict[Key, torch.Tensor] = {}  # sum of every aggregate folded into the base (fp64)
         self.original: dict[Key, torch.Tensor] = {}  # the shared base weight of each merged matrix
         self.bases: dict[int, dict[Key, nn.Parameter]] = {}  # per global version: its merged matrices
@@ -348,7 +349,7 @@ class _Host:
     def startup_times(self) -> dict[str, float]:
         """Where this host's actor spent its start (importing, waiting for the shared assets, building its model);
         empty for an in-process host."""
-        return dict(getattr(self, "startup", {}))
+        return dict(self.startup)
 
     def device_info(self) -> dict:
         """Where this host computes: the device (CUDA name, or the CPU model), torch and CUDA versions, threads."""
