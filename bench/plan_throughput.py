@@ -90,6 +90,7 @@ def bare(d: dict, n: int, iterations: int, gpus: int, pool: str) -> float:
     import simpy
 
     from hsplit_actors.engine.server import GPUPool
+    from hsplit_actors.engine.sim import delay_to
 
     env = simpy.Environment()
     state = {"left": n}
@@ -99,8 +100,8 @@ def bare(d: dict, n: int, iterations: int, gpus: int, pool: str) -> float:
     def client(c: int):
         timeout = env.timeout
         for _ in range(iterations):
-            yield timeout(d["fwd"][c])
-            yield timeout(d["up"][c])
+            now = env.now  # the engine's yields: forward + uplink is one event, as is downlink + backward
+            yield timeout(delay_to(now, now + d["fwd"][c] + d["up"][c]))
             if pool == "heap":
                 yield gpu.request(0.0)
                 yield timeout(d["srv"])
@@ -109,8 +110,8 @@ def bare(d: dict, n: int, iterations: int, gpus: int, pool: str) -> float:
                 with gpu.request() as req:
                     yield req
                     yield timeout(d["srv"])
-            yield timeout(d["down"][c])
-            yield timeout(d["bwd"][c])
+            now = env.now
+            yield timeout(delay_to(now, now + d["down"][c] + d["bwd"][c]))
         yield timeout(d["agg_up"][c])
         state["left"] -= 1
         if state["left"] == 0:
@@ -137,6 +138,7 @@ def bare_async(d: dict, n: int, iterations: int, gpus: int, pool: str) -> tuple[
     import simpy
 
     from hsplit_actors.engine.server import GPUPool
+    from hsplit_actors.engine.sim import delay_to
 
     settings = async_settings(n)
     env = simpy.Environment()
@@ -150,8 +152,8 @@ def bare_async(d: dict, n: int, iterations: int, gpus: int, pool: str) -> tuple[
         timeout = env.timeout
         yield timeout(d["agg_down"][c])
         for _ in range(iterations):
-            yield timeout(d["fwd"][c])
-            yield timeout(d["up"][c])
+            now = env.now  # the engine's yields: forward + uplink is one event, as is downlink + backward
+            yield timeout(delay_to(now, now + d["fwd"][c] + d["up"][c]))
             if pool == "heap":
                 yield gpu.request(0.0)
                 yield timeout(d["srv"])
@@ -160,8 +162,8 @@ def bare_async(d: dict, n: int, iterations: int, gpus: int, pool: str) -> tuple[
                 with gpu.request() as req:
                     yield req
                     yield timeout(d["srv"])
-            yield timeout(d["down"][c])
-            yield timeout(d["bwd"][c])
+            now = env.now
+            yield timeout(delay_to(now, now + d["down"][c] + d["bwd"][c]))
             state["iterations"] += 1
         yield timeout(d["agg_up"][c])
         yield store.put(c)

@@ -88,6 +88,17 @@ def test_phases_of_an_iteration_are_contiguous_and_ordered() -> None:
                                   last["t_end"].to_numpy()[:-1][same_round])
 
 
+@settings(max_examples=300, deadline=None)
+@given(now=st.floats(0.0, 1e7), first=st.floats(1e-12, 1e4), second=st.floats(1e-12, 1e4))
+def test_two_merged_phases_end_where_two_timeouts_would(now: float, first: float, second: float) -> None:
+    """One heap event stands for forward + uplink (downlink + backward): it must land on the very instant the two
+    timeouts reached, bit for bit, or the server's arrival order (and every table) would drift."""
+    from hsplit_actors.engine.sim import delay_to
+
+    end = (now + first) + second
+    assert now + delay_to(now, end) == end
+
+
 def _max_concurrency(starts: np.ndarray, ends: np.ndarray) -> int:
     times = np.concatenate([starts, ends])
     steps = np.concatenate([np.ones(len(starts)), -np.ones(len(ends))])

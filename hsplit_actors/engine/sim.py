@@ -11,6 +11,7 @@ expanded from it afterwards (phases are contiguous), which keeps the hot loop to
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,17 @@ from hsplit_actors.fleet.devices import server_rates
 from hsplit_actors.methods.base import Strategy
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.timing.roofline import Rates
+
+
+def delay_to(now: float, end: float) -> float:
+    """The delay whose timeout from `now` lands exactly on `end`: two consecutive phases become one heap event
+    (a third fewer per iteration) at the instant the two timeouts would have reached, bit for bit."""
+    delay = end - now
+    while now + delay < end:
+        delay = math.nextafter(delay, math.inf)
+    while now + delay > end:
+        delay = math.nextafter(delay, -math.inf)
+    return delay
 
 
 @dataclass(frozen=True)
@@ -279,7 +291,9 @@ class Simulation:
 
     def _iterations(self, s: Session):
         """The S local iterations, each client_fwd -> uplink -> queue -> server -> downlink -> client_bwd, recorded
-        as one row of phase boundaries. Returns None, or (outcome, phase) when the session ends early."""
+        as one row of phase boundaries. Returns None, or (outcome, phase) when the session ends early. Nothing
+        looks at a session between its forward and uplink, or its downlink and backward (stops and drop-outs
+        are checked between iterations), so each pair is one timeout ending where the two would have."""
         env, timeout, ex, gpus = self.env, self.env.timeout, self.executor, self.gpus
         fleet, dev, c = self.fleet, self.device, s.client
         cost = self.log.costs[s.config_id]
@@ -307,14 +321,16 @@ class Simulation:
             t0 = env.now
             if real:
                 ex.client_forward(s, it)
-            if on_device:
-                yield timeout(t_fwd)
-            t1 = t2 = t3 = t4 = t5 = env.now
             queue_len = batch = 0
+            if split:  # forward then uplink: one event at the uplink's end, the same instants
+                t1 = t0 + t_fwd
+                yield timeout(delay_to(t0, t1 + t_up))
+                t2 = t3 = t4 = t5 = env.now
+            else:
+                if on_device:
+                    yield timeout(t_fwd)
+                t1 = t2 = t3 = t4 = t5 = env.now
             if uses_server:
-                if split:
-                    yield timeout(t_up)
-                    t2 = env.now
                 queue_len = len(gpus)
                 if batching:  # the batch's start and size come back with the job
                     job = gpus.submit(key, group, (s, it))
@@ -328,13 +344,16 @@ class Simulation:
                     yield timeout(t_srv)
                     gpus.release(t_srv)
                 t4 = t5 = env.now
-                if split:
-                    yield timeout(t_down)
-                    t5 = env.now
-            if real:
-                ex.client_backward(s, it)
-            if on_device:
-                yield timeout(t_bwd)
+            if split:  # downlink then backward: one event at the backward's end
+                t5 = t4 + t_down
+                if real:
+                    ex.client_backward(s, it)
+                yield timeout(delay_to(t4, t5 + t_bwd))
+            else:
+                if real:
+                    ex.client_backward(s, it)
+                if on_device:
+                    yield timeout(t_bwd)
             times.extend((t0, t1, t2, t3, t4, t5, env.now))
             ints.extend((c, sid, it, cfg, queue_len, version, batch))
             if progress is not None:
