@@ -172,6 +172,18 @@ def test_fault_injection_without_actors_is_refused_by_validate(write_scenario, c
     assert "train: fault injection (kill_actor) kills Ray actors; unset local" in capsys.readouterr().err
 
 
+
+def test_a_fault_for_a_client_actor_the_run_lacks_is_one_line_and_leaves_no_directory(write_scenario, tmp_path: Path,
+                                                                                       capsys) -> None:
+    from tests.conftest import tiny_training_scenario
+
+    raw = tiny_training_scenario(train={"actors": 1, "kill_actor": [{"round": 0, "actor": 1}]})
+    out = tmp_path / "run"
+    assert main(["run", str(write_scenario(raw)), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "train.kill_actor: names client actor 1, but this run has 1 client actor (numbered from 0)" in err
+    assert len(err.splitlines()) == 1 and not out.exists()
+
 SST2 = {"dataset": "sst2", "batch_size": 4, "seq_len": 32}
 MORE_CASES = {
     "zero layers": (lambda s: s | {"model": {"preset": "gpt2-small", "overrides": {"n_layer": 0}}},

@@ -43,8 +43,9 @@ def _check_faults(scenario: Scenario, n_hosts: int) -> None:
     """Faults can only be injected into client actors that exist."""
     for kill in scenario.train.kill_actor:
         if kill.actor >= n_hosts:
-            raise ScenarioError(f"there are {n_hosts} client actors (0..{n_hosts - 1}), not {kill.actor + 1}",
-                                field="train.kill_actor")
+            have = f"{n_hosts} client actor" + ("s" if n_hosts != 1 else "")
+            raise ScenarioError(f"names client actor {kill.actor}, but this run has {have} (numbered from 0); "
+                                f"name one below {n_hosts}, or raise train.actors", field="train.kill_actor")
 
 
 def _train_local(scenario: Scenario, setup, n_hosts: int, on_progress, checkpoint_dir, resume):
@@ -215,7 +216,8 @@ def run(scenario: Scenario | None, out: str | Path | None = None, address: str |
             connect(address or scenario.ray.address)
             ray_s = time.perf_counter() - start
             n_hosts = client_actor_count(scenario, len(setup.fleet), setup.strategy, cpus_for_this_run())
-            _check_faults(scenario, n_hosts)
+            if not scenario.train.actors:  # the count came from the cluster's CPUs: check it now
+                _check_faults(scenario, n_hosts)
             export_to = str(directory) if scenario.train.export else None  # the coordinator writes the model
             tables, train_s, extra, final = _train_on_ray(scenario, n_hosts, on_progress, checkpoint_dir, checkpoint,
                                                           export_to)
