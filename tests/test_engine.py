@@ -3,12 +3,13 @@ more jobs than it has GPUs, queue disciplines order the queue, barriers hold, ru
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hsplit_actors.engine.session import PHASES
@@ -90,14 +91,32 @@ def test_phases_of_an_iteration_are_contiguous_and_ordered() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(now=st.floats(0.0, 1e7), first=st.floats(1e-12, 1e4), second=st.floats(1e-12, 1e4))
+@example(now=6384.666237903288, first=10000.0, second=6384.481015368026)  # no float delay lands there
 def test_two_merged_phases_end_where_two_timeouts_would(now: float, first: float, second: float) -> None:
     """One heap event stands for forward + uplink (downlink + backward): it must land on the very instant the two
-    timeouts reached, bit for bit, or the server's arrival order (and every table) would drift."""
+    timeouts reached, bit for bit, or the server's arrival order (and every table) would drift; where no single
+    delay can (a rounding tie), `delay_to` says so and the engine waits the two."""
     from hsplit_actors.engine.sim import delay_to
 
     end = (now + first) + second
-    assert now + delay_to(now, end) == end
+    delay = delay_to(now, end)
+    if delay is not None:
+        assert now + delay == end
+    else:
+        assert all(now + d != end for d in (end - now, math.nextafter(end - now, 0), math.nextafter(end - now, 1e9)))
 
+
+def test_the_two_timeouts_give_the_tables_of_the_merged_one(monkeypatch) -> None:
+    """The engine's fallback (two timeouts where no single one lands exactly) keeps every table: forced
+    everywhere, the plan is the same as with the merged events."""
+    import hsplit_actors.engine.sim as sim
+
+    _, _, merged, _ = run(small_scenario())
+    monkeypatch.setattr(sim, "delay_to", lambda now, end: None)
+    _, _, separate, _ = run(small_scenario())
+    pd.testing.assert_frame_equal(merged.events, separate.events)
+    pd.testing.assert_frame_equal(merged.clients, separate.clients)
+    pd.testing.assert_frame_equal(merged.rounds.drop(columns="wall_s"), separate.rounds.drop(columns="wall_s"))
 
 def _max_concurrency(starts: np.ndarray, ends: np.ndarray) -> int:
     times = np.concatenate([starts, ends])

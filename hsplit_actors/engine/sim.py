@@ -34,15 +34,16 @@ from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.timing.roofline import Rates
 
 
-def delay_to(now: float, end: float) -> float:
-    """The delay whose timeout from `now` lands exactly on `end`: two consecutive phases become one heap event
-    (a third fewer per iteration) at the instant the two timeouts would have reached, bit for bit."""
+def delay_to(now: float, end: float) -> float | None:
+    """The delay whose timeout from `now` lands exactly on `end`, so two consecutive phases can be one heap event
+    (a third fewer per iteration) at the instant the two timeouts would have reached, bit for bit. None when no
+    float does (`now + delay` can round past `end` either way); the caller then waits the two phases."""
     delay = end - now
     while now + delay < end:
         delay = math.nextafter(delay, math.inf)
     while now + delay > end:
         delay = math.nextafter(delay, -math.inf)
-    return delay
+    return delay if now + delay == end else None
 
 
 @dataclass(frozen=True)
@@ -324,7 +325,11 @@ class Simulation:
             queue_len = batch = 0
             if split:  # forward then uplink: one event at the uplink's end, the same instants
                 t1 = t0 + t_fwd
-                yield timeout(delay_to(t0, t1 + t_up))
+                delay = delay_to(t0, t1 + t_up)
+                if delay is None:  # no single timeout lands there: the two
+                    yield timeout(t_fwd)
+                    delay = t_up
+                yield timeout(delay)
                 t2 = t3 = t4 = t5 = env.now
             else:
                 if on_device:
@@ -348,7 +353,11 @@ class Simulation:
                 t5 = t4 + t_down
                 if real:
                     ex.client_backward(s, it)
-                yield timeout(delay_to(t4, t5 + t_bwd))
+                delay = delay_to(t4, t5 + t_bwd)
+                if delay is None:
+                    yield timeout(t_down)
+                    delay = t_bwd
+                yield timeout(delay)
             else:
                 if real:
                     ex.client_backward(s, it)
