@@ -400,14 +400,47 @@ def test_the_server_evaluates_with_every_core_and_gives_its_threads_back(eval_th
 
 def test_a_run_inside_a_ray_task_counts_the_cpus_it_was_given(ray_session) -> None:
     """A `compare` trial holds compare.cpus_per_run of the cluster: its run's default actors spread over those,
-    not over every CPU of the cluster (the session's Ray has 2)."""
-    from hsplit_actors.training.run import cpus_for_this_run
+    not over every CPU of the cluster (the session's Ray has 2), and its server evaluates on them, not on every
+    core of the machine; a run's own train.eval_threads is kept, and outside a task nothing is changed."""
+    from hsplit_actors.training.run import cpus_for_this_run, within_given_cpus
+
+    default = parse_scenario(yaml.safe_dump(tiny_training_scenario()))
+    explicit = parse_scenario(yaml.safe_dump(tiny_training_scenario(train={"eval_threads": 5})))
 
     @ray_session.remote(num_cpus=1)
-    def inside() -> int:
-        from hsplit_actors.training.run import cpus_for_this_run
+    def inside(scenarios) -> tuple:
+        from hsplit_actors.training.run import cpus_for_this_run, within_given_cpus
 
-        return cpus_for_this_run()
+        return cpus_for_this_run(), [within_given_cpus(s).train.eval_threads for s in scenarios]
 
-    assert ray_session.get(inside.remote()) == 1
+    assert ray_session.get(inside.remote([default, explicit])) == (1, [1, 5])
     assert cpus_for_this_run() == 2  # the driver: the whole cluster
+    assert within_given_cpus(default).train.eval_threads is None  # every core of the server's machine
+
+
+def test_a_local_run_inside_a_ray_task_builds_its_hosts_for_the_cpus_it_was_given(ray_session, tmp_path) -> None:
+    """`run` itself, in a one-CPU task with in-process hosts: one client host, the server evaluating on one
+    thread; the scenario.yaml it leaves keeps the user's (null) setting."""
+    raw = tiny_training_scenario(method={"name": "fedit", "rank": 4}, train={"local": True})
+    raw["fleet"][0]["count"] = 4
+
+    @ray_session.remote(num_cpus=1)
+    def trial(text: str, out: str) -> list:
+        import contextlib
+
+        import hsplit_actors.training.run as run_module
+        from hsplit_actors.scenario import parse_scenario
+
+        seen = []
+
+        def stop(scenario, setup, n_hosts, *rest):
+            seen.append((scenario.train.eval_threads, n_hosts))
+            raise LookupError("stopped before training")
+
+        run_module._train_local = stop
+        with contextlib.suppress(LookupError):
+            run_module.run(parse_scenario(text), out)
+        return seen
+
+    assert ray_session.get(trial.remote(yaml.safe_dump(raw), str(tmp_path / "r"))) == [(1, 1)]
+    assert yaml.safe_load((tmp_path / "r" / "scenario.yaml").read_text())["train"].get("eval_threads") is None

@@ -409,8 +409,9 @@ class TrainSpec(Strict):
     actors: PositiveInt | None = None  # client actors; default: every core (Ray's CPUs, or a compare trial's,
     # less one for the server host of a split method), at most one per client
     threads_per_actor: PositiveInt = 1  # the same everywhere, so results do not depend on placement
-    # threads the server host evaluates with; null: every core of its machine (nothing else computes then: the
-    # coordinator waits for every submitted step before it aggregates, and evaluates before it submits more)
+    # threads the server host evaluates with; null: every core of its machine, or in a compare trial the CPUs the
+    # trial holds (nothing else of the run computes then: the coordinator waits for every submitted step before it
+    # aggregates, and evaluates before it submits more)
     eval_threads: PositiveInt | None = None
     max_in_flight: PositiveInt = 64  # submitted-but-unfinished steps before the coordinator waits
     local: bool = False  # in-process hosts instead of Ray actors (same results)

@@ -96,15 +96,32 @@ def _train_on_ray(scenario: Scenario, n_hosts: int, on_progress, checkpoint_dir,
             ray.kill(actor)
 
 
-def cpus_for_this_run() -> int:
-    """The CPUs a run's default client actors spread over: what Ray assigned the caller when it runs inside a Ray
-    task or actor (a `compare` trial holds its compare.cpus_per_run), else the whole cluster's."""
+def assigned_cpus() -> int | None:
+    """The CPUs Ray assigned the caller when it runs inside a Ray task or actor (a `compare` trial holds its
+    compare.cpus_per_run); None elsewhere."""
+    if not ray.is_initialized():
+        return None
     context = ray.get_runtime_context()
     if context.worker.mode == ray.WORKER_MODE:
         assigned = context.get_assigned_resources().get("CPU")
         if assigned:
             return max(1, int(assigned))
-    return int(ray.cluster_resources().get("CPU", 0))
+    return None
+
+
+def cpus_for_this_run() -> int:
+    """The CPUs a run's default client actors spread over: those Ray assigned the caller (a `compare` trial),
+    else the whole cluster's."""
+    return assigned_cpus() or int(ray.cluster_resources().get("CPU", 0))
+
+
+def within_given_cpus(scenario: Scenario) -> Scenario:
+    """The scenario to train with: inside a Ray task (a `compare` trial) the server evaluates on the CPUs the
+    trial holds by default, not on every core of its machine (trials side by side would each take them all)."""
+    given = assigned_cpus()
+    if given is None or scenario.train.eval_threads is not None:
+        return scenario
+    return scenario.model_copy(update={"train": scenario.train.model_copy(update={"eval_threads": given})})
 
 
 _CONNECTED_HERE: list[bool] = []  # whether connect() called ray.init in this process (disconnect() undoes it)
@@ -197,7 +214,7 @@ def run(scenario: Scenario | None, out: str | Path | None = None, address: str |
     setup = prepare(scenario)
     _check_run(scenario)
     if scenario.train.actors or scenario.train.local:  # else counted from the Ray cluster's CPUs once joined
-        _check_faults(scenario, client_actor_count(scenario, len(setup.fleet), setup.strategy))
+        _check_faults(scenario, client_actor_count(scenario, len(setup.fleet), setup.strategy, assigned_cpus()))
     if resume is None:
         directory = claim(directory, automatic=not out)
         (directory / "scenario.yaml").write_text(dump_scenario(scenario))
@@ -207,10 +224,12 @@ def run(scenario: Scenario | None, out: str | Path | None = None, address: str |
     if on_setup is not None:
         on_setup(setup)
     ray_s = 0.0
+    training = within_given_cpus(scenario)  # what the hosts are built with (scenario.yaml keeps the user's);
+    # inside a trial Ray is up already, a plain run's driver is not in a task
     try:
         if scenario.train.local:
-            n_hosts = client_actor_count(scenario, len(setup.fleet), setup.strategy)
-            tables, train_s, extra, final = _train_local(scenario, setup, n_hosts, on_progress, checkpoint_dir,
+            n_hosts = client_actor_count(scenario, len(setup.fleet), setup.strategy, assigned_cpus())
+            tables, train_s, extra, final = _train_local(training, setup, n_hosts, on_progress, checkpoint_dir,
                                                          checkpoint)
         else:
             connect(address or scenario.ray.address)
@@ -219,7 +238,7 @@ def run(scenario: Scenario | None, out: str | Path | None = None, address: str |
             if not scenario.train.actors:  # the count came from the cluster's CPUs: check it now
                 _check_faults(scenario, n_hosts)
             export_to = str(directory) if scenario.train.export else None  # the coordinator writes the model
-            tables, train_s, extra, final = _train_on_ray(scenario, n_hosts, on_progress, checkpoint_dir, checkpoint,
+            tables, train_s, extra, final = _train_on_ray(training, n_hosts, on_progress, checkpoint_dir, checkpoint,
                                                           export_to)
     except ScenarioError:
         if resume is None:  # bad input found while preparing (e.g. too little data): leave no partial directory
