@@ -134,7 +134,7 @@ def render(summary: dict, directory: str) -> str:
     timing = s.get("server_timing")
     if device or timing:
         where = f"server computed on {device['device']} (torch {device['torch']}, CUDA {device['cuda'] or '-'}, " \
-                f"{device['threads']} threads); " if device else ""
+                f"{_n(device['threads'], 'thread')}); " if device else ""
         lines.append(f"{where}server timed by {timing}")
     if s.get("faults_recovered"):
         lines.append(f"faults: {_n(s['faults_recovered'], 'lost actor')} recovered "

@@ -56,6 +56,8 @@ def test_without_a_terminal_a_run_says_a_line_per_round(write_scenario, tmp_path
     meta = json.loads((tmp_path / "r" / "meta.json").read_text())
     assert meta["server_device"]["device"].startswith("CPU: ") and meta["server_device"]["torch"]
     assert f"server computed on {meta['server_device']['device']}" in done.stdout
+    threads = meta["server_device"]["threads"]
+    assert f"CUDA -, {threads} thread{'' if threads == 1 else 's'}); " in done.stdout
 
 
 def test_an_empty_server_queue_plots_from_zero_whole_jobs() -> None:
