@@ -101,7 +101,11 @@ def bare(d: dict, n: int, iterations: int, gpus: int, pool: str) -> float:
         timeout = env.timeout
         for _ in range(iterations):
             now = env.now  # the engine's yields: forward + uplink is one event, as is downlink + backward
-            yield timeout(delay_to(now, now + d["fwd"][c] + d["up"][c]))
+            delay = delay_to(now, now + d["fwd"][c] + d["up"][c])
+            if delay is None:  # as the engine: no single timeout lands there
+                yield timeout(d["fwd"][c])
+                delay = d["up"][c]
+            yield timeout(delay)
             if pool == "heap":
                 yield gpu.request(0.0)
                 yield timeout(d["srv"])
@@ -111,7 +115,11 @@ def bare(d: dict, n: int, iterations: int, gpus: int, pool: str) -> float:
                     yield req
                     yield timeout(d["srv"])
             now = env.now
-            yield timeout(delay_to(now, now + d["down"][c] + d["bwd"][c]))
+            delay = delay_to(now, now + d["down"][c] + d["bwd"][c])
+            if delay is None:
+                yield timeout(d["down"][c])
+                delay = d["bwd"][c]
+            yield timeout(delay)
         yield timeout(d["agg_up"][c])
         state["left"] -= 1
         if state["left"] == 0:
@@ -153,7 +161,11 @@ def bare_async(d: dict, n: int, iterations: int, gpus: int, pool: str) -> tuple[
         yield timeout(d["agg_down"][c])
         for _ in range(iterations):
             now = env.now  # the engine's yields: forward + uplink is one event, as is downlink + backward
-            yield timeout(delay_to(now, now + d["fwd"][c] + d["up"][c]))
+            delay = delay_to(now, now + d["fwd"][c] + d["up"][c])
+            if delay is None:  # as the engine: no single timeout lands there
+                yield timeout(d["fwd"][c])
+                delay = d["up"][c]
+            yield timeout(delay)
             if pool == "heap":
                 yield gpu.request(0.0)
                 yield timeout(d["srv"])
@@ -163,7 +175,11 @@ def bare_async(d: dict, n: int, iterations: int, gpus: int, pool: str) -> tuple[
                     yield req
                     yield timeout(d["srv"])
             now = env.now
-            yield timeout(delay_to(now, now + d["down"][c] + d["bwd"][c]))
+            delay = delay_to(now, now + d["down"][c] + d["bwd"][c])
+            if delay is None:
+                yield timeout(d["down"][c])
+                delay = d["bwd"][c]
+            yield timeout(delay)
             state["iterations"] += 1
         yield timeout(d["agg_up"][c])
         yield store.put(c)
