@@ -1,11 +1,13 @@
-"""Engine throughput vs a bare SimPy loop with the same yields (issue 2's benchmark; async added in issue 10).
+"""Engine throughput vs bare SimPy loops with the same yields (issue 2's benchmark; async added in issue 10).
 
-For each fleet size N (1k, 10k, 100k clients x 10 iterations, one round with aggregation), three runs, each in a
-fresh subprocess so its peak RSS is its own:
-  engine       `hsplit plan`'s path: fleet, strategy, SimPy processes, bookkeeping, tables, Parquet writing
-  bare-heap    the same yields and durations, no bookkeeping, the engine's heap GPU pool
-  bare-simpy   the same yields and durations, no bookkeeping, simpy.Resource as the server
-The bare loops get the engine's per-client durations, so all three must end at the same virtual time (checked).
+For each fleet size N (1k, 10k, 100k clients x 10 iterations, one round with aggregation), up to four runs, each
+in a fresh subprocess so its peak RSS is its own:
+  engine        `hsplit plan`'s path: fleet, strategy, SimPy processes, bookkeeping, tables, Parquet writing
+  bare-reserve  the engine's yields under FIFO and nothing else: a GPU reserved on arrival, the iteration's end
+                parked until its start (sync: chained with the next uplink); the like-for-like baseline
+  bare-heap     requests waiting in the engine's heap pool (the path of other disciplines and of `run`)
+  bare-simpy    the same with simpy.Resource as the server
+The bare loops get the engine's per-client durations, so in sync all must end at the same virtual time (checked).
 With `--aggregation async` (FedBuff: C = N/2 clients training, an aggregation every K = C/4 arrivals, 2N/K
 aggregations, so about 2N sessions) the bare loops keep C slots that each take the next idle client from a queue
 and an aggregator that waits for K uploads; the engine draws idle clients at random (seeded), so the two visit
@@ -15,7 +17,8 @@ Each child first does a small warm-up run (200 clients) so one-time imports are 
 Sizes up to 10k report the best of 3 runs (sub-second runs are noisy on a shared 2-core machine), 100k one run.
 
     python bench/plan_throughput.py [--sizes 1000,10000,100000] [--iterations 10] [--aggregation sync|async]
-                                    [--events phase|iteration|none] [--modes engine,bare-heap,bare-simpy]
+                                    [--events phase|iteration|none]
+                                    [--modes engine,bare-reserve,bare-heap,bare-simpy]
 """
 
 from __future__ import annotations
@@ -85,41 +88,56 @@ def durations(scenario):
     }
 
 
-def bare(d: dict, n: int, iterations: int, gpus: int, pool: str) -> float:
-    """The engine's yields with nothing else: returns the virtual end time."""
+def _pool(env, gpus: int, pool: str):
+    from hsplit_actors.engine.server import GPUPool
+
+    return GPUPool(env, gpus) if pool in ("heap", "reserve") else simpy_resource(env, gpus)
+
+
+def simpy_resource(env, gpus: int):
     import simpy
 
-    from hsplit_actors.engine.server import GPUPool
-    from hsplit_actors.engine.sim import delay_to
+    return simpy.Resource(env, capacity=gpus)
 
-    env = simpy.Environment()
+
+def bare(d: dict, n: int, iterations: int, gpus: int, pool: str) -> float:
+    """The engine's yields with nothing else: returns the virtual end time. `reserve`: as the engine under
+    FIFO in sync (a GPU reserved on arrival, the iteration's end parked until its start and chained with the
+    next uplink); `heap` / `simpy`: requests waiting in the engine's heap pool or a `simpy.Resource`, the
+    path the engine takes for other queue disciplines and in `run`."""
+    from hsplit_actors.engine.clock import Clock
+
+    env = Clock()
     state = {"left": n}
     uploaded = env.event()
-    gpu = GPUPool(env, gpus) if pool == "heap" else simpy.Resource(env, capacity=gpus)
+    gpu = _pool(env, gpus, pool)
 
-    def client(c: int):
-        timeout = env.timeout
-        for _ in range(iterations):
-            now = env.now  # the engine's yields: forward + uplink is one event, as is downlink + backward
-            delay = delay_to(now, now + d["fwd"][c] + d["up"][c])
-            if delay is None:  # as the engine: no single timeout lands there
-                yield timeout(d["fwd"][c])
-                delay = d["up"][c]
-            yield timeout(delay)
-            if pool == "heap":
-                yield gpu.request(0.0)
-                yield timeout(d["srv"])
-                gpu.release(d["srv"])
-            else:
-                with gpu.request() as req:
-                    yield req
-                    yield timeout(d["srv"])
-            now = env.now
-            delay = delay_to(now, now + d["down"][c] + d["bwd"][c])
-            if delay is None:
-                yield timeout(d["down"][c])
-                delay = d["bwd"][c]
-            yield timeout(delay)
+    def client(c: int):  # each pool's loop written out: a shared helper would slow the baseline down
+        timeout, at = env.timeout, env.at
+        fwd, up, down, bwd, srv = d["fwd"][c], d["up"][c], d["down"][c], d["bwd"][c], d["srv"]
+        if pool == "reserve":
+            n2 = (env.now + fwd) + up
+            yield at(n2)
+            for i in range(iterations):
+                t3, _ = gpu.reserve(srv)
+                t6 = ((t3 + srv) + down) + bwd
+                if i < iterations - 1:
+                    n2 = (t6 + fwd) + up
+                    yield at(n2, t3)
+                else:
+                    yield at(t6, t3)
+        else:
+            for _ in range(iterations):
+                yield at((env.now + fwd) + up)  # forward + uplink is one event, as is downlink + backward
+                if pool == "heap":
+                    yield gpu.request(0.0, srv)
+                    yield timeout(srv)
+                    gpu.release(srv)
+                else:
+                    with gpu.request() as req:
+                        yield req
+                        yield timeout(srv)
+                yield at((env.now + down) + bwd)
         yield timeout(d["agg_up"][c])
         state["left"] -= 1
         if state["left"] == 0:
@@ -140,46 +158,41 @@ def bare(d: dict, n: int, iterations: int, gpus: int, pool: str) -> float:
 def bare_async(d: dict, n: int, iterations: int, gpus: int, pool: str) -> tuple[float, int]:
     """FedBuff's yields with nothing else: C slots, each running sessions of the next idle client (download,
     iterations, upload into a store); an aggregator takes K uploads per aggregation. Returns the virtual end
-    time and the client-iterations done."""
+    time and the client-iterations done. `reserve` parks each iteration's end until its GPU start, as the
+    engine does under FIFO (no chaining: async may stop sessions)."""
     from collections import deque
 
     import simpy
 
-    from hsplit_actors.engine.server import GPUPool
-    from hsplit_actors.engine.sim import delay_to
+    from hsplit_actors.engine.clock import Clock
 
     settings = async_settings(n)
-    env = simpy.Environment()
+    env = Clock()
     store = simpy.Store(env)
-    gpu = GPUPool(env, gpus) if pool == "heap" else simpy.Resource(env, capacity=gpus)
+    gpu = _pool(env, gpus, pool)
     idle = deque(range(n))
     state = {"done": False, "iterations": 0}
     finished = env.event()
 
     def session(c: int):  # bare()'s yields, inlined on purpose: a shared helper would slow the baseline down
-        timeout = env.timeout
+        timeout, at = env.timeout, env.at
+        fwd, up, down, bwd, srv = d["fwd"][c], d["up"][c], d["down"][c], d["bwd"][c], d["srv"]
         yield timeout(d["agg_down"][c])
         for _ in range(iterations):
-            now = env.now  # the engine's yields: forward + uplink is one event, as is downlink + backward
-            delay = delay_to(now, now + d["fwd"][c] + d["up"][c])
-            if delay is None:  # as the engine: no single timeout lands there
-                yield timeout(d["fwd"][c])
-                delay = d["up"][c]
-            yield timeout(delay)
-            if pool == "heap":
-                yield gpu.request(0.0)
-                yield timeout(d["srv"])
-                gpu.release(d["srv"])
+            yield at((env.now + fwd) + up)
+            if pool == "reserve":
+                t3, _ = gpu.reserve(srv)
+                yield at(((t3 + srv) + down) + bwd, t3)
             else:
-                with gpu.request() as req:
-                    yield req
-                    yield timeout(d["srv"])
-            now = env.now
-            delay = delay_to(now, now + d["down"][c] + d["bwd"][c])
-            if delay is None:
-                yield timeout(d["down"][c])
-                delay = d["bwd"][c]
-            yield timeout(delay)
+                if pool == "heap":
+                    yield gpu.request(0.0, srv)
+                    yield timeout(srv)
+                    gpu.release(srv)
+                else:
+                    with gpu.request() as req:
+                        yield req
+                        yield timeout(srv)
+                yield at((env.now + down) + bwd)
             state["iterations"] += 1
         yield timeout(d["agg_up"][c])
         yield store.put(c)
@@ -251,7 +264,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--aggregation", choices=["sync", "async"], default="sync")
     parser.add_argument("--events", choices=["phase", "iteration", "none"], default="phase")
-    parser.add_argument("--modes", default="engine,bare-heap,bare-simpy", help="which of the three to run")
+    parser.add_argument("--modes", default="engine,bare-reserve,bare-heap,bare-simpy", help="which to run")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -273,12 +286,12 @@ def main() -> None:
         ends = {round(r["virtual_end"], 6) for r in results.values()}
         if args.aggregation == "sync":
             assert len(ends) == 1, f"virtual end times differ: {ends}"
-        if not {"engine", "bare-heap", "bare-simpy"} <= set(results):
+        if "engine" not in results:
             continue
-        fastest_bare = max(results["bare-heap"]["rate"], results["bare-simpy"]["rate"])
-        print(f"{n:>8} {'ratio':>10} engine / fastest bare loop = {results['engine']['rate'] / fastest_bare:.2f} "
-              f"(engine / bare-simpy = {results['engine']['rate'] / results['bare-simpy']['rate']:.2f})")
-
+        for bare_mode in ("bare-reserve", "bare-heap", "bare-simpy"):
+            if bare_mode in results:
+                print(f"{n:>8} {'ratio':>10} engine / {bare_mode} = "
+                      f"{results['engine']['rate'] / results[bare_mode]['rate']:.2f}")
 
 if __name__ == "__main__":
     main()

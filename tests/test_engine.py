@@ -3,7 +3,6 @@ more jobs than it has GPUs, queue disciplines order the queue, barriers hold, ru
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
@@ -92,31 +91,98 @@ def test_phases_of_an_iteration_are_contiguous_and_ordered() -> None:
 @settings(max_examples=300, deadline=None)
 @given(now=st.floats(0.0, 1e7), first=st.floats(1e-12, 1e4), second=st.floats(1e-12, 1e4))
 @example(now=6384.666237903288, first=10000.0, second=6384.481015368026)  # no float delay lands there
-def test_two_merged_phases_end_where_two_timeouts_would(now: float, first: float, second: float) -> None:
-    """One heap event stands for forward + uplink (downlink + backward): it must land on the very instant the two
-    timeouts reached, bit for bit, or the server's arrival order (and every table) would drift; where no single
-    delay can (a rounding tie), `delay_to` says so and the engine waits the two."""
-    from hsplit_actors.engine.sim import delay_to
+def test_merged_phases_end_where_two_timeouts_would(now: float, first: float, second: float) -> None:
+    """One event stands for forward + uplink (downlink + backward): it lands on the very instant the two
+    timeouts reach, bit for bit, also where no single delay could (a rounding tie, pinned above), or the
+    server's arrival order (and every table) would drift."""
+    from hsplit_actors.engine.clock import Clock
 
-    end = (now + first) + second
-    delay = delay_to(now, end)
-    if delay is not None:
-        assert now + delay == end
-    else:
-        assert all(now + d != end for d in (end - now, math.nextafter(end - now, 0), math.nextafter(end - now, 1e9)))
+    env = Clock(now)
+    seen = []
+
+    def two():
+        yield env.timeout(first)
+        yield env.timeout(second)
+        seen.append(env.now)
+
+    def one():
+        yield env.at((now + first) + second)
+        seen.append(env.now)
+
+    env.process(two())
+    env.process(one())
+    env.run()
+    assert seen[0] == seen[1] == (now + first) + second
 
 
-def test_the_two_timeouts_give_the_tables_of_the_merged_one(monkeypatch) -> None:
-    """The engine's fallback (two timeouts where no single one lands exactly) keeps every table: forced
-    everywhere, the plan is the same as with the merged events."""
+@settings(max_examples=200, deadline=None)
+@given(jobs=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6), st.booleans()), min_size=1, max_size=30))
+def test_parked_events_fire_when_and_in_the_order_unparked_ones_would(jobs) -> None:
+    """`at(time, after=start)` keeps an event out of SimPy's heap until `start`: it must fire at `time`, in the
+    order (time, then creation) that the same event put in the heap at once would, also among ordinary
+    timeouts. Each job arrives, parks until its start (the later of its arrival and the previous start: starts
+    never decrease, as the server's FIFO gives them), and ends `length` after it; some jobs also have a plain
+    timeout to the same instant."""
+    from hsplit_actors.engine.clock import Clock
+
+    def fire(park: bool) -> list[tuple[float, int]]:
+        env, log, start = Clock(), [], [0.0]
+
+        def job(k: int, arrival: int, length: int):
+            yield env.timeout(arrival)
+            start[0] = max(start[0], env.now)
+            yield env.at(start[0] + length, start[0] if park else -1.0)
+            log.append((env.now, k))
+
+        def twin(k: int, end: int):
+            yield env.timeout(end)
+            log.append((env.now, -k - 1))
+
+        for k, (arrival, length, with_twin) in enumerate(sorted(jobs)):
+            env.process(job(k, arrival, length))
+            if with_twin:
+                env.process(twin(k, arrival + length))
+        env.run()
+        return log
+
+    parked, direct = fire(True), fire(False)
+    assert parked == direct
+    assert [t for t, _ in parked] == sorted(t for t, _ in parked)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(gpus=st.integers(1, 3), n=st.integers(1, 8), iterations=st.integers(1, 4), seed=st.integers(0, 1000),
+       mode=st.sampled_from(["sync", "semi_sync", "async"]), same_links=st.booleans(),
+       split=st.sampled_from([0, 1, 2, 3, 4]))
+def test_gpu_reservations_give_the_tables_of_the_queued_requests(gpus, n, iterations, seed, mode,
+                                                                 same_links, split) -> None:
+    """`plan` reserves a GPU on arrival under FIFO (and in sync chains an iteration's end with the next
+    uplink): every table and the server's busy time must be those of requests waiting in the queue, the path
+    `run` takes. Identical links put clients on the same instants, where order decides."""
     import hsplit_actors.engine.sim as sim
 
-    _, _, merged, _ = run(small_scenario())
-    monkeypatch.setattr(sim, "delay_to", lambda now, end: None)
-    _, _, separate, _ = run(small_scenario())
-    pd.testing.assert_frame_equal(merged.events, separate.events)
-    pd.testing.assert_frame_equal(merged.clients, separate.clients)
-    pd.testing.assert_frame_equal(merged.rounds.drop(columns="wall_s"), separate.rounds.drop(columns="wall_s"))
+    def uplink():  # a fresh value per fleet entry (the YAML dump would write a shared one as an alias)
+        return 20 if same_links else {"lognormal": {"median": 12, "sigma": 0.5}}
+
+    modes = {"sync": {"mode": "sync"}, "semi_sync": {"mode": "semi_sync", "min_updates": 2, "late": "carry"},
+             "async": {"mode": "async", "concurrency": 3, "buffer": 2, "aggregations": 3}}
+    raw = small_scenario(
+        seed=seed, local_iterations=iterations, rounds=2, aggregation=modes[mode],
+        fleet=[{"profile": {"choice": {"agx_orin": 1, "orin_nano": 1}}, "count": n, "uplink_mbps": uplink()},
+               {"profile": "jetson_nano", "count": 2, "uplink_mbps": uplink()}],
+        server={"profile": "l4_24gb", "gpus": gpus, "queue": "fifo"},
+        method={0: {"name": "cenlora", "rank": 4}, 4: {"name": "fedit", "rank": 4}}.get(
+            split, {"name": "sfl", "split_point": split, "rank": 4}),
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        _, _, fast, fast_extra = run(raw)
+        patch.setattr(sim.Simulation, "_reserves", lambda self: False)
+        _, _, queued, queued_extra = run(raw)
+    pd.testing.assert_frame_equal(fast.events, queued.events)
+    pd.testing.assert_frame_equal(fast.clients, queued.clients)
+    pd.testing.assert_frame_equal(fast.rounds.drop(columns="wall_s"), queued.rounds.drop(columns="wall_s"))
+    assert fast_extra["server_busy_s"] == queued_extra["server_busy_s"]
+
 
 def _max_concurrency(starts: np.ndarray, ends: np.ndarray) -> int:
     times = np.concatenate([starts, ends])

@@ -7,41 +7,101 @@ which is quadratic with 100k queued clients).
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable
 
 import simpy
 
 
 class GPUPool:
+    """`gpus` slots and a heap of waiting requests (SimPy events). Under FIFO, `plan` can `reserve` instead: a
+    job's start is then known on arrival (the earliest free GPU, as the queue would grant it), so an iteration
+    waits one event instead of three. A pool serves either requests or reservations, never both."""
+
     def __init__(self, env: simpy.Environment, gpus: int):
         self.env = env
         self.free = gpus
-        self.waiting: list[tuple[float, int, simpy.Event]] = []
+        self.waiting: list[tuple[float, int, simpy.Event, float]] = []
+        self.ends: list[float] = []  # requests: when each running job ends
         self.seq = 0
-        self.busy_s = 0.0  # total GPU-seconds of server work, for utilisation
-        self.batches = 0  # jobs run (each its own batch)
+        self._busy_s = 0.0
+        self._batches = 0
+        self.slots = [(0.0, 0.0, 0)] * gpus  # reservations: per GPU (free from, its last job's busy s, jobs), a heap
+        self.starts: deque[float] = deque()  # reservations: starts still ahead of the clock (the queue)
+        self.leaving: deque[tuple[float, float, int]] = deque()  # reservations: jobs off their slot, in end order
 
     def __len__(self) -> int:
-        return len(self.waiting)
+        return len(self.waiting) + len(self.starts)
 
-    def request(self, key: float) -> simpy.Event:
-        """An event that fires when a GPU is granted; ties on `key` keep arrival (virtual time, then call) order."""
+    def queued(self) -> int:
+        """How many earlier jobs have not started by now: the waiting ones, less those that GPUs ending now
+        will take (FIFO; their releases may come later in this instant), as `reserve` counts."""
+        due = self.ends.count(self.env.now)
+        return max(0, len(self.waiting) - due)
+
+    def request(self, key: float, busy_s: float = 0.0) -> simpy.Event:
+        """An event that fires when a GPU is granted for `busy_s`; ties on `key` keep arrival (virtual time,
+        then call) order."""
         event = self.env.event()
         if self.free:
             self.free -= 1
+            self.ends.append(self.env.now + busy_s)
             event.succeed()
         else:
             self.seq += 1
-            heapq.heappush(self.waiting, (key, self.seq, event))
+            heapq.heappush(self.waiting, (key, self.seq, event, busy_s))
         return event
 
     def release(self, busy_s: float) -> None:
-        self.busy_s += busy_s
-        self.batches += 1
+        self._busy_s += busy_s
+        self._batches += 1
+        self.ends.remove(self.env.now)
         if self.waiting:
-            heapq.heappop(self.waiting)[2].succeed()
+            _, _, event, busy = heapq.heappop(self.waiting)
+            self.ends.append(self.env.now + busy)
+            event.succeed()
         else:
             self.free += 1
+
+    def reserve(self, busy_s: float) -> tuple[float, int]:
+        """FIFO without events: a job arriving now runs `busy_s` on the GPU free first, from the later of now and
+        that GPU's last end, exactly as `request` would grant it. Returns its start and how many earlier jobs
+        have not started yet (what `len` counts on arrival)."""
+        now, starts = self.env.now, self.starts
+        while starts and starts[0] <= now:  # starts never decrease: arrivals and the earliest free GPU don't
+            starts.popleft()
+        waiting = len(starts)
+        slot = heapq.heappop(self.slots)  # slots leave in end order: a new end is never before the one it follows
+        leaving = self.leaving
+        leaving.append(slot)
+        while leaving and leaving[0][0] <= now:  # finished: GPU-seconds in order of the jobs' ends, as releases add
+            _, done, jobs = leaving.popleft()
+            self._busy_s += done
+            self._batches += jobs
+        free_from = slot[0]
+        start = free_from if free_from > now else now
+        heapq.heappush(self.slots, (start + busy_s, busy_s, 1))
+        if start > now:
+            starts.append(start)
+        return start, waiting
+
+    def _finished(self) -> list[tuple[float, float, int]]:
+        """Reserved jobs that have ended by now and are not counted yet, in end order (those off their slot end
+        before those still on one)."""
+        return [job for job in (*self.leaving, *sorted(self.slots)) if job[2] and job[0] <= self.env.now]
+
+    @property
+    def busy_s(self) -> float:
+        """GPU-seconds of server work finished by now, for utilisation."""
+        total = self._busy_s
+        for _, done, _ in self._finished():
+            total += done
+        return total
+
+    @property
+    def batches(self) -> int:
+        """Jobs finished by now (each its own batch)."""
+        return self._batches + len(self._finished())
 
 
 TICK = 1e-9  # virtual seconds: a timeout of (deadline - now) may land a rounding error short of the deadline

@@ -7,11 +7,14 @@ a seeded run is deterministic.
 
 Recording is columnar (`array`), one row per iteration with its seven phase boundaries; the events table is
 expanded from it afterwards (phases are contiguous), which keeps the hot loop to two appends per iteration.
+
+Speed at a million clients is the number of heap events per client-iteration: phases nothing can interrupt are
+one event (`Clock.at` lands it on the exact instant), a FIFO server's start is reserved on arrival rather than
+waited for, and in sync `plan` an iteration's end and the next uplink are one event (`_chained`).
 """
 
 from __future__ import annotations
 
-import math
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ import simpy
 
 from hsplit_actors.costmodel import ClientConfig, IterationCost, ModelArch
 from hsplit_actors.costmodel.costs import ADAPTER_BYTES
+from hsplit_actors.engine.clock import Clock
 from hsplit_actors.engine.durations import Durations, batching_in_effect
 from hsplit_actors.engine.executor import AggregationStep, Executor, TimingExecutor
 from hsplit_actors.engine.schedules import schedule_for
@@ -32,18 +36,6 @@ from hsplit_actors.fleet.devices import server_rates
 from hsplit_actors.methods.base import Strategy
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.timing.roofline import Rates
-
-
-def delay_to(now: float, end: float) -> float | None:
-    """The delay whose timeout from `now` lands exactly on `end`, so two consecutive phases can be one heap event
-    (a third fewer per iteration) at the instant the two timeouts would have reached, bit for bit. None when no
-    float does (`now + delay` can round past `end` either way); the caller then waits the two phases."""
-    delay = end - now
-    while now + delay < end:
-        delay = math.nextafter(delay, math.inf)
-    while now + delay > end:
-        delay = math.nextafter(delay, -math.inf)
-    return delay if now + delay == end else None
 
 
 @dataclass(frozen=True)
@@ -106,7 +98,7 @@ class Simulation:
         self.scenario, self.arch, self.fleet, self.strategy = scenario, arch, fleet, strategy
         self.executor = executor or TimingExecutor()
         self.real = not isinstance(self.executor, TimingExecutor)  # plan: skip the no-op hooks
-        self.env = simpy.Environment()
+        self.env = Clock()
         self.executor.attach(self.env)
         rates = server_rates(scenario.server, scenario.model.dtype)
         self.server_flops = rates.flops
@@ -121,6 +113,7 @@ class Simulation:
                                        self._batch_time, self._batch_start)
         else:
             self.gpus = GPUPool(self.env, scenario.server.gpus)
+        self.reserving = self._reserves()
         self.log = SimulationLog(client_config=np.full(len(fleet), -1, dtype=np.int64), gpus=scenario.server.gpus)
         self._config_ids: dict[ClientConfig, int] = {}
         self.windowed = [g for g, spec in enumerate(fleet.windows) if spec is not None]  # entries that go off-line
@@ -148,6 +141,8 @@ class Simulation:
         self.round_done, self.round_steps = 0, 1
         self.last: dict[str, float] = {}
         self.schedule = schedule_for(spec.mode)(self)
+        self.chaining = self.reserving and not self.schedule.stops_sessions
+        self.chained = False  # whether any session's iterations were chained (the log is then put in end order)
 
     # -- the run ----------------------------------------------------------------------------------------------
     def run(self) -> SimulationLog:
@@ -158,10 +153,24 @@ class Simulation:
         self.env.run(until=self.finished)
         if self.real:
             self.executor.finish(self.log.rounds)
+        if self.chained:
+            self._end_order()
         self.log.server_busy_s = self.gpus.busy_s
         self.log.server_batches = self.gpus.batches
         self.log.by_time = self.schedule.is_async
         return self.log
+
+    def _end_order(self) -> None:
+        """Put the iteration rows in the order of their ends (ties: as recorded), the order the unchained loop
+        records them in: tables break ties in start time by it."""
+        times = np.frombuffer(self.log.iter_times, dtype=np.float64).reshape(-1, 7)
+        order = np.argsort(times[:, 6], kind="stable")
+        if (order == np.arange(len(order))).all():
+            return
+        ints = np.frombuffer(self.log.iter_ints, dtype=np.int64).reshape(-1, 7)
+        self.log.iter_times, self.log.iter_ints = array("d"), array("q")
+        self.log.iter_times.frombytes(memoryview(times[order]).cast("B"))
+        self.log.iter_ints.frombytes(memoryview(ints[order]).cast("B"))
 
     def configure(self) -> None:
         """The strategy's configuration for the current version (ARMSC reconfigures on aggregations only)."""
@@ -294,8 +303,9 @@ class Simulation:
         """The S local iterations, each client_fwd -> uplink -> queue -> server -> downlink -> client_bwd, recorded
         as one row of phase boundaries. Returns None, or (outcome, phase) when the session ends early. Nothing
         looks at a session between its forward and uplink, or its downlink and backward (stops and drop-outs
-        are checked between iterations), so each pair is one timeout ending where the two would have."""
-        env, timeout, ex, gpus = self.env, self.env.timeout, self.executor, self.gpus
+        are checked between iterations), so each pair is one event at the instant the two would reach; under
+        FIFO in `plan`, the GPU is reserved on arrival and the rest of the iteration is one event."""
+        env, timeout, at, ex, gpus = self.env, self.env.timeout, self.env.at, self.executor, self.gpus
         fleet, dev, c = self.fleet, self.device, s.client
         cost = self.log.costs[s.config_id]
         k, n_layers = self.log.configs[s.config_id].split_point, self.arch.n_layers
@@ -307,13 +317,16 @@ class Simulation:
         t_fwd, t_bwd = self.durations.client(cost, config, int(fleet.group[c]), rates)
         t_up, t_down = cost.uplink_bytes * 8 / up_bps + lat, cost.downlink_bytes * 8 / down_bps + lat
         t_srv = self.durations.server(cost, config)
-        batching, group = self.batching, self.server_group[s.config_id]
+        batching, group, reserving = self.batching, self.server_group[s.config_id], self.reserving
         discipline = self.scenario.server.queue
         key = 0.0 if discipline == "fifo" else (t_srv if discipline == "sjf" else float(dev["priority"][c]))
         watch = self.has_windows[c]
         real, progress = self.real, self.on_progress
         ints, times = self.log.iter_ints, self.log.iter_times
         sid, version, cfg = s.sid, s.version, s.config_id
+        if split and reserving and self.chaining and not watch:
+            yield from self._chained(s, t_fwd, t_up, t_srv, t_down, t_bwd)
+            return None
         for it in range(self.scenario.local_iterations):
             if s.stop:
                 return "stopped", DISCARDED
@@ -325,44 +338,46 @@ class Simulation:
             queue_len = batch = 0
             if split:  # forward then uplink: one event at the uplink's end, the same instants
                 t1 = t0 + t_fwd
-                delay = delay_to(t0, t1 + t_up)
-                if delay is None:  # no single timeout lands there: the two
-                    yield timeout(t_fwd)
-                    delay = t_up
-                yield timeout(delay)
-                t2 = t3 = t4 = t5 = env.now
+                t2 = t3 = t4 = t5 = t1 + t_up
+                yield at(t2)
             else:
                 if on_device:
                     yield timeout(t_fwd)
                 t1 = t2 = t3 = t4 = t5 = env.now
-            if uses_server:
-                queue_len = len(gpus)
-                if batching:  # the batch's start and size come back with the job
-                    job = gpus.submit(key, group, (s, it))
-                    yield job.done
-                    t3, batch = job.start, job.size
-                else:
-                    yield gpus.request(key)
-                    t3, batch = env.now, 1
-                    if real:
-                        ex.server_step(s, it)
-                    yield timeout(t_srv)
-                    gpus.release(t_srv)
-                t4 = t5 = env.now
-            if split:  # downlink then backward: one event at the backward's end
-                t5 = t4 + t_down
-                if real:
-                    ex.client_backward(s, it)
-                delay = delay_to(t4, t5 + t_bwd)
-                if delay is None:
-                    yield timeout(t_down)
-                    delay = t_bwd
-                yield timeout(delay)
+            if uses_server and reserving:  # its start known on arrival: one event on to the iteration's end
+                t3, queue_len = gpus.reserve(t_srv)
+                batch = 1
+                t4 = t5 = t3 + t_srv
+                end = t4
+                if split:
+                    t5 = t4 + t_down
+                    end = t5 + t_bwd
+                yield at(end, t3)  # parked in the GPU queue's order until it starts: a small heap
             else:
-                if real:
-                    ex.client_backward(s, it)
-                if on_device:
-                    yield timeout(t_bwd)
+                if uses_server:
+                    queue_len = len(gpus) if batching or discipline != "fifo" else gpus.queued()
+                    if batching:  # the batch's start and size come back with the job
+                        job = gpus.submit(key, group, (s, it))
+                        yield job.done
+                        t3, batch = job.start, job.size
+                    else:
+                        yield gpus.request(key, t_srv)
+                        t3, batch = env.now, 1
+                        if real:
+                            ex.server_step(s, it)
+                        yield timeout(t_srv)
+                        gpus.release(t_srv)
+                    t4 = t5 = env.now
+                if split:  # downlink then backward: one event at the backward's end
+                    t5 = t4 + t_down
+                    if real:
+                        ex.client_backward(s, it)
+                    yield at(t5 + t_bwd)
+                else:
+                    if real:
+                        ex.client_backward(s, it)
+                    if on_device:
+                        yield timeout(t_bwd)
             times.extend((t0, t1, t2, t3, t4, t5, env.now))
             ints.extend((c, sid, it, cfg, queue_len, version, batch))
             if progress is not None:
@@ -373,11 +388,53 @@ class Simulation:
                     self.report()
         return None
 
+    def _chained(self, s: Session, t_fwd: float, t_up: float, t_srv: float, t_down: float, t_bwd: float):
+        """`_iterations` where nothing looks at the session between one iteration's end and the next uplink's
+        end (`plan`, split, FIFO reservations, a schedule that never stops sessions, a client always on-line):
+        each iteration is then one event, at the next one's arrival at the server (the last: at its end). Rows
+        are recorded late, so `run` restores end order."""
+        env, at, reserve, progress = self.env, self.env.at, self.gpus.reserve, self.on_progress
+        ints, times = self.log.iter_ints, self.log.iter_times
+        c, sid, version, cfg = s.client, s.sid, s.version, s.config_id
+        last = self.scenario.local_iterations - 1
+        self.chained = True
+        t0 = env.now
+        t1 = t0 + t_fwd
+        t2 = t1 + t_up
+        yield at(t2)
+        for it in range(last + 1):
+            t3, queue_len = reserve(t_srv)
+            t4 = t3 + t_srv
+            t5 = t4 + t_down
+            t6 = t5 + t_bwd
+            if it < last:  # on through the next forward and uplink
+                n1 = t6 + t_fwd
+                n2 = n1 + t_up
+                yield at(n2, t3)
+            else:
+                yield at(t6, t3)
+            times.extend((t0, t1, t2, t3, t4, t5, t6))
+            ints.extend((c, sid, it, cfg, queue_len, version, 1))
+            if progress is not None:
+                self.done += 1
+                self.round_done += 1
+                if self.done >= self.next_tick:
+                    self.next_tick = self.done + self.tick_every
+                    self.report()
+            if it < last:
+                t0, t1, t2 = t6, n1, n2
+
     def _end(self, s: Session, outcome: str, phase: int) -> None:
         s.outcome = outcome
         self._record(s.client, s.sid, -1, phase, self.env.now, self.env.now, 0, 0.0, s.version)
         del self.running[s.sid]
         self.uploads.put(s)
+
+    def _reserves(self) -> bool:
+        """Whether server jobs reserve their GPU on arrival (one event per server phase fewer): FIFO without
+        batching, where a job's start is known then; and `plan` only, since `run` tells the executor of each
+        server step at its start."""
+        return not self.real and not self.batching and self.scenario.server.queue == "fifo"
 
     # -- the batching server's hooks ----------------------------------------------------------------------
     def _batch_time(self, jobs: list[Job]) -> float:

@@ -64,6 +64,7 @@ class Schedule:
     mode: ClassVar[str] = ""
     label: ClassVar[str] = "round"  # what the rounds table's rows are: rounds, or aggregations
     is_async: ClassVar[bool] = False  # sessions have no round of their own (traffic is attributed by time)
+    stops_sessions: ClassVar[bool] = True  # may stop a session between iterations (deadlines, staleness)
     until_s: float | None = None
 
     def __init__(self, engine: Engine):

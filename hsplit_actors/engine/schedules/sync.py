@@ -10,6 +10,8 @@ from hsplit_actors.engine.schedules.base import Schedule, register
 
 @register("sync")
 class Sync(Schedule):
+    stops_sessions = False  # every participant runs its session to the end
+
     def process(self):
         engine, env, sc = self.engine, self.engine.env, self.engine.scenario
         every = self.spec.every
