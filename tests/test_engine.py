@@ -366,3 +366,26 @@ def test_progress_fills_each_round_whatever_its_participants_and_never_goes_back
     assert [p.t for p in ends] == tables.rounds["t_end"].tolist()
     assert seen[-1].completed == 4 and seen[-1].steps == tables.rounds["participants"].sum() * 3
     assert seen[-1].last == {} and seen[-1].metric == ""  # plan trains nothing
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_plan_pauses_the_garbage_collector_while_simulating_and_leaves_it_as_it_was(enabled: bool) -> None:
+    """A full collection walks every live session and event (a third of a 100k-client plan's time), so `plan`
+    simulates with the collector off, and gives it back as it found it, also to a caller who had it off."""
+    import gc
+
+    from hsplit_actors.engine.sim import Simulation
+
+    scenario = parse_scenario(__import__("yaml").safe_dump(small_scenario()))
+    setup = prepare(scenario)
+    during: list[bool] = []
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        Simulation(scenario, setup.arch, setup.fleet, setup.strategy,
+                   on_progress=lambda _: during.append(gc.isenabled())).run()
+        after = gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert during and not any(during)
+    assert after is enabled
