@@ -178,9 +178,10 @@ def test_gpu_reservations_give_the_tables_of_the_queued_requests(gpus, n, iterat
         _, _, fast, fast_extra = run(raw)
         patch.setattr(sim.Simulation, "_reserves", lambda self: False)
         _, _, queued, queued_extra = run(raw)
-    pd.testing.assert_frame_equal(fast.events, queued.events)
-    pd.testing.assert_frame_equal(fast.clients, queued.clients)
-    pd.testing.assert_frame_equal(fast.rounds.drop(columns="wall_s"), queued.rounds.drop(columns="wall_s"))
+    pd.testing.assert_frame_equal(fast.events, queued.events, check_exact=True)
+    pd.testing.assert_frame_equal(fast.clients, queued.clients, check_exact=True)
+    pd.testing.assert_frame_equal(fast.rounds.drop(columns="wall_s"), queued.rounds.drop(columns="wall_s"),
+                                  check_exact=True)
     assert fast_extra["server_busy_s"] == queued_extra["server_busy_s"]
 
 
