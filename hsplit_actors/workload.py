@@ -16,9 +16,11 @@ from hsplit_actors.scenario.schema import Scenario, Windows
 # written (tables are streamed to Parquet). Measured on bench/plan_throughput.py's scenario, 10k devices x 20
 # rounds x 10 iterations: 0.69 / 0.90 / 1.55 GB at none / iteration / phase, i.e. ~230 / 345 / 700 bytes per
 # client-iteration; 200k devices x 1 round: 0.89 / 1.04 / 1.68 GB. Devices: 10k and 200k devices x 1 iteration
-# gave 0.20 and 0.72 GB (~1 KB per device: fleet columns, engine state, clients table). Rounded up.
+# gave 0.20 and 1.01 GB: ~4.6 KB per device (fleet columns, clients table, and each live session's state: its
+# generators and, queued for the server, its parked end event; a sync round has every participant live at once).
+# Rounded up. Checked at 1M devices x 10 iterations, sync, `none`: 5.66 GB measured, 7.7 GB estimated.
 BYTES_PER_CLIENT_ITERATION = {"phase": 800, "iteration": 400, "none": 300}
-BYTES_PER_DEVICE = 1_000
+BYTES_PER_DEVICE = 5_000
 BASE_BYTES = 250 * 2**20  # the interpreter with numpy, pandas and simpy loaded
 # rows per client iteration: client forward, uplink, queue, server, downlink, client backward (SPEC §1), or one
 EVENTS_PER_ITERATION = {"phase": 6, "iteration": 1, "none": 0}
