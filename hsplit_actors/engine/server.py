@@ -31,7 +31,11 @@ class GPUPool:
         self.leaving: deque[tuple[float, float, int]] = deque()  # reservations: jobs off their slot, in end order
 
     def __len__(self) -> int:
-        return len(self.waiting) + len(self.starts)
+        """Jobs not started yet: waiting requests, or reservations whose start is still ahead."""
+        now, starts = self.env.now, self.starts
+        while starts and starts[0] <= now:  # starts never decrease: arrivals and the earliest free GPU don't
+            starts.popleft()
+        return len(self.waiting) + len(starts)
 
     def queued(self) -> int:
         """How many earlier jobs have not started by now: the waiting ones, less those that GPUs ending now
@@ -67,10 +71,8 @@ class GPUPool:
         """FIFO without events: a job arriving now runs `busy_s` on the GPU free first, from the later of now and
         that GPU's last end, exactly as `request` would grant it. Returns its start and how many earlier jobs
         have not started yet (what `len` counts on arrival)."""
-        now, starts = self.env.now, self.starts
-        while starts and starts[0] <= now:  # starts never decrease: arrivals and the earliest free GPU don't
-            starts.popleft()
-        waiting = len(starts)
+        now = self.env.now
+        waiting = len(self)
         slot = heapq.heappop(self.slots)  # slots leave in end order: a new end is never before the one it follows
         leaving = self.leaving
         leaving.append(slot)
@@ -82,7 +84,7 @@ class GPUPool:
         start = free_from if free_from > now else now
         heapq.heappush(self.slots, (start + busy_s, busy_s, 1))
         if start > now:
-            starts.append(start)
+            self.starts.append(start)
         return start, waiting
 
     def _finished(self) -> list[tuple[float, float, int]]:

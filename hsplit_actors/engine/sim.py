@@ -390,11 +390,7 @@ class Simulation:
             times.extend((t0, t1, t2, t3, t4, t5, env.now))
             ints.extend((c, sid, it, cfg, queue_len, version, batch))
             if progress is not None:
-                self.done += 1
-                self.round_done += 1
-                if self.done >= self.next_tick:
-                    self.next_tick = self.done + self.tick_every
-                    self.report()
+                self._tick()
         return None
 
     def _chained(self, s: Session, t_fwd: float, t_up: float, t_srv: float, t_down: float, t_bwd: float):
@@ -425,11 +421,7 @@ class Simulation:
             times.extend((t0, t1, t2, t3, t4, t5, t6))
             ints.extend((c, sid, it, cfg, queue_len, version, 1))
             if progress is not None:
-                self.done += 1
-                self.round_done += 1
-                if self.done >= self.next_tick:
-                    self.next_tick = self.done + self.tick_every
-                    self.report()
+                self._tick()
             if it < last:
                 t0, t1, t2 = t6, n1, n2
 
@@ -460,6 +452,14 @@ class Simulation:
             self.executor.server_batch([job.payload for job in jobs])
 
     # -- progress -----------------------------------------------------------------------------------------
+    def _tick(self) -> None:
+        """One client-iteration done: report every `tick_every` of them."""
+        self.done += 1
+        self.round_done += 1
+        if self.done >= self.next_tick:
+            self.next_tick = self.done + self.tick_every
+            self.report()
+
     def report(self) -> None:
         sched = self.schedule
         self.on_progress(Progress(sched.position, sched.total, min(1.0, sched.fill(self.round_done, self.round_steps)),
