@@ -372,7 +372,8 @@ def test_progress_fills_each_round_whatever_its_participants_and_never_goes_back
 @pytest.mark.parametrize("enabled", [True, False])
 def test_plan_pauses_the_garbage_collector_while_simulating_and_leaves_it_as_it_was(enabled: bool) -> None:
     """A full collection walks every live session and event (a third of a 100k-client plan's time), so `plan`
-    simulates with the collector off, and gives it back as it found it, also to a caller who had it off."""
+    simulates with the collector off (`collector_paused`, which the actors' imports use too), and gives it back
+    as it found it, also to a caller who had it off."""
     import gc
 
     from hsplit_actors.engine.sim import Simulation

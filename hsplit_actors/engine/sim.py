@@ -15,14 +15,15 @@ waited for, and in sync `plan` an iteration's end and the next uplink are one ev
 
 from __future__ import annotations
 
-import gc
 from array import array
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 import simpy
 
+from hsplit_actors.collector import collector_paused
 from hsplit_actors.costmodel import ClientConfig, IterationCost, ModelArch
 from hsplit_actors.costmodel.costs import ADAPTER_BYTES
 from hsplit_actors.engine.clock import Clock
@@ -151,14 +152,9 @@ class Simulation:
         if self.real:
             self.executor.start()
         self.env.process(self.schedule.process())
-        pause_gc = not self.real and gc.isenabled()
-        if pause_gc:  # `plan`: millions of live sessions and events, none in a reference cycle that outlives its
-            gc.disable()  # event; each full collection would walk them all (a third of a 100k plan's time)
-        try:
+        # `plan`: millions of live sessions and events; full collections would walk them all (a third of the time)
+        with collector_paused() if not self.real else nullcontext():
             self.env.run(until=self.finished)
-        finally:
-            if pause_gc:
-                gc.enable()
         if self.real:
             self.executor.finish(self.log.rounds)
         if self.chained:

@@ -18,6 +18,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from hsplit_actors.collector import collector_paused
 from hsplit_actors.methods.base import SharedServerSet, Strategy, WholeModelOnClients
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.training.ray_state import live_nodes
@@ -40,7 +41,8 @@ class HostActor:
 
     def __init__(self, kind: str, coordinator: str) -> None:
         start = time.perf_counter()
-        from hsplit_actors.training.hosts import ClientHost, ServerHost
+        with collector_paused():
+            from hsplit_actors.training.hosts import ClientHost, ServerHost
 
         imported = time.perf_counter()
         self.host, self.error = None, None
@@ -82,8 +84,9 @@ class Coordinator:
         `assets` to raise (nobody waits on this call's own result)."""
         self.prepare_started = time.time()  # wall clock: the driver, on this node, tells how long the actor took
         start = time.perf_counter()
-        from hsplit_actors.simulation import prepare
-        from hsplit_actors.training.trainer import prepare_assets
+        with collector_paused():
+            from hsplit_actors.simulation import prepare
+            from hsplit_actors.training.trainer import prepare_assets
 
         self.import_s = time.perf_counter() - start
         start = time.perf_counter()
