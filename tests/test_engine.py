@@ -117,28 +117,32 @@ def test_merged_phases_end_where_two_timeouts_would(now: float, first: float, se
 
 @settings(max_examples=200, deadline=None)
 @given(jobs=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6), st.booleans()), min_size=1, max_size=30))
+@example(jobs=[(0, 3, False), (0, 3, True), (1, 1, False), (2, 0, True)])  # three queue behind the first
+@example(jobs=[(0, 1, False)] * 3 + [(0, 0, False)] + [(3, 0, False)] * 3)  # one parked until 3 fires at 3,
+# before an arrival at 3 that fires at 3 too
 def test_parked_events_fire_when_and_in_the_order_unparked_ones_would(jobs) -> None:
     """`at(time, after=start)` keeps an event out of SimPy's heap until `start`: it must fire at `time`, in the
     order (time, then creation) that the same event put in the heap at once would, also among ordinary
-    timeouts. Each job arrives, parks until its start (the later of its arrival and the previous start: starts
-    never decrease, as the server's FIFO gives them), and ends `length` after it; some jobs also have a plain
-    timeout to the same instant."""
+    timeouts. Each job arrives at a one-GPU FIFO server, parks until its start (the later of its arrival and the
+    previous job's end: starts never decrease), and ends `length` later plus a tail; some jobs also have a
+    plain timeout to the same instant."""
     from hsplit_actors.engine.clock import Clock
 
     def fire(park: bool) -> list[tuple[float, int]]:
-        env, log, start = Clock(), [], [0.0]
+        env, log, free_from = Clock(), [], [0.0]
 
         def job(k: int, arrival: int, length: int):
             yield env.timeout(arrival)
-            start[0] = max(start[0], env.now)
-            yield env.at(start[0] + length, start[0] if park else -1.0)
+            start = max(free_from[0], env.now)
+            free_from[0] = start + length
+            yield env.at(start + length + k % 3, start if park else -1.0)
             log.append((env.now, k))
 
         def twin(k: int, end: int):
             yield env.timeout(end)
             log.append((env.now, -k - 1))
 
-        for k, (arrival, length, with_twin) in enumerate(sorted(jobs)):
+        for k, (arrival, length, with_twin) in enumerate(jobs):
             env.process(job(k, arrival, length))
             if with_twin:
                 env.process(twin(k, arrival + length))
@@ -391,3 +395,18 @@ def test_plan_pauses_the_garbage_collector_while_simulating_and_leaves_it_as_it_
         (gc.enable if was else gc.disable)()
     assert during and not any(during)
     assert after is enabled
+
+
+def test_the_clock_refuses_an_event_in_the_past_or_parked_out_of_order() -> None:
+    """Either would fire at the wrong instant without a word: SimPy's heap would move the clock backwards, and
+    the parked FIFO would hold an event behind a later start."""
+    from hsplit_actors.engine.clock import Clock
+
+    env = Clock(5.0)
+    with pytest.raises(ValueError, match="cannot fire before now"):
+        env.at(4.0)
+    with pytest.raises(ValueError, match="cannot fire before now"):
+        env.at(6.0, after=7.0)
+    env.at(9.0, after=8.0)
+    with pytest.raises(ValueError, match="before the last parked start"):
+        env.at(9.0, after=7.5)

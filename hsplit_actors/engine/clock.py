@@ -7,7 +7,8 @@
   their ends makes every pop slower (cache misses grow with its size); parked in start order they cost nothing.
 
 Both build SimPy's own heap entry, `(time, priority, id, event)`, with the id taken when the event is created,
-exactly as a `Timeout` does: events at one instant keep the order they were created in.
+exactly as a `Timeout` does: events at one instant keep the order they were created in. This reaches into
+SimPy's environment (`_queue`, `_eid`, `_now`) and `step`, as written in simpy 4.1.2, which pyproject pins.
 """
 
 from __future__ import annotations
@@ -28,9 +29,14 @@ class At(simpy.Event):
         self.callbacks = []
         self._value = None
         self._ok = True
+        now, parked = clock._now, clock.parked
+        if time < now or time < after:
+            raise ValueError(f"an event at {time} cannot fire before now ({now}) or its start ({after})")
         entry = (time, NORMAL, next(clock._eid), self)
-        if after > clock._now:
-            clock.parked.append((after, entry))
+        if after > now:
+            if parked and after < parked[-1][0]:  # the FIFO would hold it back past its instant
+                raise ValueError(f"parked until {after}, before the last parked start {parked[-1][0]}")
+            parked.append((after, entry))
         else:
             heappush(clock._queue, entry)
 

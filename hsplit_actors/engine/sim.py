@@ -144,7 +144,6 @@ class Simulation:
         self.last: dict[str, float] = {}
         self.schedule = schedule_for(spec.mode)(self)
         self.chaining = self.reserving and not self.schedule.stops_sessions
-        self.chained = False  # whether any session's iterations were chained (the log is then put in end order)
 
     # -- the run ----------------------------------------------------------------------------------------------
     def run(self) -> SimulationLog:
@@ -157,7 +156,7 @@ class Simulation:
             self.env.run(until=self.finished)
         if self.real:
             self.executor.finish(self.log.rounds)
-        if self.chained:
+        if self.chaining:  # rows were recorded at the next uplink's end
             self._end_order()
         self.log.server_busy_s = self.gpus.busy_s
         self.log.server_batches = self.gpus.batches
@@ -398,7 +397,6 @@ class Simulation:
         ints, times = self.log.iter_ints, self.log.iter_times
         c, sid, version, cfg = s.client, s.sid, s.version, s.config_id
         last = self.scenario.local_iterations - 1
-        self.chained = True
         t0 = env.now
         t1 = t0 + t_fwd
         t2 = t1 + t_up
