@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from hsplit_actors.costmodel import ModelArch
+from hsplit_actors.engine.schedules.base import ROUND_COLUMNS
 from hsplit_actors.engine.session import ALL_PHASES
 from hsplit_actors.engine.sim import SimulationLog
 from hsplit_actors.fleet import Fleet
@@ -153,7 +154,8 @@ def rounds_table(log: SimulationLog) -> pd.DataFrame:
     """One row per round (async: per aggregation): virtual times, the version it ended with, its updates and
     their staleness, metrics (NaN when nothing was trained or evaluated), traffic. In async, traffic and dropouts
     count in the row during which they happened."""
-    rounds = pd.DataFrame(log.rounds)
+    rounds = (pd.DataFrame(log.rounds) if log.rounds
+              else pd.DataFrame({k: pd.Series(dtype=t) for k, t in ROUND_COLUMNS.items()}))
     for metric in ("train_loss", "eval_loss", "eval_metric"):
         if metric not in rounds:
             rounds[metric] = np.nan

@@ -111,6 +111,22 @@ def test_async_ends_at_until_s() -> None:
     assert tables.events["t_start"].max() <= 0.5
 
 
+def test_async_ending_before_its_first_aggregation_warns_and_keeps_an_empty_rounds_table() -> None:
+    """It was a KeyError traceback: the rounds table had no columns to read."""
+    from hsplit_actors.engine.schedules.fedbuff import NothingAggregatedWarning
+
+    base = small_scenario(rounds=1, fleet=FLEET, aggregation={"mode": "async", "concurrency": 4, "buffer": 2,
+                                                            "aggregations": 1})
+    full, _ = plan(base)
+    first = float(full.rounds["t_end"].iloc[0])
+    cut = base | {"aggregation": base["aggregation"] | {"aggregations": None, "until_s": first / 2}}
+    with pytest.warns(NothingAggregatedWarning, match="no aggregation by until_s"):
+        tables, _ = plan(cut)
+    assert tables.rounds.empty and list(tables.rounds.columns) == list(full.rounds.columns)
+    assert (tables.rounds.dtypes == full.rounds.dtypes).all()
+    assert len(tables.events) and tables.events["t_end"].max() <= first / 2  # the work done so far is kept
+
+
 def test_semi_sync_deadline_closes_rounds_and_drops_or_carries_late_clients() -> None:
     base = small_scenario(rounds=4, fleet=FLEET, local_iterations=2)
     sync, _ = plan(base)

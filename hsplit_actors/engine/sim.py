@@ -157,11 +157,25 @@ class Simulation:
         if self.real:
             self.executor.finish(self.log.rounds)
         if self.chaining:  # rows were recorded at the next uplink's end
+            self._flush()
             self._end_order()
         self.log.server_busy_s = self.gpus.busy_s
         self.log.server_batches = self.gpus.batches
         self.log.by_time = self.schedule.is_async
         return self.log
+
+    def _flush(self) -> None:
+        """The rows of chained iterations that ended by the end of the run but whose sessions were still on their
+        way to the next uplink (async ends mid-way): the unchained loop recorded them at their ends. An end at
+        the final instant was created before it (at its arrival, strictly earlier: a chained iteration's tail
+        takes time), so it fired before the run's end did; it counts too."""
+        now, times, ints = self.env.now, self.log.iter_times, self.log.iter_ints
+        cut = [s for s in self.running.values() if s.pending is not None and s.pending[6] <= now]
+        for s in sorted(cut, key=lambda s: (s.pending[6], s.pending[3])):  # by end, then GPU start: as ends fire
+            row = s.pending
+            times.extend(row[:7])
+            ints.extend((s.client, s.sid, row[7], s.config_id, row[8], s.version, 1))
+            s.pending = None
 
     def _end_order(self) -> None:
         """Put the iteration rows in the order of their ends (ties: as recorded), the order the unchained loop
@@ -328,7 +342,7 @@ class Simulation:
         real, progress = self.real, self.on_progress
         ints, times = self.log.iter_ints, self.log.iter_times
         sid, version, cfg = s.sid, s.version, s.config_id
-        if split and reserving and self.chaining and not watch:
+        if split and reserving and self.chaining and not watch and t_srv + t_down + t_bwd > 0:  # (`_flush`)
             yield from self._chained(s, t_fwd, t_up, t_srv, t_down, t_bwd)
             return None
         for it in range(self.scenario.local_iterations):
@@ -392,7 +406,7 @@ class Simulation:
         """`_iterations` where nothing looks at the session between one iteration's end and the next uplink's
         end (`plan`, split, FIFO reservations, a schedule that never stops sessions, a client always on-line):
         each iteration is then one event, at the next one's arrival at the server (the last: at its end). Rows
-        are recorded late, so `run` restores end order."""
+        are recorded late, so `run` restores end order (and records those a run's end cut off: `_flush`)."""
         env, at, reserve, progress = self.env, self.env.at, self.gpus.reserve, self.on_progress
         ints, times = self.log.iter_ints, self.log.iter_times
         c, sid, version, cfg = s.client, s.sid, s.version, s.config_id
@@ -409,8 +423,10 @@ class Simulation:
             if it < last:  # on through the next forward and uplink
                 n1 = t6 + t_fwd
                 n2 = n1 + t_up
+                s.pending = (t0, t1, t2, t3, t4, t5, t6, it, queue_len)  # if the run ends first: `_flush`
                 yield at(n2, t3)
             else:
+                s.pending = None
                 yield at(t6, t3)
             times.extend((t0, t1, t2, t3, t4, t5, t6))
             ints.extend((c, sid, it, cfg, queue_len, version, 1))

@@ -41,6 +41,12 @@ class Engine(Protocol):
     def begin_progress(self, participants: int) -> None: ...
 
 
+# The columns every mode's rows have (`Schedule.close`), with their types: a run that ends before its first
+# aggregation (async `until_s`) still has a rounds table, an empty one.
+ROUND_COLUMNS = {"round": "int64", "version": "int64", "t_start": "float64", "t_end": "float64",
+                 "wall_s": "float64", "participants": "int64", "infeasible": "int64", "aggregated": "bool",
+                 "updates": "int64", "staleness_mean": "float64", "staleness_max": "int64"}
+
 SCHEDULES: dict[str, type[Schedule]] = {}
 
 
@@ -64,7 +70,7 @@ class Schedule:
     mode: ClassVar[str] = ""
     label: ClassVar[str] = "round"  # what the rounds table's rows are: rounds, or aggregations
     is_async: ClassVar[bool] = False  # sessions have no round of their own (traffic is attributed by time)
-    stops_sessions: ClassVar[bool] = True  # may stop a session between iterations (deadlines, staleness)
+    stops_sessions: bool = True  # may stop a session between iterations (deadlines, staleness); per run
     until_s: float | None = None
 
     def __init__(self, engine: Engine):

@@ -20,6 +20,10 @@ class NobodyAvailableWarning(UserWarning):
     """An asynchronous run ended early: no client could be drawn any more."""
 
 
+class NothingAggregatedWarning(UserWarning):
+    """An asynchronous run reached `until_s` before its first aggregation: its rounds table is empty."""
+
+
 class IdlePool:
     """Clients that may be drawn: O(1) random removal, so drawing stays cheap with 100k clients."""
 
@@ -58,6 +62,7 @@ class Async(Schedule):
         self.buffered: list[Session] = []
         self.retry_pending = False
         self.idle_retries = 0
+        self.stops_sessions = self.spec.max_staleness is not None  # only stale sessions are ever stopped
 
     @classmethod
     def sessions(cls, scenario, expected_participants: int) -> int | None:
@@ -170,5 +175,9 @@ class Async(Schedule):
                 t_start, wall_start, self.participants = env.now, time.perf_counter(), 0
                 engine.begin_progress(spec.buffer)
             self.refill()
+        if not self.aggregations and self.until_s is not None and env.now >= self.until_s:
+            warnings.warn(f"no aggregation by until_s ({self.until_s:g} s): the first buffer of {spec.buffer} "
+                          "updates fills later; raise aggregation.until_s or lower aggregation.buffer",
+                          NothingAggregatedWarning, stacklevel=2)
         if not engine.finished.triggered:
             engine.finished.succeed()
