@@ -57,6 +57,7 @@ def summarise(tables: RunTables, meta: dict) -> dict:
         "eval_metric": _last(rounds, "eval_metric"),
         "rounds_wall_s": float(rounds["wall_s"].sum()) if len(rounds) else 0.0,
         "train_s": meta.get("train_s"), "startup_s": meta.get("startup_s"), "startup": meta.get("startup"),
+        "on_ray": meta.get("ray", True),
         "faults_recovered": len(tables.faults), "faulty_actors": sorted(set(tables.faults["actor"].astype(str))),
         "server_device": meta.get("server_device"),
         "server_timing": _timing_line(meta.get("timing", {}).get("server"), meta.get("server_profile")),
@@ -101,7 +102,7 @@ def _n(count: float, word: str) -> str:
 def render(summary: dict, directory: str) -> str:
     """The summary as a few plain lines."""
     s = summary
-    shares = ", ".join(f"{p} {100 * v:.0f}%" for p, v in s["phase_share"].items() if v >= 0.005)
+    shares = ", ".join(f"{p} {100 * v:.0f}%" for p, v in s["phase_share"].items() if v >= 0.005) or "-"
     devices = ", ".join(f"{d} x{n}" for d, n in s["straggler_devices"].items()) or "-"
     lines = [
         f"run: {directory}",
@@ -119,9 +120,9 @@ def render(summary: dict, directory: str) -> str:
     ]
     if s.get("eval_metric") is not None:
         parts = s.get("startup") or {}
-        where = (f": Ray {_fmt_time(parts['ray_s'])}, "
-                 f"coordinator process {_fmt_time(parts.get('coordinator_start_s', 0.0))}, imports "
-                 f"{_fmt_time(parts.get('coordinator_import_s', 0.0))}, "
+        on_ray = (f"Ray {_fmt_time(parts.get('ray_s', 0.0))}, "  # --local: this process imports and trains
+                  f"coordinator process {_fmt_time(parts.get('coordinator_start_s', 0.0))}, " if s["on_ray"] else "")
+        where = (f": {on_ray}imports {_fmt_time(parts.get('coordinator_import_s', 0.0))}, "
                  f"model and data {_fmt_time(parts['model_and_data_s'])}, "
                  f"hosts {_fmt_time(parts['hosts_s'])}, "
                  f"after the last step {_fmt_time(parts['other_s'])}"

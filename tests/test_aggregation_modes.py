@@ -111,7 +111,8 @@ def test_async_ends_at_until_s() -> None:
     assert tables.events["t_start"].max() <= 0.5
 
 
-def test_async_ending_before_its_first_aggregation_warns_and_keeps_an_empty_rounds_table() -> None:
+def test_async_ending_before_its_first_aggregation_warns_and_keeps_an_empty_rounds_table(
+        write_scenario, tmp_path, capsys) -> None:
     """It was a KeyError traceback: the rounds table had no columns to read."""
     from hsplit_actors.engine.schedules.fedbuff import NothingAggregatedWarning
 
@@ -125,6 +126,9 @@ def test_async_ending_before_its_first_aggregation_warns_and_keeps_an_empty_roun
     assert tables.rounds.empty and list(tables.rounds.columns) == list(full.rounds.columns)
     assert (tables.rounds.dtypes == full.rounds.dtypes).all()
     assert len(tables.events) and tables.events["t_end"].max() <= first / 2  # the work done so far is kept
+    assert main(["plan", str(write_scenario(cut)), "--out", str(tmp_path / "p")]) == 0  # what a user sees
+    out, err = capsys.readouterr()
+    assert "warning: no aggregation by until_s" in err and "over 0 rounds" in out
 
 
 def test_semi_sync_deadline_closes_rounds_and_drops_or_carries_late_clients() -> None:

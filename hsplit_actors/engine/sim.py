@@ -10,7 +10,8 @@ expanded from it afterwards (phases are contiguous), which keeps the hot loop to
 
 Speed at a million clients is the number of heap events per client-iteration: phases nothing can interrupt are
 one event (`Clock.at` lands it on the exact instant), a FIFO server's start is reserved on arrival rather than
-waited for, and in sync `plan` an iteration's end and the next uplink are one event (`_chained`).
+waited for, and in `plan`, where no session is ever stopped mid-way (sync, async without `max_staleness`), an
+iteration's end and the next uplink are one event (`_chained`).
 """
 
 from __future__ import annotations

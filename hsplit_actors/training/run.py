@@ -50,17 +50,19 @@ def _check_faults(scenario: Scenario, n_hosts: int) -> None:
 
 
 def _train_local(scenario: Scenario, setup, n_hosts: int, on_progress, checkpoint_dir, resume):
+    start = time.perf_counter()
     with collector_paused():  # torch, transformers and peft import a fifth faster
         from hsplit_actors.training.runtime import LocalRuntime
         from hsplit_actors.training.trainer import local_hosts, prepare_assets, train
 
+    import_s = time.perf_counter() - start  # this process is the coordinator here (none when already imported)
     start = time.perf_counter()
     assets = prepare_assets(scenario, setup)
     prepare_s = time.perf_counter() - start
     hosts, server = local_hosts(assets, n_hosts, setup.strategy.capability(SharedServerSet) is not None)
     tables, train_s, extra, final = train(scenario, setup, assets, LocalRuntime(), hosts, server, on_progress,
                                           checkpoint_dir, resume)
-    return tables, train_s, extra | {"prepare_s": prepare_s}, final
+    return tables, train_s, extra | {"prepare_s": prepare_s, "coordinator_import_s": import_s}, final
 
 
 def _train_on_ray(scenario: Scenario, n_hosts: int, on_progress, checkpoint_dir, resume, export_to):
