@@ -303,7 +303,12 @@ class Simulation:
             yield from self._transfer(s, AGG_DOWN, s.down_bytes, down_bps, lat)
         if self.real:
             self.executor.begin_session(s, self.log.configs[s.config_id])
-        ended = yield from self._iterations(s)
+        phases = self._phase_times(s)
+        if self._chains(s, phases):  # straight into the chained loop: one generator frame less per live session
+            yield from self._chained(s, *phases)
+            ended = None
+        else:
+            ended = yield from self._iterations(s, phases)
         if ended is not None:  # stopped or dropped out: no upload
             self._end(s, *ended)
             return
@@ -318,7 +323,25 @@ class Simulation:
         yield self.env.timeout(nbytes * 8 / bps + lat)
         self._record(s.client, s.sid, -1, phase, t0, self.env.now, nbytes, 0.0, s.version)
 
-    def _iterations(self, s: Session):
+    def _phase_times(self, s: Session) -> tuple[float, float, float, float, float]:
+        """The session's client forward, uplink, server step, downlink and client backward, in seconds."""
+        fleet, dev, c = self.fleet, self.device, s.client
+        cost, config = self.log.costs[s.config_id], self.log.configs[s.config_id]
+        rates = Rates.of(fleet.flops[c], fleet.mem_gbps[c], fleet.launch_us[c])  # per session: no 1M-object list
+        lat = dev["latency_ms"][c] / 1e3
+        t_fwd, t_bwd = self.durations.client(cost, config, int(fleet.group[c]), rates)
+        t_up = cost.uplink_bytes * 8 / (dev["uplink_mbps"][c] * 1e6) + lat
+        t_down = cost.downlink_bytes * 8 / (dev["downlink_mbps"][c] * 1e6) + lat
+        return t_fwd, t_up, self.durations.server(cost, config), t_down, t_bwd
+
+    def _chains(self, s: Session, phases: tuple[float, ...]) -> bool:
+        """Whether the session runs `_chained`: chaining is on, it is split, its client is always on-line, and
+        its iterations' tails take time (`_flush`)."""
+        k = self.log.configs[s.config_id].split_point
+        return (self.chaining and 0 < k < self.arch.n_layers and not self.has_windows[s.client]
+                and phases[2] + phases[3] + phases[4] > 0)
+
+    def _iterations(self, s: Session, phases: tuple[float, float, float, float, float]):
         """The S local iterations, each client_fwd -> uplink -> queue -> server -> downlink -> client_bwd, recorded
         as one row of phase boundaries. Returns None, or (outcome, phase) when the session ends early. Nothing
         looks at a session between its forward and uplink, or its downlink and backward (stops and drop-outs
@@ -326,16 +349,9 @@ class Simulation:
         FIFO in `plan`, the GPU is reserved on arrival and the rest of the iteration is one event."""
         env, timeout, at, ex, gpus = self.env, self.env.timeout, self.env.at, self.executor, self.gpus
         fleet, dev, c = self.fleet, self.device, s.client
-        cost = self.log.costs[s.config_id]
         k, n_layers = self.log.configs[s.config_id].split_point, self.arch.n_layers
         on_device, uses_server, split = k > 0, k < n_layers, 0 < k < n_layers
-        rates = Rates.of(fleet.flops[c], fleet.mem_gbps[c], fleet.launch_us[c])  # per session: no 1M-object list
-        lat = dev["latency_ms"][c] / 1e3
-        up_bps, down_bps = dev["uplink_mbps"][c] * 1e6, dev["downlink_mbps"][c] * 1e6
-        config = self.log.configs[s.config_id]
-        t_fwd, t_bwd = self.durations.client(cost, config, int(fleet.group[c]), rates)
-        t_up, t_down = cost.uplink_bytes * 8 / up_bps + lat, cost.downlink_bytes * 8 / down_bps + lat
-        t_srv = self.durations.server(cost, config)
+        t_fwd, t_up, t_srv, t_down, t_bwd = phases
         batching, group, reserving = self.batching, self.server_group[s.config_id], self.reserving
         discipline = self.scenario.server.queue
         key = 0.0 if discipline == "fifo" else (t_srv if discipline == "sjf" else float(dev["priority"][c]))
@@ -343,9 +359,6 @@ class Simulation:
         real, progress = self.real, self.on_progress
         ints, times = self.log.iter_ints, self.log.iter_times
         sid, version, cfg = s.sid, s.version, s.config_id
-        if split and reserving and self.chaining and not watch and t_srv + t_down + t_bwd > 0:  # (`_flush`)
-            yield from self._chained(s, t_fwd, t_up, t_srv, t_down, t_bwd)
-            return None
         for it in range(self.scenario.local_iterations):
             if s.stop:
                 return "stopped", DISCARDED
