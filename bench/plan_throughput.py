@@ -89,9 +89,9 @@ def durations(scenario):
 
 
 def _pool(env, gpus: int, pool: str):
-    from hsplit_actors.engine.server import GPUPool
+    from hsplit_actors.engine.server import GPUQueue, GPUReservations
 
-    return GPUPool(env, gpus) if pool in ("heap", "reserve") else simpy_resource(env, gpus)
+    return {"heap": GPUQueue, "reserve": GPUReservations}.get(pool, simpy_resource)(env, gpus)
 
 
 def simpy_resource(env, gpus: int):

@@ -1,4 +1,6 @@
-"""The server's GPUs and their queue: `gpus` slots, waiting jobs ordered by the queue discipline.
+"""The server's GPUs and their queue: `gpus` slots, waiting jobs ordered by the queue discipline. Three kinds:
+requests waiting in a queue (`GPUQueue`), FIFO starts reserved on arrival (`GPUReservations`, `plan`'s fast
+path) and batches of queued jobs (`BatchingServer`).
 
 A heap keeps every discipline O(log n) per job (SimPy's PriorityResource re-sorts its whole queue on each request,
 which is quadratic with 100k queued clients).
@@ -13,33 +15,26 @@ from collections.abc import Callable
 import simpy
 
 
-class GPUPool:
-    """`gpus` slots and a heap of waiting requests (SimPy events). Under FIFO, `plan` can `reserve` instead: a
-    job's start is then known on arrival (the earliest free GPU, as the queue would grant it), so an iteration
-    waits one event instead of three. A pool serves either requests or reservations, never both."""
+class GPUQueue:
+    """`gpus` slots and a heap of waiting requests (SimPy events), ordered by the queue discipline: the path of
+    `run` (it tells the executor of each server step at its start) and of disciplines other than FIFO."""
 
     def __init__(self, env: simpy.Environment, gpus: int):
         self.env = env
         self.free = gpus
         self.waiting: list[tuple[float, int, simpy.Event, float]] = []
-        self.ends: list[float] = []  # requests: when each running job ends
+        self.ends: list[float] = []  # when each running job ends
         self.seq = 0
-        self._busy_s = 0.0
-        self._batches = 0
-        self.slots = [(0.0, 0.0, 0)] * gpus  # reservations: per GPU (free from, its last job's busy s, jobs), a heap
-        self.starts: deque[float] = deque()  # reservations: starts still ahead of the clock (the queue)
-        self.leaving: deque[tuple[float, float, int]] = deque()  # reservations: jobs off their slot, in end order
+        self.busy_s = 0.0  # GPU-seconds of server work finished, for utilisation
+        self.batches = 0  # jobs finished (each its own batch)
 
     def __len__(self) -> int:
-        """Jobs not started yet: waiting requests, or reservations whose start is still ahead."""
-        now, starts = self.env.now, self.starts
-        while starts and starts[0] <= now:  # starts never decrease: arrivals and the earliest free GPU don't
-            starts.popleft()
-        return len(self.waiting) + len(starts)
+        """Jobs not started yet."""
+        return len(self.waiting)
 
     def queued(self) -> int:
         """How many earlier jobs have not started by now: the waiting ones, less those that GPUs ending now
-        will take (FIFO; their releases may come later in this instant), as `reserve` counts."""
+        will take (FIFO; their releases may come later in this instant), as `GPUReservations` counts."""
         due = self.ends.count(self.env.now)
         return max(0, len(self.waiting) - due)
 
@@ -57,8 +52,8 @@ class GPUPool:
         return event
 
     def release(self, busy_s: float) -> None:
-        self._busy_s += busy_s
-        self._batches += 1
+        self.busy_s += busy_s
+        self.batches += 1
         self.ends.remove(self.env.now)
         if self.waiting:
             _, _, event, busy = heapq.heappop(self.waiting)
@@ -67,10 +62,29 @@ class GPUPool:
         else:
             self.free += 1
 
+
+class GPUReservations:
+    """FIFO GPUs without events (`plan`): a job's start is known on arrival, the earliest free GPU, exactly as
+    `GPUQueue` would grant it, so an iteration waits one event instead of three."""
+
+    def __init__(self, env: simpy.Environment, gpus: int):
+        self.env = env
+        self.slots = [(0.0, 0.0, 0)] * gpus  # per GPU (free from, its last job's busy s, jobs), a heap
+        self.starts: deque[float] = deque()  # starts still ahead of the clock (the queue)
+        self.leaving: deque[tuple[float, float, int]] = deque()  # jobs off their slot, in end order
+        self._busy_s = 0.0
+        self._batches = 0
+
+    def __len__(self) -> int:
+        """Jobs not started yet: reservations whose start is still ahead."""
+        now, starts = self.env.now, self.starts
+        while starts and starts[0] <= now:  # starts never decrease: arrivals and the earliest free GPU don't
+            starts.popleft()
+        return len(starts)
+
     def reserve(self, busy_s: float) -> tuple[float, int]:
-        """FIFO without events: a job arriving now runs `busy_s` on the GPU free first, from the later of now and
-        that GPU's last end, exactly as `request` would grant it. Returns its start and how many earlier jobs
-        have not started yet (what `len` counts on arrival)."""
+        """A job arriving now runs `busy_s` on the GPU free first, from the later of now and that GPU's last end.
+        Returns its start and how many earlier jobs have not started yet (what `len` counts on arrival)."""
         now = self.env.now
         waiting = len(self)
         slot = heapq.heappop(self.slots)  # slots leave in end order: a new end is never before the one it follows
@@ -126,7 +140,7 @@ class BatchingServer:
     waited `max_wait_s` (holding the free GPU, like a serving system's queue delay); 0 runs what is there.
 
     `duration(jobs)` prices a batch; `on_start(jobs)` is the executor's hook (real computation, in start order).
-    With `max_jobs` 1 every batch is one job and the timeline is GPUPool's (tests/test_batching.py)."""
+    With `max_jobs` 1 every batch is one job and the timeline is GPUQueue's (tests/test_batching.py)."""
 
     def __init__(self, env: simpy.Environment, gpus: int, max_jobs: int, max_wait_s: float,
                  duration: Callable[[list[Job]], float], on_start: Callable[[list[Job]], None] | None = None):
@@ -189,7 +203,7 @@ class BatchingServer:
         busy = self.duration(batch)
         yield self.env.timeout(busy)
         self.busy_s += busy
-        self.batches += 1  # counted when done, as GPUPool counts its jobs
+        self.batches += 1  # counted when done, as GPUQueue counts its jobs
         self.free += 1
         for job in batch:
             job.done.succeed()

@@ -31,7 +31,7 @@ from hsplit_actors.engine.clock import Clock
 from hsplit_actors.engine.durations import Durations, batching_in_effect
 from hsplit_actors.engine.executor import AggregationStep, Executor, TimingExecutor
 from hsplit_actors.engine.schedules import schedule_for
-from hsplit_actors.engine.server import BatchingServer, GPUPool, Job
+from hsplit_actors.engine.server import BatchingServer, GPUQueue, GPUReservations, Job
 from hsplit_actors.engine.session import AGG_DOWN, AGG_UP, AGGREGATE, DISCARDED, DROPOUT, FED_SERVER, Session, Update
 from hsplit_actors.engine.staleness import staleness_weight
 from hsplit_actors.fleet import Fleet
@@ -110,13 +110,14 @@ class Simulation:
         self.batching = batching_in_effect(scenario, strategy)
         self.server_group: list[int] = []  # per configuration: its batching group (split point + server ranks)
         self._groups: dict[tuple, int] = {}
+        self.reserving = self._reserves()
+        self.gpus: BatchingServer | GPUReservations | GPUQueue
         if self.batching:
             spec = scenario.server.batching
             self.gpus = BatchingServer(self.env, scenario.server.gpus, spec.max_jobs, spec.max_wait_ms / 1e3,
                                        self._batch_time, self._batch_start)
         else:
-            self.gpus = GPUPool(self.env, scenario.server.gpus)
-        self.reserving = self._reserves()
+            self.gpus = (GPUReservations if self.reserving else GPUQueue)(self.env, scenario.server.gpus)
         self.log = SimulationLog(client_config=np.full(len(fleet), -1, dtype=np.int64), gpus=scenario.server.gpus)
         self._config_ids: dict[ClientConfig, int] = {}
         self.windowed = [g for g, spec in enumerate(fleet.windows) if spec is not None]  # entries that go off-line
