@@ -9,14 +9,16 @@ in a fresh subprocess so its peak RSS is its own:
   bare-simpy    the same with simpy.Resource as the server
 The bare loops get the engine's per-client durations, so in sync all must end at the same virtual time (checked).
 With `--aggregation async` (FedBuff: C = N/2 clients training, an aggregation every K = C/4 arrivals, 2N/K
-aggregations, so about 2N sessions) the bare loops keep C slots that each take the next idle client from a queue
-and an aggregator that waits for K uploads; the engine draws idle clients at random (seeded), so the two visit
-clients in another order and their virtual end times differ: only the rates are compared, over the same number
-of aggregations (client-iterations within a few percent, printed).
+aggregations, so about 2N sessions; `--passes 1`: N/K aggregations, about one session per client) the bare loops
+keep C slots that each take the next idle client from a queue and an aggregator that waits for K uploads; the
+engine draws idle clients at random (seeded), so the two visit clients in another order and their virtual end
+times differ: only the rates are compared, over the same number of aggregations (client-iterations within a few
+percent, printed).
 Each child first does a small warm-up run (200 clients) so one-time imports are not timed; peak RSS includes it.
 Sizes up to 10k report the best of 3 runs (sub-second runs are noisy on a shared 2-core machine), 100k one run.
 
     python bench/plan_throughput.py [--sizes 1000,10000,100000] [--iterations 10] [--aggregation sync|async]
+                                    [--passes 2]
                                     [--events phase|iteration|none]
                                     [--modes engine,bare-reserve,bare-heap,bare-simpy]
 """
@@ -46,10 +48,14 @@ SCENARIO = {
 }
 
 
+ASYNC_PASSES = [2]  # async: sessions per client, about (`--passes`)
+
+
 def async_settings(n: int) -> dict:
     concurrency = max(n // 2, 4)
     buffer = concurrency // 4
-    return {"mode": "async", "concurrency": concurrency, "buffer": buffer, "aggregations": 2 * n // buffer}
+    return {"mode": "async", "concurrency": concurrency, "buffer": buffer,
+            "aggregations": ASYNC_PASSES[0] * n // buffer}
 
 
 def scenario_for(n: int, iterations: int, aggregation: str = "sync", events: str = "phase"):
@@ -265,8 +271,11 @@ def main() -> None:
     parser.add_argument("--aggregation", choices=["sync", "async"], default="sync")
     parser.add_argument("--events", choices=["phase", "iteration", "none"], default="phase")
     parser.add_argument("--modes", default="engine,bare-reserve,bare-heap,bare-simpy", help="which to run")
+    parser.add_argument("--passes", type=int, default=2,
+                        help="async: sessions per client (aggregations = passes x N / K); 1 is N x iterations")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    ASYNC_PASSES[0] = args.passes
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]), args.iterations, args.aggregation, args.events)))
         return
@@ -277,7 +286,8 @@ def main() -> None:
         results = {}
         for mode in args.modes.split(","):
             out = subprocess.run([sys.executable, __file__, "--child", mode, str(n), "--iterations",
-                                  str(args.iterations), "--aggregation", args.aggregation, "--events", args.events],
+                                  str(args.iterations), "--aggregation", args.aggregation, "--events", args.events,
+                                  "--passes", str(args.passes)],
                                  capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             results[mode] = r
