@@ -143,5 +143,6 @@ def simulate(scenario: Scenario, setup: Setup, executor: Executor | None = None,
              "server_memory_gb_estimate": setup.server_memory_gb, "aggregation": scenario.aggregation.mode,
              "peak_live_versions": log.peak_live_versions, "server_batches": log.server_batches,
              "timing": sim.durations.describe(), "server_profile": scenario.server.profile,
-             "events": scenario.events, "phases": timeline.meta()}
+             "events": scenario.events, "phases": timeline.meta(),
+             "virtual_end_s": sim.env.now}  # the last aggregation's end, or `until_s` where async stopped there
     return RunTables(events, rounds, clients, timeline=timeline), timer() - start, extra

@@ -27,7 +27,8 @@ def _timeline(tables: RunTables, meta: dict) -> timeline.Timeline:
 def summarise(tables: RunTables, meta: dict) -> dict:
     """The figures the CLI prints, as a dict (tests and notebooks use it too)."""
     rounds, clients, line = tables.rounds, tables.clients, _timeline(tables, meta)
-    makespan = float(rounds["t_end"].max()) if len(rounds) else 0.0
+    # the run's virtual end: past the last aggregation where async ran on to `until_s` (older runs: the rounds')
+    makespan = max(float(rounds["t_end"].max()) if len(rounds) else 0.0, float(meta.get("virtual_end_s", 0.0)))
     total = sum(line.phase_s.values())
     share = {p: line.phase_s[p] / total if total else 0.0 for p in PHASES}
     strag = timeline.stragglers(line.finish, STRAGGLER_FACTOR)

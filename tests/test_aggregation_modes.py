@@ -105,10 +105,16 @@ def test_max_staleness_drops_exactly_the_updates_staler_than_it() -> None:
 
 
 def test_async_ends_at_until_s() -> None:
-    tables, _ = plan(small_scenario(rounds=1, fleet=FLEET, aggregation={
+    from hsplit_actors.summary import summarise
+
+    tables, extra = plan(small_scenario(rounds=1, fleet=FLEET, aggregation={
         "mode": "async", "concurrency": 4, "buffer": 2, "until_s": 0.5}))
-    assert tables.rounds["t_end"].max() <= 0.5
-    assert tables.events["t_start"].max() <= 0.5
+    assert tables.rounds["t_end"].max() < 0.5 and tables.events["t_end"].max() <= 0.5
+    assert tables.events["t_end"].max() > tables.rounds["t_end"].max()  # sessions went on after the last one
+    # the run lasted until_s: its virtual time, and the server's utilisation over it
+    summary = summarise(tables, extra)
+    assert extra["virtual_end_s"] == summary["virtual_time_s"] == 0.5
+    assert summary["server_utilisation"] == pytest.approx(extra["server_busy_s"] / (extra["server_gpus"] * 0.5))
 
 
 def test_async_ending_before_its_first_aggregation_warns_and_keeps_an_empty_rounds_table(
