@@ -109,6 +109,7 @@ class Simulation:
                                                          rates)  # `prepare` made one, else here
         self.batching = batching_in_effect(scenario, strategy)
         self.server_group: list[int] = []  # per configuration: its batching group (split point + server ranks)
+        self.upload_bytes: list[int] = []  # per configuration: what a participant uploads (FedAvg family: downloads)
         self._groups: dict[tuple, int] = {}
         self.reserving = self._reserves()
         self.gpus: BatchingServer | GPUReservations | GPUQueue
@@ -218,12 +219,12 @@ class Simulation:
         down = 0
         if held < self.version:
             if self.download_prefix is None:  # FedAvg family: the current global adapters of its configuration
-                down = self.strategy.upload_bytes(config)
+                down = self.upload_bytes[config_id]
             else:  # stacking: every stack published since its last download, on its side of the split
                 k = config.split_point
                 down = int(self.download_prefix[self.version][k] - self.download_prefix[held][k])
         s = Session(len(self.log.session_round), c, self.sessions_of[c], self.version, config_id, rnd, uploads,
-                    down, self.strategy.upload_bytes(config) if uploads else 0)
+                    down, self.upload_bytes[config_id] if uploads else 0)
         self.sessions_of[c] += 1
         self.held[c] = self.version
         self.log.session_round.append(rnd)
@@ -497,6 +498,7 @@ class Simulation:
             self._config_ids[config] = len(self.log.configs)
             self.log.configs.append(config)
             self.log.costs.append(self.strategy.cost(config))
+            self.upload_bytes.append(self.strategy.upload_bytes(config))  # per session otherwise: a cost model call
             k = config.split_point
             self.server_group.append(self._groups.setdefault((k, config.ranks[k:]), len(self._groups)))
         return self._config_ids[config]
