@@ -52,14 +52,16 @@ class _PlainProgress:
         import time
 
         self.latest = p
-        if p.round > self.said_round and time.monotonic() - self.said_at >= self.every_s:
-            self._say(p, p.round)
+        if p.round_end[0] > self.said_round and time.monotonic() - self.said_at >= self.every_s:
+            self._say(p)
 
-    def _say(self, p, done: int) -> None:
+    def _say(self, p) -> None:
         import time
 
+        # the latest finished round, at its own end: the clock may have moved on by the time the line is said
+        done, t, steps = p.round_end
         self.said_round, self.said_at = done, time.monotonic()
-        text = f"{p.label} {done}/{p.rounds or '?'}  t={p.t:,.1f}s  {p.steps:,} client iterations"
+        text = f"{p.label} {done}/{p.rounds or '?'}  t={t:,.1f}s  {steps:,} client iterations"
         if "train_loss" in p.last:
             text += f"  loss {p.last['train_loss']:.4f}"
         if "eval_metric" in p.last:
@@ -70,10 +72,11 @@ class _PlainProgress:
         return self
 
     def __exit__(self, *exc) -> None:
-        """The last round (its metrics arrive after its iterations), unless the command failed."""
+        """The last round not said yet (rounds can end faster than a line per `every_s`), unless the command
+        failed."""
         p = self.latest
-        if exc[0] is None and p is not None and p.round + 1 > self.said_round and p.round_done >= 1:
-            self._say(p, p.round + 1)
+        if exc[0] is None and p is not None and p.round_end[0] > self.said_round:
+            self._say(p)
 
 
 def _reporter(scenario, args: argparse.Namespace, label: str):

@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from hsplit_actors.cli import main
+from hsplit_actors.scenario import parse_scenario
+from hsplit_actors.simulation import prepare, simulate
 from tests.conftest import ENV_OFFLINE, REPO, small_scenario, tiny_training_scenario
 
 
@@ -39,7 +42,6 @@ def test_the_summary_counts_in_words_and_says_what_its_times_are(write_scenario,
 
 def test_without_a_terminal_a_run_says_a_line_per_round(write_scenario, tmp_path: Path) -> None:
     """(With Ray, that nothing else is said: tests/test_local_ray.py.)"""
-    import yaml
 
     raw = tiny_training_scenario(rounds=3, progress=True)
     done = subprocess.run([sys.executable, "-m", "hsplit_actors.cli", "run", str(write_scenario(yaml.safe_dump(raw))),
@@ -61,6 +63,33 @@ def test_without_a_terminal_a_run_says_a_line_per_round(write_scenario, tmp_path
     # --local imports torch & co. in this process, during start-up: counted as imports, not as after the last step
     assert meta["startup"]["coordinator_import_s"] > 0.5, meta["startup"]
     assert "of start-up: imports " in done.stdout and "Ray 0.00 s" not in done.stdout
+
+
+@pytest.mark.parametrize("read_every", [1, 7])
+@pytest.mark.parametrize("aggregation", [{"mode": "sync"},
+                                         {"mode": "async", "concurrency": 4, "buffer": 2, "aggregations": 5}])
+def test_a_line_per_round_gives_that_rounds_end_however_late_it_is_read(read_every, aggregation, capsys) -> None:
+    """On Ray the driver reads the coordinator's progress every half second, when the clock has moved on: each
+    line must still say its own round's virtual end, and the last round is always said."""
+    from hsplit_actors.cli import _PlainProgress
+
+    seen = []
+    raw = small_scenario(rounds=5, aggregation=aggregation, progress=True)
+    with _PlainProgress(every_s=0.0) as plain:
+        def read(p) -> None:  # a reader that sees only every `read_every`-th report
+            seen.append(p)
+            if len(seen) % read_every == 0:
+                plain(p)
+
+        scenario = parse_scenario(yaml.safe_dump(raw))
+        tables, _, _ = simulate(scenario, prepare(scenario), on_progress=read)
+        plain.latest = seen[-1]  # what the driver holds when the command ends
+    lines = capsys.readouterr().err.strip().splitlines()
+    said = {int(line.split()[1].split("/")[0]): float(line.split("t=")[1].split("s")[0].replace(",", ""))
+            for line in lines}
+    assert max(said) == len(tables.rounds)  # the last is said
+    for number, t in said.items():
+        assert t == pytest.approx(tables.rounds["t_end"].iloc[number - 1], abs=0.05), lines
 
 
 def test_an_empty_server_queue_plots_from_zero_whole_jobs() -> None:

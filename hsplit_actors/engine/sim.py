@@ -56,6 +56,9 @@ class Progress:
     metric: str = ""  # what last["eval_metric"] measures
     label: str = "round"  # round | aggregation
     until_s: float | None = None
+    # rounds (async: aggregations) finished, the latest one's virtual end and the client iterations by then: what
+    # a line per round reports, however late it is read (a driver polls the coordinator)
+    round_end: tuple[int, float, int] = (0, 0.0, 0)
 
     @property
     def total(self) -> float:
@@ -144,6 +147,7 @@ class Simulation:
         self.next_tick = 0
         self.tick_every = 1
         self.round_done, self.round_steps = 0, 1
+        self.round_end = (0, 0.0, 0)
         self.last: dict[str, float] = {}
         self.schedule = schedule_for(spec.mode)(self)
         self.chaining = self.reserving and not self.schedule.stops_sessions
@@ -277,6 +281,7 @@ class Simulation:
         if self.on_progress is not None:
             self.last = self.last | {k: v for k, v in metrics.items() if v == v}  # the latest of each
             self.round_done = self.round_steps
+            self.round_end = (len(self.log.rounds), self.env.now, self.done)
             self.report()
 
     def begin_progress(self, participants: int) -> None:
@@ -490,7 +495,8 @@ class Simulation:
         sched = self.schedule
         self.on_progress(Progress(sched.position, sched.total, min(1.0, sched.fill(self.round_done, self.round_steps)),
                                   self.done, self.env.now,
-                                  dict(self.last), self.executor.metric, sched.label, sched.until_s))
+                                  dict(self.last), self.executor.metric, sched.label, sched.until_s,
+                                  self.round_end))
 
     # -- bookkeeping ----------------------------------------------------------------------------------------
     def _config_id(self, config: ClientConfig) -> int:
