@@ -164,8 +164,8 @@ def bare(d: dict, n: int, iterations: int, gpus: int, pool: str) -> float:
 def bare_async(d: dict, n: int, iterations: int, gpus: int, pool: str) -> tuple[float, int]:
     """FedBuff's yields with nothing else: C slots, each running sessions of the next idle client (download,
     iterations, upload into a store); an aggregator takes K uploads per aggregation. Returns the virtual end
-    time and the client-iterations done. `reserve` parks each iteration's end until its GPU start, as the
-    engine does under FIFO (no chaining: async may stop sessions)."""
+    time and the client-iterations done. `reserve` parks each iteration's end until its GPU start and chains it
+    with the next uplink, as the engine does under FIFO when no session is ever stopped (no `max_staleness`)."""
     from collections import deque
 
     import simpy
@@ -184,12 +184,21 @@ def bare_async(d: dict, n: int, iterations: int, gpus: int, pool: str) -> tuple[
         timeout, at = env.timeout, env.at
         fwd, up, down, bwd, srv = d["fwd"][c], d["up"][c], d["down"][c], d["bwd"][c], d["srv"]
         yield timeout(d["agg_down"][c])
-        for _ in range(iterations):
-            yield at((env.now + fwd) + up)
-            if pool == "reserve":
+        if pool == "reserve":
+            n2 = (env.now + fwd) + up
+            yield at(n2)
+            for i in range(iterations):
                 t3, _ = gpu.reserve(srv)
-                yield at(((t3 + srv) + down) + bwd, t3)
-            else:
+                t6 = ((t3 + srv) + down) + bwd
+                if i < iterations - 1:
+                    n2 = (t6 + fwd) + up
+                    yield at(n2, t3)
+                else:
+                    yield at(t6, t3)
+                state["iterations"] += 1
+        else:
+            for _ in range(iterations):
+                yield at((env.now + fwd) + up)
                 if pool == "heap":
                     yield gpu.request(0.0, srv)
                     yield timeout(srv)
@@ -199,7 +208,7 @@ def bare_async(d: dict, n: int, iterations: int, gpus: int, pool: str) -> tuple[
                         yield req
                         yield timeout(srv)
                 yield at((env.now + down) + bwd)
-            state["iterations"] += 1
+                state["iterations"] += 1
         yield timeout(d["agg_up"][c])
         yield store.put(c)
 
