@@ -18,7 +18,7 @@ from hsplit_actors.scenario.load import architecture
 from hsplit_actors.simulation import prepare
 from hsplit_actors.timing import load_profile
 from hsplit_actors.training import hosts as hosts_module
-from hsplit_actors.training.trainer import local_hosts, prepare_assets
+from hsplit_actors.training.assets import local_hosts, prepare_assets
 from tests.conftest import run_scenario, tiny_training_scenario
 from tests.timing_helpers import write_profile
 

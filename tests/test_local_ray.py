@@ -71,5 +71,8 @@ def test_a_local_run_listens_on_loopback_only_and_authenticates_with_its_own_tok
     assert not (home / ".ray").exists()
     said = err.strip().splitlines()  # no terminal: the estimate, a line per round, nothing of Ray's
     assert said[0].startswith("estimate:") and all(line.startswith("round ") for line in said[1:]), said
-    startup = json.loads((out / "meta.json").read_text())["startup"]  # the Ray it started counts as start-up
+    meta = json.loads((out / "meta.json").read_text())
+    startup = meta["startup"]  # the Ray it started counts as start-up
     assert startup["ray_s"] > 0.3 and startup["coordinator_start_s"] > 0 and startup["other_s"] >= 0, startup
+    # the server actor made the assets and wrote the model: the coordinator never imported transformers or peft
+    assert meta["coordinator_libraries"] == ["torch"] and meta["model"] == "model/adapter", meta

@@ -107,27 +107,32 @@ CLUSTER_SCRIPT = """
 import json, sys, yaml
 from ray.cluster_utils import Cluster
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-cluster.add_node(num_cpus=1)
+gpu = cluster.add_node(num_cpus=1, num_gpus=int(sys.argv[3]))  # a GPU in name only: the server host goes there
 cluster.wait_for_nodes()
 from hsplit_actors.scenario import parse_scenario
 from hsplit_actors.training.run import run
 raw = json.loads(sys.argv[1])
 directory, tables, extra = run(parse_scenario(yaml.safe_dump(raw)), sys.argv[2], address=cluster.address)
-print(json.dumps({"nodes": len(extra["client_nodes"]), "rounds": len(tables.rounds)}))
+print(json.dumps({"nodes": len(extra["client_nodes"]), "rounds": len(tables.rounds),
+                  "coordinator": extra["coordinator_libraries"], "model": extra["model"]}))
 """
 
 
 @pytest.mark.slow  # kept out of `make test` for its time (10-minute budget); `make test-slow` runs it
-def test_two_node_cluster_places_clients_on_both_nodes(tmp_path: Path) -> None:
-    """`ray.cluster_utils.Cluster` (two nodes on this machine): client actors spread, the run completes."""
+@pytest.mark.parametrize("gpus", [0, 1])
+def test_two_node_cluster_places_clients_on_both_nodes(gpus: int, tmp_path: Path) -> None:
+    """`ray.cluster_utils.Cluster` (two nodes on this machine): client actors spread, the run completes. With a
+    GPU node, the server host runs there, so the coordinator makes the assets itself (they must outlive that
+    node) and writes the model; without one, the server host beside it does both."""
     raw = tiny_training_scenario(rounds=1, train={"eval_samples": 32, "actors": 2})
-    proc = subprocess.run([sys.executable, "-c", CLUSTER_SCRIPT, json.dumps(raw), str(tmp_path / "c")],
+    proc = subprocess.run([sys.executable, "-c", CLUSTER_SCRIPT, json.dumps(raw), str(tmp_path / "c"), str(gpus)],
                           capture_output=True, text=True, timeout=300, cwd=REPO,
                           env={**__import__("os").environ, "RAY_AUTH_MODE": "disabled"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result == {"nodes": 2, "rounds": 1}
-    assert (tmp_path / "c" / "meta.json").is_file()
+    libraries = ["torch", "transformers", "peft"] if gpus else ["torch"]
+    assert result == {"nodes": 2, "rounds": 1, "coordinator": libraries, "model": "model/adapter"}
+    assert (tmp_path / "c" / "model" / "adapter" / "adapter_model.safetensors").is_file()
 
 
 NODE_LOSS_SCRIPT = """
@@ -377,7 +382,7 @@ def test_the_server_evaluates_with_every_core_and_gives_its_threads_back(eval_th
 
     from hsplit_actors.simulation import prepare
     from hsplit_actors.training import hosts as hosts_module
-    from hsplit_actors.training.trainer import local_hosts, prepare_assets
+    from hsplit_actors.training.assets import local_hosts, prepare_assets
 
     raw = tiny_training_scenario()
     raw["train"] |= {"eval_threads": eval_threads}

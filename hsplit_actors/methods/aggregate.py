@@ -65,7 +65,7 @@ def weighted_head(trained: list[Trained], current_head: dict | None = None) -> d
 def fedavg(trained: list[Trained], current: tuple[dict, dict] = ({}, {})) -> tuple[dict, dict]:
     """Per matrix, the data-weighted mean of A and of B over the participants that hold it (one rank each),
     as deltas against what each started from, applied to the current global (SPEC §9)."""
-    from hsplit_actors.model.lora import LoRAFactors
+    from hsplit_actors.model.factors import LoRAFactors
 
     factors = {}
     for key in sorted({k for t in trained for k in t.factors}):
@@ -91,7 +91,7 @@ def zero_pad_aggregate(trained: list[Trained], current: dict | None = None) -> d
     Without a current global, the zero-padded weighted mean of the copies themselves."""
     import torch
 
-    from hsplit_actors.model.lora import LoRAFactors
+    from hsplit_actors.model.factors import LoRAFactors
 
     current = current or {}
     out = {}
@@ -131,7 +131,7 @@ def stack(trained: list[Trained]) -> dict:
     per client."""
     import torch
 
-    from hsplit_actors.model.lora import LoRAFactors
+    from hsplit_actors.model.factors import LoRAFactors
 
     out = {}
     for key, holders, total in _per_matrix(trained):
@@ -173,7 +173,7 @@ def zero_padded_average(trained: list[Trained]) -> dict:
     largest rank, merged as `B A`; unlike stacking, the product of averages carries cross terms `B_i A_j`."""
     import torch
 
-    from hsplit_actors.model.lora import LoRAFactors
+    from hsplit_actors.model.factors import LoRAFactors
 
     out = {}
     for key, holders, total in _per_matrix(trained):

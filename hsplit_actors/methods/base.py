@@ -213,7 +213,7 @@ def fresh_adapters(arch: ModelArch, ranks: dict[Key, int], alpha, seed_parts: li
     the key alone, so a client's starting point does not depend on which other keys or clients exist."""
     import torch
 
-    from hsplit_actors.model.lora import LoRAFactors
+    from hsplit_actors.model.factors import LoRAFactors
 
     out = {}
     for (b, m), r in sorted(ranks.items()):

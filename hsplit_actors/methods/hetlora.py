@@ -59,7 +59,7 @@ class HetLoRA(Strategy):
 
     def client_adapters(self, round_: int, client: int, config: ClientConfig, global_factors: dict) -> dict:
         """The first r_i ranks of the global adapters."""
-        from hsplit_actors.model.lora import LoRAFactors
+        from hsplit_actors.model.factors import LoRAFactors
 
         out = {}
         for key, r in config_ranks(self.arch, config):

@@ -9,37 +9,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
+from hsplit_actors.model.factors import Key, LoRAFactors
 from hsplit_actors.model.families import family_of
 
-Key = tuple[int, str]  # (block, matrix), blocks 0-based
 ADAPTER = "default"
-
-
-@dataclass
-class LoRAFactors:
-    """One adapter: ΔW = (alpha / rank) · B @ A, with A (rank x in) and B (out x rank)."""
-
-    A: torch.Tensor
-    B: torch.Tensor
-    alpha: float
-
-    @property
-    def rank(self) -> int:
-        return self.A.shape[0]
-
-    @property
-    def scale(self) -> float:
-        return self.alpha / self.rank
-
-    def delta(self) -> torch.Tensor:
-        return self.scale * (self.B @ self.A)
 
 
 def module_name(model: nn.Module, key: Key) -> str:

@@ -1,15 +1,17 @@
 """The Ray side of `hsplit run`: the Coordinator actor (owns the SimPy clock, the only submitter of work) and the
 host actors (client hosts with many virtual clients each, and the server host).
 
-Start-up is overlapped: the driver creates every actor at once, so their processes import torch side by side
-while the coordinator prepares the shared assets; a host's constructor then asks the coordinator for them (and
-waits). Constructors take no object-store arguments, so a restarted host rebuilds itself the same way. Heavy
-imports happen inside the actors, which keeps the driver light.
+Start-up is overlapped: the driver creates every actor at once, so their processes import side by side. The
+server host, which imports transformers anyway, makes the shared assets (encoded data, frozen weights, initial
+adapters) and returns them to the coordinator, which owns them in the object store and imports torch only;
+a client host's constructor asks the coordinator for them (and waits). Constructors take no object-store
+arguments, so a restarted host rebuilds itself the same way. The driver imports neither torch nor transformers.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import uuid
@@ -35,32 +37,64 @@ def client_actor_count(scenario: Scenario, n_clients: int, strategy: Strategy, c
     return max(1, min(n_clients, cpus - server_cpu))
 
 
+HOST_PARTS = ("recipe", "setup", "state", "train", "test")  # what hosts are built from (Assets.for_hosts)
+
+
 class HostActor:
     """A ClientHost or ServerHost in its own process; `call` runs one of its methods (ObjectRef arguments arrive
-    resolved, results stay in the object store until someone needs them)."""
+    resolved, results stay in the object store until someone needs them). A client host is built in its
+    constructor; the server host at its first call, since on its first start it makes the assets itself
+    (`make_assets`) before anything can be built from them."""
 
     def __init__(self, kind: str, coordinator: str) -> None:
         start = time.perf_counter()
         with collector_paused():
-            from hsplit_actors.training.hosts import ClientHost, ServerHost
+            import hsplit_actors.training.assets  # noqa: F401 - torch, transformers, peft and the hosts' code
 
-        imported = time.perf_counter()
+        self.kind, self.coordinator = kind, coordinator  # the coordinator by name: an argument that is a handle
+        # would count as held in the object store
+        self.imported = time.perf_counter()
+        self.import_s = self.imported - start
         self.host, self.error = None, None
-        try:  # the coordinator by name: an argument that is a handle would count as held in the object store
-            assets = ray.get(ray.get_actor(coordinator).assets.remote())  # waits for the coordinator's preparation
-            common = (assets["recipe"], ray.get(assets["state"]), assets["setup"])
+        if kind == "client":
+            self._build()
+
+    def _build(self) -> None:
+        """Build the host from the assets in the object store (waiting for the coordinator to have them)."""
+        from hsplit_actors.training.assets import client_host, server_host
+
+        try:
+            shared = ray.get(ray.get_actor(self.coordinator).assets.remote())
+            wanted = [k for k in HOST_PARTS if k != ("test" if self.kind == "client" else "train")]
+            parts = dict(zip(wanted, ray.get([shared[k] for k in wanted]), strict=True))
             received = time.perf_counter()
-            if kind == "client":
-                self.host = ClientHost(*common, ray.get(assets["train"]))
-            else:
-                self.host = ServerHost(*common, assets["shared_server"], ray.get(assets["test"]))
+            self.host = client_host(parts) if self.kind == "client" else server_host(parts, shared["shared_server"])
             # where this actor's start went (its process had started and imported Ray before `start`)
-            self.host.startup = {"import_s": imported - start, "wait_for_assets_s": received - imported,
+            self.host.startup = {"import_s": self.import_s, "wait_for_assets_s": received - self.imported,
                                  "build_s": time.perf_counter() - received}
         except Exception as exc:  # noqa: BLE001 - the coordinator reports why set-up failed; the host just stops
             self.error = exc
 
+    def make_assets(self, scenario: Scenario, setup) -> tuple:
+        """The run's assets, made in this process (which imports transformers anyway); returned, so that the
+        caller, the coordinator, owns them in the object store and they outlive this actor. `Start` first, then
+        the hosts' parts in HOST_PARTS order."""
+        from hsplit_actors.training.assets import prepare_assets
+
+        assets = prepare_assets(scenario, setup)
+        for_hosts = assets.for_hosts()
+        return (assets.start(), *(for_hosts[k] for k in HOST_PARTS))
+
+    def export_model(self, run_dir: str) -> str:
+        """Write the run's final model (`model/final.pt`, saved by the coordinator) in transformers' and peft's
+        forms; the directory written, relative to `run_dir`."""
+        from hsplit_actors.exporting import export
+
+        return str(export(run_dir).relative_to(run_dir))
+
     def call(self, method: str, *args: Any) -> Any:
+        if self.host is None and self.error is None:
+            self._build()
         if self.host is None:
             raise RuntimeError(f"this host could not be set up: {self.error}")
         return getattr(self.host, method)(*args)
@@ -69,7 +103,9 @@ class HostActor:
 @ray.remote(num_cpus=0, max_concurrency=3, concurrency_groups={"hosts": 16})
 class Coordinator:
     """Owns the SimPy environment (the only clock) and submits all work. `prepare`, `run` and `progress` share
-    the default threads; hosts asking for their assets wait in a group of their own, so they never hold those."""
+    the default threads; hosts asking for their assets wait in a group of their own, so they never hold those.
+    It imports torch (aggregation) but never transformers or peft where the server host is on its node: that
+    host makes the assets and writes the exported model."""
 
     def __init__(self, name: str) -> None:
         self.name = name  # hosts find it by name; replacements of lost hosts too
@@ -77,31 +113,58 @@ class Coordinator:
         self.prepared = threading.Event()
         self.shared: dict | None = None
         self.error: BaseException | None = None
+        self.server = None  # the server host now (a replacement, after a loss for good)
 
-    def prepare(self, scenario: Scenario) -> None:
-        """Encode the data, load the frozen model and the initial adapters; what the hosts are built from goes
-        into the object store once (the hosts on a node share it zero-copy). A failure is kept for `run` and
-        `assets` to raise (nobody waits on this call's own result)."""
+    def prepare(self, scenario: Scenario, server, server_here: bool) -> None:
+        """The timing set-up here; the data encoded, the frozen model loaded and the initial adapters made by
+        `server` when it is on this node, else here (objects live on the node that makes them: a GPU node lost
+        would take them along). What the hosts are built from goes into the object store once (the hosts on a
+        node share it zero-copy). A failure is kept for `run` and `assets` to raise (nobody waits on this
+        call's own result)."""
         self.prepare_started = time.time()  # wall clock: the driver, on this node, tells how long the actor took
+        self.server, self.server_here = server, server_here
         start = time.perf_counter()
         with collector_paused():
+            import torch  # noqa: F401 - the global adapters and every update are tensors
+
             from hsplit_actors.simulation import prepare
-            from hsplit_actors.training.trainer import prepare_assets
 
         self.import_s = time.perf_counter() - start
         start = time.perf_counter()
         try:
             self.setup = prepare(scenario)
-            self.assets = prepare_assets(scenario, self.setup)
-            self.shared = {"recipe": self.assets.recipe, "setup": self.assets.host_setup,
-                           "state": ray.put(self.assets.state), "train": ray.put(self.assets.data.train),
-                           "test": ray.put(self.assets.data.test),
-                           "shared_server": self.setup.strategy.capability(SharedServerSet) is not None}
+            refs = self._assets_from(server, scenario) if server_here else self._assets_here(scenario)
+            self.start = ray.get(refs[0])
+            self.shared = dict(zip(HOST_PARTS, refs[1:], strict=True)) | {
+                "shared_server": self.setup.strategy.capability(SharedServerSet) is not None}
+        except ray.exceptions.RayTaskError as exc:  # what went wrong in the server host, e.g. too little data
+            self.error = exc.cause
         except Exception as exc:  # noqa: BLE001 - raised again by run() and assets()
             self.error = exc
         finally:
             self.prepare_s = time.perf_counter() - start
             self.prepared.set()
+
+    def _assets_from(self, server, scenario: Scenario, attempts: int = 3) -> list:
+        """The server host's `make_assets` (again if its process is lost meanwhile: Ray restarts it)."""
+        for attempt in range(attempts):
+            refs = server.make_assets.options(num_returns=1 + len(HOST_PARTS)).remote(scenario, self.setup)
+            try:
+                ray.wait(refs, num_returns=len(refs), fetch_local=False)
+                ray.get(refs[0])
+                return refs
+            except ray.exceptions.RayActorError:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _assets_here(self, scenario: Scenario) -> list:
+        with collector_paused():
+            from hsplit_actors.training.assets import prepare_assets
+
+        assets = prepare_assets(scenario, self.setup)
+        for_hosts = assets.for_hosts()
+        return [ray.put(assets.start()), *(ray.put(for_hosts[k]) for k in HOST_PARTS)]
 
     def _wait_prepared(self) -> None:
         self.prepared.wait()
@@ -114,11 +177,15 @@ class Coordinator:
         self._wait_prepared()
         return self.shared
 
+    def _replace_server(self, node: str):
+        self.server = start_server_host(self.name, node)
+        return self.server
+
     def run(self, scenario: Scenario, hosts: list, server, checkpoint_dir: str | None, resume: dict | None,
             export_to: str | None = None):
         """Train on `hosts` and `server`, after `prepare`; with `export_to` (a run directory on this node), write
-        the final model there too: this process has torch and the model's code loaded already, the driver has
-        neither (and receives no tensors)."""
+        the final model there too, by the server host where it is on this node (it has transformers loaded; the
+        driver has neither it nor torch, and receives no tensors)."""
         from hsplit_actors.training.runtime import RayRuntime
         from hsplit_actors.training.trainer import train
 
@@ -130,16 +197,23 @@ class Coordinator:
         here = ray.get_runtime_context().get_node_id()
         runtime = RayRuntime(scenario.train.max_in_flight,
                              replace_client=lambda i, lost: start_client_host(self.name, i, lost, here),
-                             replace_server=lambda: start_server_host(self.name, here))
-        tables, train_s, extra, final = train(scenario, self.setup, self.assets, runtime, hosts, server, note,
+                             replace_server=lambda: self._replace_server(here))
+        tables, train_s, extra, final = train(scenario, self.setup, self.start, runtime, hosts, server, note,
                                               checkpoint_dir, resume)
         if export_to is not None:
-            from hsplit_actors.exporting import export, save_final
+            from hsplit_actors.exporting import save_final
 
             save_final(export_to, **final)
-            extra["model"] = str(export(export_to).relative_to(export_to))
+            if self.server_here:
+                extra["model"] = ray.get(self.server.export_model.remote(export_to))
+            else:
+                from hsplit_actors.exporting import export
+
+                extra["model"] = str(export(export_to).relative_to(export_to))
+        libraries = [m for m in ("torch", "transformers", "peft") if m in sys.modules]
         return tables, train_s, extra | {"prepare_s": self.prepare_s, "coordinator_import_s": self.import_s,
-                                  "prepare_started": self.prepare_started}, None
+                                         "prepare_started": self.prepare_started,
+                                         "coordinator_libraries": libraries}, None
 
     def progress(self):
         return self.state
@@ -148,13 +222,19 @@ class Coordinator:
 def start_actors(scenario: Scenario, n_hosts: int):
     """Create the coordinator (on this machine: checkpoints land here), the client host actors (round-robin over
     the nodes) and the server host (with a GPU when the cluster has one), all at once."""
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    node = ray.get_runtime_context().get_node_id()
     name = f"hsplit-coordinator-{uuid.uuid4().hex}"
-    coordinator = Coordinator.options(scheduling_strategy=here, name=name).remote(name)
-    coordinator.prepare.remote(scenario)
+    coordinator = Coordinator.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+                                      name=name).remote(name)
+    server = start_server_host(name, node)
+    coordinator.prepare.remote(scenario, server, not server_on_gpu())
     hosts = [start_client_host(name, i) for i in range(n_hosts)]
-    server = start_server_host(name, ray.get_runtime_context().get_node_id())
     return coordinator, hosts, server
+
+
+def server_on_gpu() -> bool:
+    """Whether the server host goes to a GPU node (the cluster has a GPU), rather than beside the coordinator."""
+    return ray.cluster_resources().get("GPU", 0) >= 1
 
 
 ServerHostActor = ray.remote(num_cpus=0, max_restarts=-1)(HostActor)  # in submission order: the virtual order
@@ -163,7 +243,7 @@ ServerHostActor = ray.remote(num_cpus=0, max_restarts=-1)(HostActor)  # in submi
 def start_server_host(coordinator: str, node: str):
     """The server host: on a GPU node when the cluster has one, else beside the coordinator on `node` (so losing
     a worker node never takes it). Restarted in place or replaced like a client host."""
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    gpus = 1 if server_on_gpu() else 0
     placement = "DEFAULT" if gpus else NodeAffinitySchedulingStrategy(node, soft=False)
     return ServerHostActor.options(num_gpus=gpus, scheduling_strategy=placement).remote("server", coordinator)
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from hsplit_actors.data.datasets import Encoded
 from hsplit_actors.metrics import evaluate
-from hsplit_actors.model.lora import Key, LoRAFactors
+from hsplit_actors.model.factors import Key, LoRAFactors
 from hsplit_actors.model.split import SplitModel
 from hsplit_actors.training.importance import ImportanceProbe
 from hsplit_actors.training.recipe import Recipe

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hsplit_actors.model.lora import Key
+from hsplit_actors.model.factors import Key
 
 
 class ImportanceProbe:

@@ -52,16 +52,17 @@ def _check_faults(scenario: Scenario, n_hosts: int) -> None:
 def _train_local(scenario: Scenario, setup, n_hosts: int, on_progress, checkpoint_dir, resume):
     start = time.perf_counter()
     with collector_paused():  # torch, transformers and peft import a fifth faster
+        from hsplit_actors.training.assets import local_hosts, prepare_assets
         from hsplit_actors.training.runtime import LocalRuntime
-        from hsplit_actors.training.trainer import local_hosts, prepare_assets, train
+        from hsplit_actors.training.trainer import train
 
     import_s = time.perf_counter() - start  # this process is the coordinator here (none when already imported)
     start = time.perf_counter()
     assets = prepare_assets(scenario, setup)
     prepare_s = time.perf_counter() - start
     hosts, server = local_hosts(assets, n_hosts, setup.strategy.capability(SharedServerSet) is not None)
-    tables, train_s, extra, final = train(scenario, setup, assets, LocalRuntime(), hosts, server, on_progress,
-                                          checkpoint_dir, resume)
+    tables, train_s, extra, final = train(scenario, setup, assets.start(), LocalRuntime(), hosts, server,
+                                          on_progress, checkpoint_dir, resume)
     return tables, train_s, extra | {"prepare_s": prepare_s, "coordinator_import_s": import_s}, final
 
 
@@ -241,7 +242,7 @@ def run(scenario: Scenario | None, out: str | Path | None = None, address: str |
             n_hosts = client_actor_count(scenario, len(setup.fleet), setup.strategy, cpus_for_this_run())
             if not scenario.train.actors:  # the count came from the cluster's CPUs: check it now
                 _check_faults(scenario, n_hosts)
-            export_to = str(directory) if scenario.train.export else None  # the coordinator writes the model
+            export_to = str(directory) if scenario.train.export else None  # written on Ray (run.py has no torch)
             tables, train_s, extra, final = _train_on_ray(training, n_hosts, on_progress, checkpoint_dir, checkpoint,
                                                           export_to)
     except ScenarioError:

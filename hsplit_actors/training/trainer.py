@@ -1,6 +1,6 @@
-"""What a training run does once its hosts exist: prepare the shared assets (frozen weights, encoded data,
-initial adapters), then run the SimPy engine with the executor that dispatches real work, and build the tables.
-Used in-process (`train.local`) and inside the Ray Coordinator actor alike."""
+"""What a training run does once its hosts exist: run the SimPy engine with the executor that dispatches real
+work, and build the tables. Used in-process (`train.local`) and inside the Ray Coordinator actor alike; it needs
+torch but neither transformers nor peft (the hosts' modules, `assets.py`), which a coordinator never imports."""
 
 from __future__ import annotations
 
@@ -16,54 +16,38 @@ from hsplit_actors.runs import FAULT_COLUMNS, IMPORTANCE_COLUMNS
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.simulation import Setup, simulate
 from hsplit_actors.training.executor import ExecutorSettings, TrainingExecutor
-from hsplit_actors.training.hosts import ClientHost, HostSetup, ModelRecipe, ServerHost
-from hsplit_actors.training.setup import TrainingData, base_model, host_setup, initial_adapters, training_data
 
 
 @dataclass
-class Assets:
-    """Everything the hosts are built from, and the global adapters the coordinator starts with."""
+class Start:
+    """What the coordinator trains from: each client's rows, the metric, the evaluation set's size and majority
+    rate, and the global adapters of version 0. No model and no encoded data: those are the hosts'."""
 
-    data: TrainingData
-    state: dict  # frozen weights as numpy arrays: shared zero-copy by every host on a node
-    recipe: ModelRecipe
-    host_setup: HostSetup
+    partitions: list[np.ndarray]
+    metric: str
+    baseline: dict
     factors: dict
     head: dict
 
 
-def prepare_assets(scenario: Scenario, setup: Setup) -> Assets:
-    data = training_data(scenario, len(setup.fleet))
-    model, state, recipe = base_model(scenario, setup.arch)
-    factors, head, keys = initial_adapters(scenario, model, setup.strategy, setup.strategy.configure(0, setup.fleet))
-    return Assets(data, state, recipe, host_setup(scenario, keys, len(setup.fleet)), factors, head)
-
-
-def evaluation_baseline(data: TrainingData) -> dict:
+def evaluation_baseline(metric: str, labels: np.ndarray) -> dict:
     """How many samples the evaluation holds and, for accuracy, the share of its most common label: what
     predicting one class scores, so a tuning point at chance can be told from one that learned."""
-    labels = data.test["labels"]
-    if data.metric != "accuracy":
+    if metric != "accuracy":
         return {"eval_size": int(len(labels))}
     _, counts = np.unique(labels, return_counts=True)
     return {"eval_size": int(len(labels)), "eval_majority_rate": float(counts.max() / counts.sum())}
 
 
-def local_hosts(assets: Assets, n_hosts: int, shared_server: bool) -> tuple[list[ClientHost], ServerHost]:
-    """In-process hosts (`train.local`): the same classes the Ray actors wrap."""
-    hosts = [ClientHost(assets.recipe, assets.state, assets.host_setup, assets.data.train) for _ in range(n_hosts)]
-    return hosts, ServerHost(assets.recipe, assets.state, assets.host_setup, shared_server, assets.data.test)
-
-
-def train(scenario: Scenario, setup: Setup, assets: Assets, runtime, hosts: list, server,
+def train(scenario: Scenario, setup: Setup, start: Start, runtime, hosts: list, server,
           on_progress: ProgressCallback | None = None, checkpoint_dir: str | None = None, resume: dict | None = None):
     """Run the engine with real work on `hosts` and `server`; returns (tables, wall seconds, meta extras, the final
     global model: adapters, head and the aggregates merged into the base)."""
     waited = time.perf_counter()  # host processes starting, importing torch and building their model
     runtime.get([runtime.call(h, "ping") for h in hosts] + [runtime.call(server, "ping")])
     hosts_wait_s = time.perf_counter() - waited
-    settings = ExecutorSettings(assets.data.partitions, (assets.factors, assets.head), setup.arch.n_layers,
-                                scenario.train.eval_every, assets.data.metric, checkpoint_dir,
+    settings = ExecutorSettings(start.partitions, (start.factors, start.head), setup.arch.n_layers,
+                                scenario.train.eval_every, start.metric, checkpoint_dir,
                                 scenario.train.keep_checkpoints, resume,
                                 tuple(k.model_dump() for k in scenario.train.kill_actor))
     executor = TrainingExecutor(runtime, hosts, server, setup.strategy, settings)
@@ -74,9 +58,9 @@ def train(scenario: Scenario, setup: Setup, assets: Assets, runtime, hosts: list
         torch.set_num_threads(threads)
     tables.faults = pd.DataFrame(executor.faults, columns=FAULT_COLUMNS)
     tables.importance = pd.DataFrame(setup.strategy.importance_rows(), columns=IMPORTANCE_COLUMNS)
-    extra |= {"client_actors": len(hosts), "metric": assets.data.metric, "faults": len(executor.faults),
+    extra |= {"client_actors": len(hosts), "metric": start.metric, "faults": len(executor.faults),
               "hosts_wait_s": hosts_wait_s,
-              "resumed_from_round": resume["round"] if resume else None} | evaluation_baseline(assets.data)
+              "resumed_from_round": resume["round"] if resume else None} | start.baseline
     server = executor.server  # a new one if the first was lost and replaced
     busy = runtime.get([runtime.call(h, "busy_seconds") for h in hosts] + [runtime.call(server, "busy_seconds")])
     extra["host_busy_s"] = {"client_hosts": busy[:-1], "server": busy[-1]}
