@@ -146,8 +146,9 @@ def main() -> None:
     outside = run["wall_s"] - run["run_s"]
     parts = run["startup"]
     print(f"    where it goes: outside the clock {run['startup_s']:.2f} s (Ray's start {parts['ray_s']:.2f}, the "
-          f"coordinator's process starting {parts['coordinator_start_s']:.2f}, importing "
-          f"{parts['coordinator_import_s']:.2f} and preparing the model and data {parts['model_and_data_s']:.2f}, "
+          f"coordinator's process starting {parts['coordinator_start_s']:.2f}, its imports "
+          f"{parts['coordinator_import_s']:.2f}, then until the model and data are made (by the server actor, its "
+          f"own imports included) {parts['model_and_data_s']:.2f}, "
           f"waiting for the hosts after that {parts['hosts_s']:.2f}, calls after the last step "
           f"{parts['other_s']:.2f}); the clock (rounds, aggregation, tables) {run['train_s']:.2f} s; outside the "
           f"run (interpreter, imports, validation, writing the run directory, Ray shutdown) {outside:.2f} s")

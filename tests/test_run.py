@@ -91,7 +91,8 @@ def test_synthetic_data_cannot_be_trained(write_scenario, tmp_path: Path, capsys
 
 def test_bad_data_found_by_the_coordinator_is_one_line_and_leaves_no_directory(ray_session, write_scenario,
                                                                                tmp_path: Path, capsys) -> None:
-    """The data is read inside the Coordinator actor; its ScenarioError still reaches the user as one line."""
+    """The data is read inside the server actor (for the coordinator); its ScenarioError still reaches the user as
+    one line."""
     small = tmp_path / "three.tsv"
     small.write_text("sentence\tlabel\ngood\t1\nbad\t0\nfine\t1\n")
     raw = tiny_training_scenario(data={"dataset": "sst2", "path": str(small), "batch_size": 2, "seq_len": 8,
