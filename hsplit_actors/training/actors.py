@@ -40,6 +40,16 @@ def client_actor_count(scenario: Scenario, n_clients: int, strategy: Strategy, c
 HOST_PARTS = ("recipe", "setup", "state", "train", "test")  # what hosts are built from (Assets.for_hosts)
 
 
+def made_assets(scenario: Scenario, setup) -> tuple:
+    """The run's assets, made in this process: `Start` (the coordinator's part), then the hosts' parts in
+    HOST_PARTS order, each to be its own object in the object store."""
+    from hsplit_actors.training.assets import prepare_assets
+
+    assets = prepare_assets(scenario, setup)
+    for_hosts = assets.for_hosts()
+    return (assets.start(), *(for_hosts[k] for k in HOST_PARTS))
+
+
 class HostActor:
     """A ClientHost or ServerHost in its own process; `call` runs one of its methods (ObjectRef arguments arrive
     resolved, results stay in the object store until someone needs them). A client host is built in its
@@ -79,11 +89,7 @@ class HostActor:
         """The run's assets, made in this process (which imports transformers anyway); returned, so that the
         caller, the coordinator, owns them in the object store and they outlive this actor. `Start` first, then
         the hosts' parts in HOST_PARTS order."""
-        from hsplit_actors.training.assets import prepare_assets
-
-        assets = prepare_assets(scenario, setup)
-        for_hosts = assets.for_hosts()
-        return (assets.start(), *(for_hosts[k] for k in HOST_PARTS))
+        return made_assets(scenario, setup)
 
     def export_model(self, run_dir: str) -> str:
         """Write the run's final model (`model/final.pt`, saved by the coordinator) in transformers' and peft's
@@ -160,11 +166,9 @@ class Coordinator:
 
     def _assets_here(self, scenario: Scenario) -> list:
         with collector_paused():
-            from hsplit_actors.training.assets import prepare_assets
+            import hsplit_actors.training.assets  # noqa: F401 - transformers and peft, in this process after all
 
-        assets = prepare_assets(scenario, self.setup)
-        for_hosts = assets.for_hosts()
-        return [ray.put(assets.start()), *(ray.put(for_hosts[k]) for k in HOST_PARTS)]
+        return [ray.put(part) for part in made_assets(scenario, self.setup)]
 
     def _wait_prepared(self) -> None:
         self.prepared.wait()
