@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -104,16 +105,22 @@ def test_bad_data_found_by_the_coordinator_is_one_line_and_leaves_no_directory(r
     assert "Traceback" not in err and not out.exists()
 
 
+CURRENT_CLUSTER = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"  # where `ray.init()` looks first
 CLUSTER_SCRIPT = """
 import json, sys, yaml
 from ray.cluster_utils import Cluster
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
 gpu = cluster.add_node(num_cpus=1, num_gpus=int(sys.argv[3]))  # a GPU in name only: the server host goes there
 cluster.wait_for_nodes()
+import ray
 from hsplit_actors.scenario import parse_scenario
 from hsplit_actors.training.run import run
 raw = json.loads(sys.argv[1])
-directory, tables, extra = run(parse_scenario(yaml.safe_dump(raw)), sys.argv[2], address=cluster.address)
+try:
+    directory, tables, extra = run(parse_scenario(yaml.safe_dump(raw)), sys.argv[2], address=cluster.address)
+finally:  # a cluster left up leaves /tmp/ray/ray_current_cluster behind: a later ray.init() would wait on it
+    ray.shutdown()
+    cluster.shutdown()
 print(json.dumps({"nodes": len(extra["client_nodes"]), "rounds": len(tables.rounds),
                   "coordinator": extra["coordinator_libraries"], "model": extra["model"]}))
 """
@@ -126,6 +133,7 @@ def test_two_node_cluster_places_clients_on_both_nodes(gpus: int, tmp_path: Path
     GPU node, the server host runs there, so the coordinator makes the assets itself (they must outlive that
     node) and writes the model; without one, the server host beside it does both."""
     raw = tiny_training_scenario(rounds=1, train={"eval_samples": 32, "actors": 2})
+    stale = CURRENT_CLUSTER.exists()
     proc = subprocess.run([sys.executable, "-c", CLUSTER_SCRIPT, json.dumps(raw), str(tmp_path / "c"), str(gpus)],
                           capture_output=True, text=True, timeout=300, cwd=REPO,
                           env={**__import__("os").environ, "RAY_AUTH_MODE": "disabled"})
@@ -134,6 +142,7 @@ def test_two_node_cluster_places_clients_on_both_nodes(gpus: int, tmp_path: Path
     libraries = ["torch", "transformers", "peft"] if gpus else ["torch"]
     assert result == {"nodes": 2, "rounds": 1, "coordinator": libraries, "model": "model/adapter"}
     assert (tmp_path / "c" / "model" / "adapter" / "adapter_model.safetensors").is_file()
+    assert stale or not CURRENT_CLUSTER.exists()  # the test's cluster is gone, and no address of it is left
 
 
 NODE_LOSS_SCRIPT = """
@@ -142,6 +151,7 @@ from ray.cluster_utils import Cluster
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
 worker = cluster.add_node(num_cpus=1)
 cluster.wait_for_nodes()
+import ray
 from hsplit_actors.scenario import parse_scenario
 from hsplit_actors.training.run import run
 lost = []
@@ -150,8 +160,12 @@ def on_progress(p):  # the driver's poller: take the second node away early in r
         lost.append(p.steps)
         cluster.remove_node(worker)
 raw = json.loads(sys.argv[1])
-directory, tables, extra = run(parse_scenario(yaml.safe_dump(raw)), sys.argv[2], address=cluster.address,
-                               on_progress=on_progress)
+try:
+    directory, tables, extra = run(parse_scenario(yaml.safe_dump(raw)), sys.argv[2], address=cluster.address,
+                                   on_progress=on_progress)
+finally:
+    ray.shutdown()
+    cluster.shutdown()
 print(json.dumps({"lost": bool(lost), "nodes": len(extra["client_nodes"]), "faults": tables.faults["what"].tolist(),
                   "losses": tables.rounds["train_loss"].tolist()}))
 """
