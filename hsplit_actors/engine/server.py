@@ -67,9 +67,11 @@ class GPUReservations:
     """FIFO GPUs without events (`plan`): a job's start is known on arrival, the earliest free GPU, exactly as
     `GPUQueue` would grant it, so an iteration waits one event instead of three."""
 
-    def __init__(self, env: simpy.Environment, gpus: int):
+    def __init__(self, env: simpy.Environment, gpus: int, clients: int):
         self.env = env
-        self.slots = [(0.0, 0.0, 0)] * gpus  # per GPU (free from, its last job's busy s, jobs), a heap
+        # per GPU (free from, its last job's busy s, jobs), a heap; no more GPUs than clients, which have one job
+        # each at most in flight: the rest would never be used (and `server.gpus` may be 10^20)
+        self.slots = [(0.0, 0.0, 0)] * min(gpus, max(1, clients))
         self.starts: deque[float] = deque()  # starts still ahead of the clock (the queue)
         self.leaving: deque[tuple[float, float, int]] = deque()  # jobs off their slot, in end order
         self._busy_s = 0.0

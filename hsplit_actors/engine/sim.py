@@ -121,7 +121,8 @@ class Simulation:
             self.gpus = BatchingServer(self.env, scenario.server.gpus, spec.max_jobs, spec.max_wait_ms / 1e3,
                                        self._batch_time, self._batch_start)
         else:
-            self.gpus = (GPUReservations if self.reserving else GPUQueue)(self.env, scenario.server.gpus)
+            self.gpus = (GPUReservations(self.env, scenario.server.gpus, len(fleet)) if self.reserving
+                         else GPUQueue(self.env, scenario.server.gpus))
         self.log = SimulationLog(client_config=np.full(len(fleet), -1, dtype=np.int64), gpus=scenario.server.gpus)
         self._config_ids: dict[ClientConfig, int] = {}
         self.windowed = [g for g, spec in enumerate(fleet.windows) if spec is not None]  # entries that go off-line
