@@ -54,6 +54,8 @@ def test_async_with_buffer_and_concurrency_of_every_client_is_sync(seed, rounds,
     ("polynomial", 2.0, 4, [1, 1 / 4, 1 / 9, 1 / 16]),
     ("hinge", None, 1, [1, 1, 1 / 11, 1 / 21]),
     ("hinge", 2.0, 0, [1, 1 / 3, 1 / 5, 1 / 7]),
+    ("polynomial", 1e300, 4, [1, 0, 0, 0]),  # (1 + s)^a beyond a float: fully discounted, not OverflowError
+    ("hinge", 1e300, 0, [1, 0, 0, 0]),
 ])
 def test_staleness_weights_follow_their_formula(kind, a, b, expected) -> None:
     w = staleness_weight(kind, a, b)

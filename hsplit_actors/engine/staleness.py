@@ -18,7 +18,13 @@ def staleness_weight(kind: str, a: float | None = None, b: int = 4) -> Callable[
         return lambda s: 1.0
     a = DEFAULT_A[kind] if a is None else a
     if kind == "polynomial":
-        return lambda s: 1.0 / (1.0 + s) ** a
+        def polynomial(s: int) -> float:
+            try:
+                return 1.0 / (1.0 + s) ** a
+            except OverflowError:  # (1 + s)^a beyond a float (a: 1e300): the weight is 0 to double precision
+                return 0.0
+
+        return polynomial
     if kind == "hinge":
         return lambda s: 1.0 if s <= b else 1.0 / (a * (s - b) + 1.0)
     raise ValueError(f"unknown staleness weighting {kind!r}")
