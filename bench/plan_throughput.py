@@ -94,10 +94,12 @@ def durations(scenario):
     }
 
 
-def _pool(env, gpus: int, pool: str):
+def _pool(env, gpus: int, pool: str, clients: int):
     from hsplit_actors.engine.server import GPUQueue, GPUReservations
 
-    return {"heap": GPUQueue, "reserve": GPUReservations}.get(pool, simpy_resource)(env, gpus)
+    if pool == "reserve":
+        return GPUReservations(env, gpus, clients)
+    return {"heap": GPUQueue}.get(pool, simpy_resource)(env, gpus)
 
 
 def simpy_resource(env, gpus: int):
@@ -116,7 +118,7 @@ def bare(d: dict, n: int, iterations: int, gpus: int, pool: str) -> float:
     env = Clock()
     state = {"left": n}
     uploaded = env.event()
-    gpu = _pool(env, gpus, pool)
+    gpu = _pool(env, gpus, pool, n)
 
     def client(c: int):  # each pool's loop written out: a shared helper would slow the baseline down
         timeout, at = env.timeout, env.at
@@ -175,7 +177,7 @@ def bare_async(d: dict, n: int, iterations: int, gpus: int, pool: str) -> tuple[
     settings = async_settings(n)
     env = Clock()
     store = simpy.Store(env)
-    gpu = _pool(env, gpus, pool)
+    gpu = _pool(env, gpus, pool, n)
     idle = deque(range(n))
     state = {"done": False, "iterations": 0}
     finished = env.event()
