@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.simulation import Setup
 from hsplit_actors.training.hosts import ClientHost, HostSetup, ModelRecipe, ServerHost
 from hsplit_actors.training.setup import TrainingData, base_model, host_setup, initial_adapters, training_data
-from hsplit_actors.training.trainer import Start, evaluation_baseline
+from hsplit_actors.training.trainer import Start
 
 
 @dataclass
@@ -34,6 +36,15 @@ class Assets:
         """The hosts' part, by name: each its own object in Ray's object store."""
         return {"recipe": self.recipe, "setup": self.host_setup, "state": self.state, "train": self.data.train,
                 "test": self.data.test}
+
+
+def evaluation_baseline(metric: str, labels: np.ndarray) -> dict:
+    """How many samples the evaluation holds and, for accuracy, the share of its most common label: what
+    predicting one class scores, so a tuning point at chance can be told from one that learned."""
+    if metric != "accuracy":
+        return {"eval_size": int(len(labels))}
+    _, counts = np.unique(labels, return_counts=True)
+    return {"eval_size": int(len(labels)), "eval_majority_rate": float(counts.max() / counts.sum())}
 
 
 def prepare_assets(scenario: Scenario, setup: Setup) -> Assets:

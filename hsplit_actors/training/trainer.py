@@ -30,15 +30,6 @@ class Start:
     head: dict
 
 
-def evaluation_baseline(metric: str, labels: np.ndarray) -> dict:
-    """How many samples the evaluation holds and, for accuracy, the share of its most common label: what
-    predicting one class scores, so a tuning point at chance can be told from one that learned."""
-    if metric != "accuracy":
-        return {"eval_size": int(len(labels))}
-    _, counts = np.unique(labels, return_counts=True)
-    return {"eval_size": int(len(labels)), "eval_majority_rate": float(counts.max() / counts.sum())}
-
-
 def train(scenario: Scenario, setup: Setup, start: Start, runtime, hosts: list, server,
           on_progress: ProgressCallback | None = None, checkpoint_dir: str | None = None, resume: dict | None = None):
     """Run the engine with real work on `hosts` and `server`; returns (tables, wall seconds, meta extras, the final
