@@ -110,7 +110,7 @@ CLUSTER_SCRIPT = """
 import json, sys, yaml
 from ray.cluster_utils import Cluster
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-gpu = cluster.add_node(num_cpus=1, num_gpus=int(sys.argv[3]))  # a GPU in name only: the server host goes there
+cluster.add_node(num_cpus=1, num_gpus=int(sys.argv[3]))  # a GPU in name only: the server host goes there
 cluster.wait_for_nodes()
 import ray
 from hsplit_actors.scenario import parse_scenario

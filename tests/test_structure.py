@@ -215,3 +215,12 @@ def test_an_unregistered_method_is_refused_naming_the_registered_ones() -> None:
     with pytest.raises(Exception) as refused:
         parse_scenario(yaml.safe_dump(small_scenario(method={"name": "solo_test"})))
     assert "solo_test" in str(refused.value) and all(n in str(refused.value) for n in METHOD_NAMES)
+
+
+def test_the_model_package_exports_every_name_it_imports_lazily() -> None:
+    """`hsplit_actors.model` resolves its names on first use (so `model.factors` stays free of peft): what it
+    lists in __all__ must be exactly what it can resolve, and each must resolve."""
+    import hsplit_actors.model as model
+
+    assert sorted(model.__all__) == sorted(model._WHERE)
+    assert all(getattr(model, name) is not None for name in model.__all__)
