@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -78,6 +80,17 @@ def test_lognormal_bandwidth_centres_on_its_median_and_choice_follows_weights() 
     other = sampled_fleet([{"profile": {"choice": {"phone_sd8gen2": 3, "agx_orin": 1}}, "count": 4000,
                        "uplink_mbps": {"lognormal": {"median": 12, "sigma": 0.8}}}], seed=5)
     assert not np.array_equal(fleet.uplink_mbps, other.uplink_mbps)
+
+
+def test_lognormal_draws_use_the_scalar_exp_so_a_seed_samples_one_fleet_on_every_cpu() -> None:
+    """numpy's vectorised exp on AVX-512 CPUs differs from its scalar one in the last bit (a shipped scenario's
+    plan changed with the machine); the fleet is median * exp(sigma * z) with the C library's exp, exactly."""
+    n, seed = 5000, 11
+    fleet = sampled_fleet([{"profile": "orin_nano", "count": n,
+                            "uplink_mbps": {"lognormal": {"median": 30, "sigma": 1.0}}}], seed)
+    z = np.random.default_rng(seed).standard_normal(n)
+    expected = 30 * np.array([math.exp(1.0 * v) for v in z.tolist()])
+    assert fleet.uplink_mbps.tobytes() == expected.tobytes()
 
 
 def test_windows_decide_who_is_online() -> None:
