@@ -1,10 +1,12 @@
-"""Engine throughput vs bare SimPy loops with the same yields (issue 2's benchmark; async added in issue 10).
+"""Engine throughput vs bare SimPy loops at the same instants (issue 2's benchmark; async added in issue 10).
 
 For each fleet size N (1k, 10k, 100k clients x 10 iterations, one round with aggregation), up to four runs, each
 in a fresh subprocess so its peak RSS is its own:
-  engine        `hsplit plan`'s path: fleet, strategy, SimPy processes, bookkeeping, tables, Parquet writing
-  bare-reserve  the engine's yields under FIFO and nothing else: a GPU reserved on arrival, the iteration's end
-                parked until its start (sync: chained with the next uplink); the like-for-like baseline
+  engine        `hsplit plan`'s path: fleet, strategy, SimPy processes (a split session under FIFO: a callback the
+                clock wakes, engine/chained.py), bookkeeping, tables, Parquet writing
+  bare-reserve  the instants of the engine under FIFO and nothing else, as plain SimPy processes: a GPU reserved
+                on arrival, the iteration's end parked until its start and chained with the next uplink; the
+                like-for-like baseline (one generator per client, as a SimPy user writes it)
   bare-heap     requests waiting in the engine's heap pool (the path of other disciplines and of `run`)
   bare-simpy    the same with simpy.Resource as the server
 The bare loops get the engine's per-client durations, so in sync all must end at the same virtual time (checked).

@@ -18,7 +18,8 @@ from hsplit_actors.scenario.schema import Scenario, Windows
 # client-iteration; 200k devices x 1 round: 0.89 / 1.04 / 1.68 GB. Devices: 10k and 200k devices x 1 iteration
 # gave 0.20 and 1.01 GB: ~4.6 KB per device (fleet columns, clients table, and each live session's state: its
 # generators and, queued for the server, its parked end event; a sync round has every participant live at once).
-# Rounded up. Checked at 1M devices x 10 iterations, sync, `none`: 5.66 GB measured, 7.7 GB estimated.
+# Rounded up. Checked at 1M devices x 10 iterations, sync, `none`: 5.66 GB measured, 7.7 GB estimated; since
+# split sessions under FIFO are callbacks rather than generators (engine/chained.py), 4.08 GB: an upper bound.
 BYTES_PER_CLIENT_ITERATION = {"phase": 800, "iteration": 400, "none": 300}
 BYTES_PER_DEVICE = 5_000
 BASE_BYTES = 250 * 2**20  # the interpreter with numpy, pandas and simpy loaded

@@ -402,10 +402,53 @@ def test_plan_pauses_the_garbage_collector_while_simulating_and_leaves_it_as_it_
     assert after is enabled
 
 
+@settings(max_examples=200, deadline=None)
+@given(items=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 3), st.booleans(), st.booleans()), min_size=1,
+                      max_size=25))
+def test_wake_ups_fire_when_and_in_the_order_events_created_in_their_place_would(items) -> None:
+    """`plan`'s chained sessions are woken by the clock (`Clock.wake`) instead of firing events: mixed with events,
+    parked or not, urgent or not, a wake-up must come at its instant and in the order (time, priority, creation)
+    an event created in its place would, or ties between sessions would resolve differently from the process
+    path."""
+    from simpy.events import NORMAL, URGENT
+
+    from hsplit_actors.engine.clock import Clock, Waker
+
+    class Note(Waker):
+        __slots__ = ("log", "k", "env")
+
+        def __init__(self, log, k, env):
+            self.log, self.k, self.env = log, k, env
+
+        def wake(self) -> None:
+            self.log.append((self.env.now, self.k))
+
+    def fire(with_wakers: bool) -> list:
+        env, log = Clock(), []
+        for k, (after, extra, urgent, waker) in enumerate(sorted(items, key=lambda i: i[0])):
+            time = after + extra
+            if with_wakers and waker:
+                env.wake(Note(log, k, env), time, -1.0 if urgent else after, URGENT if urgent else NORMAL)
+                continue
+            if urgent:
+                event = env.event()
+                event._ok, event._value = True, None
+                env.schedule(event, URGENT, time)
+            else:
+                event = env.at(time, after)
+            event.callbacks.append(lambda _, k=k: log.append((env.now, k)))
+        env.run()
+        return log
+
+    woken, evented = fire(True), fire(False)
+    assert woken == evented
+    assert [t for t, _ in woken] == sorted(t for t, _ in woken)
+
+
 def test_the_clock_refuses_an_event_in_the_past_or_parked_out_of_order() -> None:
     """Either would fire at the wrong instant without a word: SimPy's heap would move the clock backwards, and
-    the parked FIFO would hold an event behind a later start."""
-    from hsplit_actors.engine.clock import Clock
+    the parked FIFO would hold an event behind a later start. Wake-ups likewise."""
+    from hsplit_actors.engine.clock import Clock, Waker
 
     env = Clock(5.0)
     with pytest.raises(ValueError, match="cannot fire before now"):
@@ -415,3 +458,9 @@ def test_the_clock_refuses_an_event_in_the_past_or_parked_out_of_order() -> None
     env.at(9.0, after=8.0)
     with pytest.raises(ValueError, match="before the last parked start"):
         env.at(9.0, after=7.5)
+    with pytest.raises(ValueError, match="cannot come before now"):
+        env.wake(Waker(), 4.0)
+    with pytest.raises(ValueError, match="cannot come before now"):
+        env.wake(Waker(), 6.0, after=7.0)
+    with pytest.raises(ValueError, match="before the last parked start"):
+        env.wake(Waker(), 9.0, after=7.5)

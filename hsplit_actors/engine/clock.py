@@ -9,6 +9,9 @@
 Both build SimPy's own heap entry, `(time, priority, id, event)`, with the id taken when the event is created,
 exactly as a `Timeout` does: events at one instant keep the order they were created in. This reaches into
 SimPy's environment (`_queue`, `_eid`, `_now`) and `step`, as written in simpy 4.1.2, which pyproject pins.
+
+- `wake(waker, time)`: the same heap entry with a `Waker` in the event's place, called back directly. `plan`'s
+  chained sessions (`engine/chained.py`) advance this way: no event object, no generator to resume.
 """
 
 from __future__ import annotations
@@ -41,6 +44,15 @@ class At(simpy.Event):
             heappush(clock._queue, entry)
 
 
+class Waker:
+    """What the clock calls back (`wake()`) at an instant instead of firing an event: nothing can wait on it."""
+
+    __slots__ = ()
+
+    def wake(self) -> None:
+        raise NotImplementedError
+
+
 class Clock(simpy.Environment):
     """`simpy.Environment` whose `step` first moves parked events due by the next instant into the heap."""
 
@@ -53,6 +65,19 @@ class Clock(simpy.Environment):
         park in non-decreasing `after`, and `time >= after`, so a parked event is never due before it moves."""
         return At(self, time, after)
 
+    def wake(self, waker: Waker, time: float, after: float = -1.0, priority: int = NORMAL) -> None:
+        """Call `waker.wake()` at exactly `time`, in the order an event created now would fire (`at`'s rules)."""
+        now, parked = self._now, self.parked
+        if time < now or time < after:
+            raise ValueError(f"a wake-up at {time} cannot come before now ({now}) or its start ({after})")
+        entry = (time, priority, next(self._eid), waker)
+        if after > now:
+            if parked and after < parked[-1][0]:
+                raise ValueError(f"parked until {after}, before the last parked start {parked[-1][0]}")
+            parked.append((after, entry))
+        else:
+            heappush(self._queue, entry)
+
     def step(self) -> None:
         """SimPy 4.1's `Environment.step`, with parked events due by the heap's next instant moved in first
         (written out rather than calling it: this runs once per event, millions of times)."""
@@ -63,6 +88,9 @@ class Clock(simpy.Environment):
             self._now, _, _, event = heappop(queue)
         except IndexError:
             raise EmptySchedule from None
+        if isinstance(event, Waker):
+            event.wake()
+            return
         callbacks, event.callbacks = event.callbacks, None
         try:
             for callback in callbacks:

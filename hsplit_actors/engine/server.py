@@ -86,11 +86,13 @@ class GPUReservations:
 
     def reserve(self, busy_s: float) -> tuple[float, int]:
         """A job arriving now runs `busy_s` on the GPU free first, from the later of now and that GPU's last end.
-        Returns its start and how many earlier jobs have not started yet (what `len` counts on arrival)."""
-        now = self.env.now
-        waiting = len(self)
-        slot = heapq.heappop(self.slots)  # slots leave in end order: a new end is never before the one it follows
-        leaving = self.leaving
+        Returns its start and how many earlier jobs have not started yet (what `len` counts on arrival).
+        (`len` and the slot's pop and push are written out: this runs once per client-iteration in `plan`.)"""
+        now, starts, slots, leaving = self.env._now, self.starts, self.slots, self.leaving
+        while starts and starts[0] <= now:
+            starts.popleft()
+        waiting = len(starts)
+        slot = slots[0]  # slots leave in end order: a new end is never before the one it follows
         leaving.append(slot)
         while leaving and leaving[0][0] <= now:  # finished: GPU-seconds in order of the jobs' ends, as releases add
             _, done, jobs = leaving.popleft()
@@ -98,9 +100,9 @@ class GPUReservations:
             self._batches += jobs
         free_from = slot[0]
         start = free_from if free_from > now else now
-        heapq.heappush(self.slots, (start + busy_s, busy_s, 1))
+        heapq.heapreplace(slots, (start + busy_s, busy_s, 1))
         if start > now:
-            self.starts.append(start)
+            starts.append(start)
         return start, waiting
 
     def _finished(self) -> list[tuple[float, float, int]]:

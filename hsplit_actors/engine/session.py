@@ -27,7 +27,7 @@ class Session:
     up_bytes: int
     stop: bool = False  # told to stop at its next iteration (too stale, or late under `late: drop`)
     outcome: str = ""  # update | done | dropout | stopped
-    pending: tuple | None = None  # `plan`'s chained loop: the finished iteration's row, recorded at the next uplink
+    pending: tuple | None = None  # `plan`'s chained session: its finished iteration (boundaries, iteration, queue)
 
 
 @dataclass(frozen=True, slots=True)

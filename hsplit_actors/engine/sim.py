@@ -11,7 +11,7 @@ expanded from it afterwards (phases are contiguous), which keeps the hot loop to
 Speed at a million clients is the number of heap events per client-iteration: phases nothing can interrupt are
 one event (`Clock.at` lands it on the exact instant), a FIFO server's start is reserved on arrival rather than
 waited for, and in `plan`, where no session is ever stopped mid-way (sync, async without `max_staleness`), an
-iteration's end and the next uplink are one event (`_chained`).
+iteration's end and the next uplink are one wake-up of a callback, not a process (`engine/chained.py`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import simpy
 from hsplit_actors.collector import collector_paused
 from hsplit_actors.costmodel import ClientConfig, IterationCost, ModelArch
 from hsplit_actors.costmodel.costs import ADAPTER_BYTES
+from hsplit_actors.engine.chained import ChainedSession
 from hsplit_actors.engine.clock import Clock
 from hsplit_actors.engine.durations import Durations, batching_in_effect
 from hsplit_actors.engine.executor import AggregationStep, Executor, TimingExecutor
@@ -178,11 +179,11 @@ class Simulation:
         the final instant was created before it (at its arrival, strictly earlier: a chained iteration's tail
         takes time), so it fired before the run's end did; it counts too."""
         now, times, ints = self.env.now, self.log.iter_times, self.log.iter_ints
-        cut = [s for s in self.running.values() if s.pending is not None and s.pending[6] <= now]
-        for s in sorted(cut, key=lambda s: (s.pending[6], s.pending[3])):  # by end, then GPU start: as ends fire
-            row = s.pending
-            times.extend(row[:7])
-            ints.extend((s.client, s.sid, row[7], s.config_id, row[8], s.version, 1))
+        cut = [s for s in self.running.values() if s.pending is not None and s.pending[0][6] <= now]
+        for s in sorted(cut, key=lambda s: (s.pending[0][6], s.pending[0][3])):  # by end, then GPU start, as ends fire
+            bounds, it, queue_len = s.pending
+            times.extend(bounds)
+            ints.extend((s.client, s.sid, it, s.config_id, queue_len, s.version, 1))
             s.pending = None
 
     def _end_order(self) -> None:
@@ -234,6 +235,11 @@ class Simulation:
         self.held[c] = self.version
         self.log.session_round.append(rnd)
         self.running[s.sid] = s
+        if self.chaining:
+            phases = self._phase_times(s)
+            if self._chains(s, phases):
+                ChainedSession(self, s, phases).start()
+                return s
         self.env.process(self.session(s))
         return s
 
@@ -311,12 +317,7 @@ class Simulation:
             yield from self._transfer(s, AGG_DOWN, s.down_bytes, down_bps, lat)
         if self.real:
             self.executor.begin_session(s, self.log.configs[s.config_id])
-        phases = self._phase_times(s)
-        if self._chains(s, phases):  # straight into the chained loop: one generator frame less per live session
-            yield from self._chained(s, *phases)
-            ended = None
-        else:
-            ended = yield from self._iterations(s, phases)
+        ended = yield from self._iterations(s, self._phase_times(s))
         if ended is not None:  # stopped or dropped out: no upload
             self._end(s, *ended)
             return
@@ -343,8 +344,8 @@ class Simulation:
         return t_fwd, t_up, self.durations.server(cost, config), t_down, t_bwd
 
     def _chains(self, s: Session, phases: tuple[float, ...]) -> bool:
-        """Whether the session runs `_chained`: chaining is on, it is split, its client is always on-line, and
-        its iterations' tails take time (`_flush`)."""
+        """Whether the session runs as a `ChainedSession` instead of `session`: chaining is on, it is split, its
+        client is always on-line, and its iterations' tails take time (`_flush`)."""
         k = self.log.configs[s.config_id].split_point
         return (self.chaining and 0 < k < self.arch.n_layers and not self.has_windows[s.client]
                 and phases[2] + phases[3] + phases[4] > 0)
@@ -423,39 +424,6 @@ class Simulation:
             if progress is not None:
                 self._tick()
         return None
-
-    def _chained(self, s: Session, t_fwd: float, t_up: float, t_srv: float, t_down: float, t_bwd: float):
-        """`_iterations` where nothing looks at the session between one iteration's end and the next uplink's
-        end (`plan`, split, FIFO reservations, a schedule that never stops sessions, a client always on-line):
-        each iteration is then one event, at the next one's arrival at the server (the last: at its end). Rows
-        are recorded late, so `run` restores end order (and records those a run's end cut off: `_flush`)."""
-        env, at, reserve, progress = self.env, self.env.at, self.gpus.reserve, self.on_progress
-        ints, times = self.log.iter_ints, self.log.iter_times
-        c, sid, version, cfg = s.client, s.sid, s.version, s.config_id
-        last = self.scenario.local_iterations - 1
-        t0 = env.now
-        t1 = t0 + t_fwd
-        t2 = t1 + t_up
-        yield at(t2)
-        for it in range(last + 1):
-            t3, queue_len = reserve(t_srv)
-            t4 = t3 + t_srv
-            t5 = t4 + t_down
-            t6 = t5 + t_bwd
-            if it < last:  # on through the next forward and uplink
-                n1 = t6 + t_fwd
-                n2 = n1 + t_up
-                s.pending = (t0, t1, t2, t3, t4, t5, t6, it, queue_len)  # if the run ends first: `_flush`
-                yield at(n2, t3)
-            else:
-                s.pending = None
-                yield at(t6, t3)
-            times.extend((t0, t1, t2, t3, t4, t5, t6))
-            ints.extend((c, sid, it, cfg, queue_len, version, 1))
-            if progress is not None:
-                self._tick()
-            if it < last:
-                t0, t1, t2 = t6, n1, n2
 
     def _end(self, s: Session, outcome: str, phase: int) -> None:
         s.outcome = outcome
