@@ -49,12 +49,8 @@ class ChainedSession(Waker):
         if state == ITERATING:
             self._arrive()
         elif state == STARTING:
-            s = self.s
-            if s.down_bytes:  # as `Simulation._transfer`: a timeout of bytes / bandwidth + latency
-                self.state, self.t0 = DOWNLOADING, self.sim.env._now
-                c = s.client
-                self._after(s.down_bytes * 8 / (self.sim.device["downlink_mbps"][c] * 1e6)
-                            + self.sim.device["latency_ms"][c] / 1e3)
+            if self.s.down_bytes:
+                self._transfer(DOWNLOADING, self.s.down_bytes, "downlink_mbps")
             else:
                 self._first()
         elif state == DOWNLOADING:
@@ -66,10 +62,11 @@ class ChainedSession(Waker):
             self.sim._record(s.client, s.sid, -1, AGG_UP, self.t0, self.sim.env._now, s.up_bytes, 0.0, s.version)
             self._finish()
 
-    def _after(self, delay: float) -> None:
-        """A wake-up where `env.timeout(delay)` would land."""
-        env = self.sim.env
-        env.wake(self, env._now + delay)
+    def _transfer(self, state: int, nbytes: int, link: str) -> None:
+        """As `Simulation._transfer`: a wake-up where a timeout of bytes / bandwidth + latency would land."""
+        env, device, c = self.sim.env, self.sim.device, self.s.client
+        self.state, self.t0 = state, env._now
+        env.wake(self, env._now + (nbytes * 8 / (device[link][c] * 1e6) + device["latency_ms"][c] / 1e3))
 
     def _first(self) -> None:
         """The first iteration's forward and uplink: one wake-up at its arrival at the server."""
@@ -113,10 +110,7 @@ class ChainedSession(Waker):
     def _upload(self) -> None:
         s = self.s
         if s.uploads and s.up_bytes:
-            self.state, self.t0 = UPLOADING, self.sim.env._now
-            c = s.client
-            self._after(s.up_bytes * 8 / (self.sim.device["uplink_mbps"][c] * 1e6)
-                        + self.sim.device["latency_ms"][c] / 1e3)
+            self._transfer(UPLOADING, s.up_bytes, "uplink_mbps")
         else:
             self._finish()
 
