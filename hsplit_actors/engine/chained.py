@@ -115,7 +115,4 @@ class ChainedSession(Waker):
             self._finish()
 
     def _finish(self) -> None:
-        sim, s = self.sim, self.s
-        s.outcome = "update" if s.uploads else "done"
-        del sim.running[s.sid]
-        sim.uploads.put(s)
+        self.sim._deliver(self.s)

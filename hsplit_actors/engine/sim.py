@@ -235,12 +235,11 @@ class Simulation:
         self.held[c] = self.version
         self.log.session_round.append(rnd)
         self.running[s.sid] = s
-        if self.chaining:
-            phases = self._phase_times(s)
-            if self._chains(s, phases):
-                ChainedSession(self, s, phases).start()
-                return s
-        self.env.process(self.session(s))
+        phases = self._phase_times(s) if self.chaining else None
+        if phases is not None and self._chains(s, phases):
+            ChainedSession(self, s, phases).start()
+            return s
+        self.env.process(self.session(s, phases))
         return s
 
     # -- the interface the aggregation schedules drive (schedules.base.Engine) -------------------------------
@@ -309,7 +308,7 @@ class Simulation:
         self.log.peak_live_versions = max(self.log.peak_live_versions, live)
 
     # -- one client's session: SPEC §1 top to bottom ------------------------------------------------------
-    def session(self, s: Session):
+    def session(self, s: Session, phases: tuple[float, float, float, float, float] | None = None):
         """Download the version it lacks, run its local iterations, upload its update into the buffer."""
         c = s.client
         down_bps, lat = self.device["downlink_mbps"][c] * 1e6, self.device["latency_ms"][c] / 1e3
@@ -317,12 +316,16 @@ class Simulation:
             yield from self._transfer(s, AGG_DOWN, s.down_bytes, down_bps, lat)
         if self.real:
             self.executor.begin_session(s, self.log.configs[s.config_id])
-        ended = yield from self._iterations(s, self._phase_times(s))
+        ended = yield from self._iterations(s, phases or self._phase_times(s))
         if ended is not None:  # stopped or dropped out: no upload
             self._end(s, *ended)
             return
         if s.uploads and s.up_bytes:
             yield from self._transfer(s, AGG_UP, s.up_bytes, self.device["uplink_mbps"][c] * 1e6, lat)
+        self._deliver(s)
+
+    def _deliver(self, s: Session) -> None:
+        """The session is over and its update (if any) uploaded: into the buffer, where the schedule reads it."""
         s.outcome = "update" if s.uploads else "done"
         del self.running[s.sid]
         self.uploads.put(s)

@@ -78,7 +78,15 @@ def _sample(value: Positive, n: int, rng: np.random.Generator) -> np.ndarray | f
 def exp(x: np.ndarray) -> np.ndarray:
     """e^x with the C library's scalar exp, not numpy's: on CPUs with AVX-512, `np.exp` takes a vectorised path that
     differs from the scalar one in the last bit, so one seed would sample another fleet there."""
-    return np.fromiter(map(math.exp, x.tolist()), dtype=np.float64, count=len(x))
+    return np.fromiter(map(_exp, x.tolist()), dtype=np.float64, count=len(x))
+
+
+def _exp(v: float) -> float:
+    """`math.exp`, infinite past the float range as `np.exp` is (math's raises: a huge sigma was a traceback)."""
+    try:
+        return math.exp(v)
+    except OverflowError:
+        return math.inf
 
 
 class _Column:
