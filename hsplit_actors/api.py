@@ -81,11 +81,11 @@ def checks(scenario: Scenario, source: str) -> tuple[workload.Workload, int]:
     from hsplit_actors.simulation import prepare
 
     work = workload.check(scenario, source)  # before the fleet is sampled: it may not fit
-    prepare(scenario)
     try:
+        prepare(scenario)  # the fleet's draws (a lognormal beyond the float range)
         runs = check_all(scenario)
     except ScenarioError as exc:
-        if exc.source is None:  # a variant's error: say which file it is in
+        if exc.source is None:  # a draw's or a variant's error: say which file it is in
             raise ScenarioError(str(exc), source=source) from None
         raise
     return work, runs

@@ -389,13 +389,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ScenarioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_located(exc, args)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (Interrupted, KeyboardInterrupt) as exc:
         print(str(exc) if isinstance(exc, Interrupted) else "interrupted; nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         _shutdown_ray()
+
+
+def _located(exc: ScenarioError, args: argparse.Namespace) -> ScenarioError:
+    """An error about a scenario field found after loading (a fleet's draws, say) names the file as well."""
+    path = getattr(args, "scenario", None)
+    if exc.source is None and exc.field and not exc.field.startswith("-") and path:
+        return ScenarioError(exc.message, field=exc.field, source=str(path))
+    return exc
 
 
 def _shutdown_ray() -> None:

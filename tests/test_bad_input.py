@@ -226,6 +226,14 @@ MORE_CASES = {
                               ["fleet[0].profile.choice: dictionary should have at least 1 item"]),
     "10^20 layers": (lambda s: s | {"model": {"preset": "gpt2-small", "overrides": {"n_layer": 10**20}}},
                      ["model.overrides.n_layer: n_layer must be at most 10,000"]),
+    # each validated, then ended in a ZeroDivisionError traceback in HSplitLoRA's latency (a bandwidth of 0 or inf)
+    "a lognormal beyond the float range": (
+        lambda s: s | {"fleet": [{"profile": "jetson_nano", "count": 20,
+                                  "uplink_mbps": {"lognormal": {"median": 10, "sigma": 900}}}]},
+        ["fleet[0].uplink_mbps: lognormal {median: 10, sigma: 900} drew inf for", "lower sigma"]),
+    "a choice of a zero bandwidth": (
+        lambda s: s | {"fleet": [{"profile": "jetson_nano", "count": 3, "uplink_mbps": {"choice": {0: 1, 5: 1}}}]},
+        ["fleet[0].uplink_mbps.choice[0]: input should be greater than 0 (got 0)"]),
 }
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from hsplit_actors.errors import ScenarioError
 from hsplit_actors.fleet.devices import DeviceProfile, load_catalogue
 from hsplit_actors.scenario.schema import ChoiceDist, LogNormalDist, Positive, Scenario, UniformDist, Windows
 
@@ -75,6 +76,19 @@ def _sample(value: Positive, n: int, rng: np.random.Generator) -> np.ndarray | f
     return float(value)  # a constant
 
 
+def _in_range(values: np.ndarray | float, spec: Positive, field: str) -> np.ndarray | float:
+    """Only a lognormal can draw what no device has: with a huge sigma it leaves the float range (0 or infinite
+    bandwidth, FLOP/s, memory), which would end in a division by zero far from the scenario."""
+    drawn = np.atleast_1d(values)
+    bad = ~(np.isfinite(drawn) & (drawn > 0))
+    if bad.any():
+        what = (f"lognormal {{median: {spec.lognormal.median:g}, sigma: {spec.lognormal.sigma:g}}}"
+                if isinstance(spec, LogNormalDist) else "the distribution")
+        raise ScenarioError(f"{what} drew {drawn[bad][0]:g} for {int(bad.sum())} of {drawn.size} devices, beyond "
+                            "the float range; lower sigma", field=field)
+    return values
+
+
 def exp(x: np.ndarray) -> np.ndarray:
     """e^x with the C library's scalar exp, not numpy's: on CPUs with AVX-512, `np.exp` takes a vectorised path that
     differs from the scalar one in the last bit, so one seed would sample another fleet there."""
@@ -137,7 +151,7 @@ def build_fleet(scenario: Scenario) -> Fleet:
         for field in FIELDS:
             override = getattr(entry, field)
             if override is not None:
-                columns[field].add(_sample(override, n, rng), n)
+                columns[field].add(_in_range(_sample(override, n, rng), override, f"fleet[{g}].{field}"), n)
             elif isinstance(names, str):
                 columns[field].add(figure(profiles[names], field), n)
             else:

@@ -47,7 +47,7 @@ class LogNormalDist(Strict):
 
 
 class ChoiceDist(Strict):
-    choice: Annotated[dict[float, PositiveFloat], Field(min_length=1)]  # value -> weight
+    choice: Annotated[dict[PositiveFloat, PositiveFloat], Field(min_length=1)]  # value -> weight (both > 0)
 
 
 FORM_TAG = "<{}>"  # pydantic puts the tag in an error's path; the loader drops it (no key can be spelt so)
