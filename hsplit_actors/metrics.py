@@ -18,8 +18,7 @@ def evaluate(split: SplitModel, data: Encoded, batch_size: int = 32) -> dict[str
     split.model.eval()
     total_loss = total_correct = total_count = 0.0
     classification = data.labels.dim() == 1
-    for start in range(0, len(data), batch_size):
-        ids, mask, labels = data.take(range(start, min(start + batch_size, len(data))))
+    for ids, mask, labels in by_length(data, batch_size):
         logits = split.logits(ids, mask)
         if classification:
             total_loss += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
@@ -36,6 +35,23 @@ def evaluate(split: SplitModel, data: Encoded, batch_size: int = 32) -> dict[str
     if classification:
         return {"loss": loss, "accuracy": total_correct / max(total_count, 1)}
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
+
+def by_length(data: Encoded, batch_size: int):
+    """Batches of examples of similar length, each cut after its longest one's last token. Padding is most of an
+    evaluation set's tokens (SST-2's dev sentences: 25 of 48 on average, and nearly every batch in file order holds
+    one of 48); trailing columns that every mask zeroes (and no label counts) change nothing but the cost."""
+    real = data.attention_mask.ne(0)
+    if data.labels.dim() == 2:
+        real |= data.labels.ne(IGNORE)
+    lengths = real.shape[1] - torch.argmax(real.flip(1).to(torch.int8), dim=1)  # after the last real token
+    lengths = torch.where(real.any(1), lengths, 1)
+    order = torch.argsort(lengths, stable=True)
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        ids, batch_mask, labels = data.take(index)
+        keep = int(lengths[index].max())
+        yield ids[:, :keep], batch_mask[:, :keep], labels if labels.dim() == 1 else labels[:, :keep]
 
 
 @torch.no_grad()

@@ -88,3 +88,54 @@ def test_text_scores_perfect_and_poor() -> None:
     assert perfect["bleu"] == pytest.approx(100.0) and perfect["rouge_l"] == pytest.approx(100.0)
     poor = text_scores(["dogs bark loudly", "sunny weather today"], refs)
     assert poor["bleu"] < 10 and poor["rouge_l"] < 30
+
+
+def test_evaluation_batches_by_length_and_cuts_the_padding_without_changing_the_scores() -> None:
+    """Padded rows of mixed lengths: the model sees each batch only up to its longest row's last token, and the
+    loss and accuracy are those of the whole model on every row alone, unpadded."""
+    model = small_model("bert")
+    apply_lora(model, {(0, "value"): 2})
+    randomise_b(model)
+    model.eval()
+    gen = torch.Generator().manual_seed(1)
+    lengths = [3, 12, 5, 12, 2, 7, 9, 4, 6, 11]
+    ids = torch.randint(1, 300, (len(lengths), 16), generator=gen)
+    mask = torch.zeros_like(ids)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+    ids = ids.masked_fill(mask == 0, 0)
+    labels = torch.randint(0, 2, (len(lengths),), generator=gen)
+    split = SplitModel(model, 1)
+    widths: list[tuple[int, int]] = []
+    logits_of = split.logits
+
+    def recorded(batch_ids, batch_mask):
+        widths.append((len(batch_ids), batch_ids.shape[1]))
+        assert bool(batch_mask[:, -1].any())  # no column that every row pads
+        return logits_of(batch_ids, batch_mask)
+
+    split.logits = recorded
+    out = evaluate(split, Encoded(ids, mask, labels), batch_size=3)
+    ordered = sorted(lengths)
+    assert widths == [(len(ordered[i:i + 3]), max(ordered[i:i + 3])) for i in range(0, len(ordered), 3)]
+    with torch.no_grad():
+        alone = torch.cat([model(input_ids=ids[i:i + 1, :n], attention_mask=mask[i:i + 1, :n]).logits
+                           for i, n in enumerate(lengths)])
+    loss = torch.nn.functional.cross_entropy(alone, labels)
+    assert out["loss"] == pytest.approx(float(loss), rel=1e-5)
+    assert out["accuracy"] == float((alone.argmax(-1) == labels).float().mean())
+
+
+def test_a_label_past_the_mask_keeps_its_column() -> None:
+    """Causal LM: a column counts while a label does, even where the mask is zero there."""
+    model = small_model("gpt2")
+    model.eval()
+    ids = torch.randint(1, 300, (2, 10), generator=torch.Generator().manual_seed(2))
+    mask = torch.zeros_like(ids)
+    mask[:, :4] = 1
+    labels = torch.full_like(ids, -100)
+    labels[0, 1:4] = ids[0, 1:4]
+    labels[1, 6] = ids[1, 6]  # past the mask: it must still be scored
+    full = evaluate(SplitModel(model, 2), Encoded(ids, mask, labels), batch_size=2)
+    whole = model(input_ids=ids, attention_mask=mask, labels=labels).loss.detach()
+    assert full["loss"] == pytest.approx(float(whole), rel=1e-5)
