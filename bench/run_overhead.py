@@ -5,18 +5,22 @@ the same order, same number of steps (4 clients x 20 iterations, one round), no 
 process: client forward, server forward/loss/backward, client backward, both optimiser steps. `hsplit run` is the
 whole command: Ray start, actors, model and data set-up, the SimPy engine, aggregation, tables; once starting
 its own Ray instance and once joining one already running (`ray start --head` beforehand, as on a cluster).
+Both are timed as whole commands from outside (interpreter start and imports included), `--pairs` times in
+alternating order; the ratio's median and 95% CI over the pairs is the figure.
 
 Memory: proportional set size (PSS: shared pages counted once) of the whole run — driver and every Ray process —
 sampled every 0.2 s, with 1, 4 and 16 virtual clients: the frozen base must not be copied per client.
 
-    python bench/run_overhead.py
+    python bench/run_overhead.py [--pairs 5] [--no-memory]
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -134,15 +138,59 @@ def running_cluster():
         subprocess.run([ray_cli, "stop", "--force"], env=ENV, capture_output=True)
 
 
+def plain_script() -> dict:
+    """The plain loop as a command of its own (`--plain`), timed from outside as `hsplit run` is."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, __file__, "--plain"], env=ENV, cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    return {"wall_s": time.perf_counter() - start} | json.loads(done.stdout.splitlines()[-1])
+
+
+def ci95(values: list[float]) -> str:
+    from scipy import stats
+
+    if len(values) < 2:
+        return ""
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    return f", mean {statistics.mean(values):.3f} +- {half:.3f} (95% CI)"
+
+
 def main() -> None:
-    plain, plain_whole = plain_loop(SCENARIO)
-    run = hsplit_run(SCENARIO)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=1, help="plain script and hsplit run, alternating")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory part")
+    parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)  # the plain script itself
+    args = parser.parse_args()
+    if args.plain:
+        steps_s, whole_s = plain_loop(SCENARIO)
+        print(json.dumps({"steps_s": steps_s, "inside_s": whole_s}))
+        return
+    pairs = []
+    for i in range(args.pairs):
+        first, second = (plain_script, lambda: hsplit_run(SCENARIO)) if i % 2 == 0 else \
+            (lambda: hsplit_run(SCENARIO), plain_script)
+        a, b = first(), second()
+        pairs.append((a, b) if i % 2 == 0 else (b, a))
+    ratios = [r["wall_s"] / p["wall_s"] for p, r in pairs]
+    before_step = [r["startup_s"] - r["startup"]["other_s"] for _, r in pairs]
+    script, run = pairs[0]
+    plain = script["steps_s"]
     steps = 4 * 20
     print(f"{steps} split steps (MiniLM, 4 clients x 20 iterations, batch 16 x 48)")
-    print(f"  plain PyTorch loop:               {plain:7.2f} s   (with its model and data set-up: {plain_whole:.2f} s)")
+    print(f"  plain PyTorch loop:               {plain:7.2f} s   (the whole script as a command: "
+          f"{script['wall_s']:.2f} s)")
     print(f"  hsplit run, the round:            {run['round_s']:7.2f} s   ratio {run['round_s'] / plain:.2f}")
     print(f"  hsplit run, whole command:        {run['wall_s']:7.2f} s   ratio {run['wall_s'] / plain:.2f} "
-          f"(to the plain script with set-up: {run['wall_s'] / plain_whole:.2f})")
+          f"(to the plain script as a command: {ratios[0]:.2f})")
+    if len(pairs) > 1:
+        walls = {name: ", ".join(f"{x[name == 'hsplit run']['wall_s']:.1f}" for x in pairs)
+                 for name in ("plain script", "hsplit run")}
+        print(f"  {len(pairs)} pairs, alternating: plain script {walls['plain script']} s; hsplit run "
+              f"{walls['hsplit run']} s")
+        print(f"    whole command / plain script: {', '.join(f'{x:.3f}' for x in ratios)}; median "
+              f"{statistics.median(ratios):.3f}{ci95(ratios)}")
+        print(f"    before the first step: {', '.join(f'{x:.2f}' for x in before_step)} s; median "
+              f"{statistics.median(before_step):.2f} s{ci95(before_step)}")
     outside = run["wall_s"] - run["run_s"]
     parts = run["startup"]
     print(f"    where it goes: outside the clock {run['startup_s']:.2f} s (Ray's start {parts['ray_s']:.2f}, the "
@@ -161,15 +209,19 @@ def main() -> None:
     with running_cluster() as address:
         joined = hsplit_run(SCENARIO, address)
     print(f"  hsplit run --address (Ray already running): {joined['wall_s']:7.2f} s   ratio "
-          f"{joined['wall_s'] / plain:.2f} (to the plain script with set-up: {joined['wall_s'] / plain_whole:.2f}); "
+          f"{joined['wall_s'] / plain:.2f} (to the plain script as a command: "
+          f"{joined['wall_s'] / script['wall_s']:.2f}); "
           f"round {joined['round_s']:.2f} s")
     raw = json.loads(json.dumps(SCENARIO))
     raw["train"] |= {"local": True, "threads_per_actor": 2}
     local = hsplit_run(raw)
     busy = sum(sum(h.values()) for h in local["busy"]["client_hosts"]) + sum(local["busy"]["server"].values())
     print(f"  hsplit run --local, 2 threads:    {local['wall_s']:7.2f} s   ratio {local['wall_s'] / plain:.2f} "
-          f"(to the plain script with set-up: {local['wall_s'] / plain_whole:.2f}); round {local['round_s']:.2f} s, "
+          f"(to the plain script as a command: {local['wall_s'] / script['wall_s']:.2f}); "
+          f"round {local['round_s']:.2f} s, "
           f"ratio {local['round_s'] / plain:.2f} (hosts busy {busy:.2f} s)")
+    if args.no_memory:
+        return
     print("memory (peak PSS of driver + all Ray processes), 4 iterations each:")
     for recompute in (False, True):
         peaks = {}
