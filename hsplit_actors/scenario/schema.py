@@ -409,6 +409,10 @@ class TrainSpec(Strict):
     actors: PositiveInt | None = None  # client actors; default: every core (Ray's CPUs, or a compare trial's,
     # less one for the server host of a split method), at most one per client
     threads_per_actor: PositiveInt = 1  # the same everywhere, so results do not depend on placement
+    # sync and semi-sync rounds: a virtual client moves, whole, to a less loaded client actor between two of its
+    # iterations when a round's steps do not divide evenly (5 clients on 2 actors: 25 and 25 steps, not 30 and
+    # 20); results never depend on where a client runs
+    balance: bool = True
     # threads the server host evaluates with; null: every core of its machine, or in a compare trial the CPUs the
     # trial holds (nothing else of the run computes then: the coordinator waits for every submitted step before it
     # aggregates, and evaluates before it submits more)

@@ -489,14 +489,29 @@ class ClientHost(_Host):
         self.scores.clear()
         self.clients = {}  # exactly the captured ones: a client first seen after the capture starts anew
         for c, s in clients.items():
-            state = AdapterState.from_state_dict(s["state"], self.setup.client)
-            self.clients[c] = VirtualClient(c, s["split_point"], s["indices"], state, s["cursor"], s["epoch"],
-                                            s["order"], s["regulariser"], s["version"])
-            if s["pending"] is not None:
-                self.pending[c] = self.batches[c] = s["pending"]
-            if s["scores"]:
-                self.scores[c] = copy.deepcopy(s["scores"])
+            self._adopt(c, s)
         self.replay_merges(merges, {vc.version for vc in self.clients.values()} | set(live))
+
+    def _adopt(self, c: int, s: dict) -> None:
+        state = AdapterState.from_state_dict(s["state"], self.setup.client)
+        self.clients[c] = VirtualClient(c, s["split_point"], s["indices"], state, s["cursor"], s["epoch"],
+                                        s["order"], s["regulariser"], s["version"])
+        if s["pending"] is not None:
+            self.pending[c] = self.batches[c] = s["pending"]
+        if s["scores"]:
+            self.scores[c] = copy.deepcopy(s["scores"])
+
+    def emigrate(self, cid: int, after: object = None) -> dict:
+        """A client's whole state, which leaves this host for a less loaded one (between two of its iterations;
+        `after`, its last step here, only as a dependency)."""
+        state = self.snapshot([cid])[cid]
+        del self.clients[cid]
+        self.scores.pop(cid, None)
+        return state
+
+    def immigrate(self, cid: int, state: dict) -> None:
+        """A client moved here from another host, exactly as it was there (the merged bases are every host's)."""
+        self._adopt(cid, state)
 
 
 class ServerHost(_Host):

@@ -30,6 +30,12 @@ class Start:
     head: dict
 
 
+def balanced(scenario: Scenario) -> bool:
+    """Whether clients move between hosts to even out a round's steps: rounds have an end to even out for (sync,
+    semi-sync); async sessions overlap without one."""
+    return scenario.train.balance and scenario.aggregation.mode != "async"
+
+
 def train(scenario: Scenario, setup: Setup, start: Start, runtime, hosts: list, server,
           on_progress: ProgressCallback | None = None, checkpoint_dir: str | None = None, resume: dict | None = None):
     """Run the engine with real work on `hosts` and `server`; returns (tables, wall seconds, meta extras, the final
@@ -40,7 +46,8 @@ def train(scenario: Scenario, setup: Setup, start: Start, runtime, hosts: list, 
     settings = ExecutorSettings(start.partitions, (start.factors, start.head), setup.arch.n_layers,
                                 scenario.train.eval_every, start.metric, checkpoint_dir,
                                 scenario.train.keep_checkpoints, resume,
-                                tuple(k.model_dump() for k in scenario.train.kill_actor))
+                                tuple(k.model_dump() for k in scenario.train.kill_actor),
+                                scenario.local_iterations if balanced(scenario) else 0)
     executor = TrainingExecutor(runtime, hosts, server, setup.strategy, settings)
     threads = torch.get_num_threads()  # in-process hosts set their own count; give the process its own back after
     try:
@@ -49,7 +56,8 @@ def train(scenario: Scenario, setup: Setup, start: Start, runtime, hosts: list, 
         torch.set_num_threads(threads)
     tables.faults = pd.DataFrame(executor.faults, columns=FAULT_COLUMNS)
     tables.importance = pd.DataFrame(setup.strategy.importance_rows(), columns=IMPORTANCE_COLUMNS)
-    extra |= {"client_actors": len(hosts), "metric": start.metric, "faults": len(executor.faults),
+    extra |= {"client_actors": len(hosts), "client_host_steps": executor.host_steps,
+              "client_migrations": executor.migrations, "metric": start.metric, "faults": len(executor.faults),
               "hosts_wait_s": hosts_wait_s,
               "resumed_from_round": resume["round"] if resume else None} | start.baseline
     server = executor.server  # a new one if the first was lost and replaced
