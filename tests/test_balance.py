@@ -7,7 +7,10 @@ import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from hsplit_actors.training.placement import Placement
 from hsplit_actors.training.run import run
 from tests.conftest import run_scenario, tiny_training_scenario
 from tests.fingerprints import fingerprint
@@ -74,3 +77,26 @@ def test_a_resume_puts_each_client_where_it_had_moved(tmp_path: Path) -> None:
     cut = interrupted_copy(full_dir, tmp_path / "cut", rounds=2)
     _, resumed, _ = run(None, resume=cut)
     _same_tables(full, resumed)
+
+
+@settings(max_examples=300, deadline=None)
+@given(clients=st.integers(1, 40), hosts=st.integers(1, 16), iterations=st.integers(1, 12), rounds=st.integers(1, 3))
+def test_no_host_runs_more_than_an_even_share_of_a_round(clients: int, hosts: int, iterations: int,
+                                                         rounds: int) -> None:
+    """Sessions that begin together and step in turn (a sync round of equal devices): each round, no host runs
+    more than ceil(steps / hosts) of its steps, or one session's, whichever is more; with a host per client,
+    nobody moves."""
+    placement = Placement(hosts, iterations)
+    for _ in range(rounds):
+        before = list(placement.steps)
+        for c in range(clients):
+            placement.begin(c)
+        for it in range(iterations):
+            for c in range(clients):
+                placement.step(c, it)
+        ran = [a - b for a, b in zip(placement.steps, before, strict=True)]
+        assert sum(ran) == clients * iterations
+        assert max(ran) <= max(iterations, math.ceil(clients * iterations / hosts)), ran
+        placement.new_round()
+    if clients <= hosts:
+        assert placement.moves == 0

@@ -23,6 +23,7 @@ from hsplit_actors.methods.aggregate import Trained
 from hsplit_actors.methods.base import ImportanceCalibration, SharedServerSet, Strategy
 from hsplit_actors.training import recovery
 from hsplit_actors.training.checkpoints import save_checkpoint
+from hsplit_actors.training.placement import Placement
 
 ATTEMPTS = 3  # recoveries in a row before a fault is given up on
 
@@ -41,7 +42,7 @@ class ExecutorSettings:
     keep_checkpoints: int | None = None
     resume: dict | None = None
     kills: tuple[dict, ...] = ()
-    balance_iterations: int = 0  # a session's iterations, when clients move to even out a round; 0: they stay
+    balance_iterations: int = 0  # a session's iterations, when clients move to even out a round (placement.py)
 
 
 class TrainingExecutor(Executor):
@@ -80,17 +81,10 @@ class TrainingExecutor(Executor):
         self.shared = strategy.capability(SharedServerSet) is not None  # the server trains one set for all
         self.keep_optimizer = strategy.keeps_optimizer()
         self.peak_global_versions = 1
-        self.placement: dict[int, int] = {}  # client -> its host's index, where it moved (else client % hosts)
-        self.iterations = settings.balance_iterations
-        self.work = [0] * len(client_hosts)  # steps each host was given since the last aggregation
-        self.migrations = 0
-        self.host_steps = [0] * len(client_hosts)  # client forwards each host ran (replays after a fault included)
-
-    def where(self, client: int) -> int:
-        return self.placement.get(client, client % len(self.client_hosts))
+        self.placement = Placement(len(client_hosts), settings.balance_iterations)
 
     def host(self, client: int):
-        return self.client_hosts[self.where(client)]
+        return self.client_hosts[self.placement.where(client)]
 
     # -- engine hooks, called in virtual-time order ------------------------------------------------------
     def start(self) -> None:
@@ -133,7 +127,7 @@ class TrainingExecutor(Executor):
         c = s.client
         k = self.split_point[c] = config.split_point
         self.changed.add(c)
-        self.work[self.where(c)] += self.iterations
+        self.placement.begin(c)
         if self.loaded.get(c) == (s.version, config):
             return  # no new version since its last session: it goes on with its own adapters and optimiser
         factors_v, head_v = self.global_at[s.version]
@@ -160,32 +154,13 @@ class TrainingExecutor(Executor):
         c = s.client
         self.calls.append(("client_forward", s, iteration))
         self.changed.add(c)
-        self._balance(c, iteration)
-        self.host_steps[self.where(c)] += 1
+        move = self.placement.step(c, iteration)
+        if move is not None:  # its whole state goes, after its last step there
+            state = self.rt.call(self.client_hosts[move[0]], "emigrate", c, self.last_step.get(c))
+            self.last_step[c] = moved = self.rt.call(self.client_hosts[move[1]], "immigrate", c, state)
+            self.steps.append(moved)
         self.forward_out[c] = self.rt.call(self.host(c), "forward", c, s.number, iteration,
                                            iteration < self.calibrate, self.last_step.get(c))
-
-    def _balance(self, c: int, iteration: int) -> None:
-        """Between two of its iterations, move client `c` to the least loaded host when its host has more than
-        an even share of the round's steps and the rest of its session fits in the other's share (McNaughton's
-        wrap-around: 5 clients x 10 steps on 2 hosts become 25 and 25 instead of 30 and 20). The steps are
-        counted, not timed, so where a client runs is the same in every run; what it computes never depends
-        on where it runs (its whole state moves: adapters, optimiser, data cursor, scores)."""
-        n = len(self.client_hosts)
-        if not self.iterations or n < 2:
-            return
-        h, left = self.where(c), self.iterations - iteration
-        share = -(-sum(self.work) // n)
-        g = min(range(n), key=lambda j: (self.work[j], j))
-        if self.work[h] <= share or self.work[g] + left > share:
-            return
-        state = self.rt.call(self.client_hosts[h], "emigrate", c, self.last_step.get(c))
-        self.last_step[c] = moved = self.rt.call(self.client_hosts[g], "immigrate", c, state)
-        self.steps.append(moved)
-        self.placement[c] = g
-        self.work[h] -= left
-        self.work[g] += left
-        self.migrations += 1
 
     def server_step(self, s: Session, iteration: int) -> None:
         if not self.live:
@@ -284,7 +259,7 @@ class TrainingExecutor(Executor):
             metrics |= self._evaluate()
         self.aggregations += 1
         self.steps_since = 0
-        self.work = [0] * len(self.client_hosts)
+        self.placement.new_round()
         self.metrics[version] = metrics
         self.strategy_states[version] = self.strategy.state_dict()
         self.checkpoint_round = step.round
@@ -362,7 +337,7 @@ class TrainingExecutor(Executor):
         rate scales both here, the one place it is applied; the shared set is never stale (w = 1)."""
         cids = [u.session.client for u in step.updates]
         exports = self.rt.get([self.rt.call(self.client_hosts[h], "export", cs)
-                               for h, cs in recovery.by_host(cids, self.where).items()])
+                               for h, cs in self.placement.by_host(cids).items()])
         client_side = {c: e for part in exports for c, e in part.items()}
         server_side = self.rt.get(self.rt.call(self.server, "export", cids))
         trained = []
@@ -385,7 +360,7 @@ class TrainingExecutor(Executor):
     def _importance(self, cids: list[int]) -> dict[int, dict]:
         """IWI scores per participant: its device's blocks from its host, the rest from the server."""
         parts = self.rt.get([self.rt.call(self.client_hosts[h], "importance", cs)
-                             for h, cs in recovery.by_host(cids, self.where).items()])
+                             for h, cs in self.placement.by_host(cids).items()])
         parts.append(self.rt.get(self.rt.call(self.server, "importance", cids)))
         scores: dict[int, dict] = {}
         for part in parts:

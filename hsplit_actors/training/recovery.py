@@ -9,7 +9,6 @@ is captured with its batch (its graph is recomputed on restore) and the activati
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -26,7 +25,7 @@ class RecoveryPoint:
     registered: set = field(default_factory=set)
     split_point: dict = field(default_factory=dict)
     in_flight: dict = field(default_factory=dict)  # client -> {"forward": payload} or {"gradient": tensor}
-    placement: dict = field(default_factory=dict)  # client -> the host it moved to (else client % hosts)
+    placement: dict = field(default_factory=dict)  # client -> the host it moved to (placement.py)
 
     def copy(self) -> RecoveryPoint:
         return RecoveryPoint(dict(self.clients), dict(self.server_states), dict(self.server_split_points),
@@ -35,18 +34,11 @@ class RecoveryPoint:
                              dict(self.placement))
 
 
-def by_host(cids, where: Callable[[int], int]) -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for c in cids:
-        out.setdefault(where(c), []).append(c)
-    return out
-
-
 def capture(ex, known: RecoveryPoint) -> RecoveryPoint:
     """Update `known` with the hosts' current state of every changed client and the server; returns a copy."""
     rt = ex.rt
     changed = sorted(ex.changed)
-    parts = rt.get([rt.call(ex.client_hosts[h], "snapshot", cs) for h, cs in by_host(changed, ex.where).items()])
+    parts = rt.get([rt.call(ex.client_hosts[h], "snapshot", cs) for h, cs in ex.placement.by_host(changed).items()])
     for part in parts:
         known.clients.update(part)
     server = rt.get(rt.call(ex.server, "snapshot", changed))
@@ -58,7 +50,7 @@ def capture(ex, known: RecoveryPoint) -> RecoveryPoint:
     known.server_split_points, known.server_scores = server["split_points"], server["scores"]
     known.merges, known.global_at, known.version = list(ex.merges), dict(ex.global_at), ex.version
     known.loaded, known.registered, known.split_point = dict(ex.loaded), set(ex.registered), dict(ex.split_point)
-    known.placement = dict(ex.placement)
+    known.placement = dict(ex.placement.moved)
     forwards = {c: rt.get(ref) for c, ref in ex.forward_out.items()}
     gradients = {c: rt.get(ref) for c, ref in ex.gradients.items()}
     known.in_flight = {c: {"forward": v} for c, v in forwards.items()} | {c: {"gradient": v}
@@ -69,14 +61,12 @@ def capture(ex, known: RecoveryPoint) -> RecoveryPoint:
 
 def restore(ex, point: RecoveryPoint) -> None:
     """Every host and the executor as they were at `point`."""
-    rt, n = ex.rt, len(ex.client_hosts)
-    # where each client was (a checkpoint from before clients moved has none; a host index beyond this run's
-    # hosts, on a resume with fewer actors, falls back to the default)
-    ex.placement = {c: h for c, h in (getattr(point, "placement", None) or {}).items() if h < n}
-    ex.work = [0] * n
+    rt = ex.rt
+    ex.placement.restore(getattr(point, "placement", None) or {})  # none in a checkpoint from before clients moved
     live = tuple(sorted(point.global_at))  # versions sessions still compute on
-    calls = [rt.call(host, "restore", {c: s for c, s in point.clients.items() if ex.where(c) == h}, point.merges,
-                     live) for h, host in enumerate(ex.client_hosts)]
+    where = ex.placement.by_host(point.clients)
+    calls = [rt.call(host, "restore", {c: point.clients[c] for c in where.get(h, [])}, point.merges, live)
+             for h, host in enumerate(ex.client_hosts)]
     calls.append(rt.call(ex.server, "restore", {"states": point.server_states,
                                                 "split_points": point.server_split_points,
                                                 "scores": point.server_scores}, point.merges))

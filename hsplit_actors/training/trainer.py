@@ -56,8 +56,8 @@ def train(scenario: Scenario, setup: Setup, start: Start, runtime, hosts: list, 
         torch.set_num_threads(threads)
     tables.faults = pd.DataFrame(executor.faults, columns=FAULT_COLUMNS)
     tables.importance = pd.DataFrame(setup.strategy.importance_rows(), columns=IMPORTANCE_COLUMNS)
-    extra |= {"client_actors": len(hosts), "client_host_steps": executor.host_steps,
-              "client_migrations": executor.migrations, "metric": start.metric, "faults": len(executor.faults),
+    extra |= {"client_actors": len(hosts), "client_host_steps": executor.placement.steps,
+              "client_migrations": executor.placement.moves, "metric": start.metric, "faults": len(executor.faults),
               "hosts_wait_s": hosts_wait_s,
               "resumed_from_round": resume["round"] if resume else None} | start.baseline
     server = executor.server  # a new one if the first was lost and replaced
