@@ -76,3 +76,28 @@ def test_a_local_run_listens_on_loopback_only_and_authenticates_with_its_own_tok
     assert startup["ray_s"] > 0.3 and startup["coordinator_start_s"] > 0 and startup["other_s"] >= 0, startup
     # the server actor made the assets and wrote the model: the coordinator never imported transformers or peft
     assert meta["coordinator_libraries"] == ["torch"] and meta["model"] == "model/adapter", meta
+
+
+STOP = """
+import psutil, ray
+from hsplit_actors.training.run import connect, disconnect
+from hsplit_actors.training.local_ray import stop_the_monitor_first
+connect(None)
+node = ray._private.worker._global_node
+daemons = {kind: psutil.Process(infos[0].process.pid) for kind, infos in node.all_processes.items()}
+stop_the_monitor_first()
+print(sorted(kind for kind, p in daemons.items() if not p.is_running() or p.status() == psutil.STATUS_ZOMBIE))
+disconnect()
+print(sorted(kind for kind, p in daemons.items() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE))
+"""
+
+
+def test_ray_stops_with_its_autoscaler_monitor_killed_first_and_nothing_left() -> None:
+    """The monitor, which Ray would leave a second to report its own end to a GCS already gone, is the only daemon
+    gone before the shutdown; after it nothing Ray started runs, and nothing was said."""
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
+    done = subprocess.run([sys.executable, "-c", STOP], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["['monitor']", "[]"], done.stdout
+    assert "autoscaler" not in done.stderr.lower(), done.stderr[-2000:]

@@ -82,3 +82,19 @@ def forget_tokens() -> None:
             os.environ.pop(TOKEN_PATH, None)
             os.environ.pop(AUTH_MODE, None)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def stop_the_monitor_first() -> None:
+    """Before `ray.shutdown()` of an instance this process started: Ray stops the raylet and the GCS first, and its
+    autoscaler monitor (of no use on one machine) then spends a whole second trying to report its own end to the
+    gone GCS before Ray kills it. Killed first, it costs nothing: a second off every command that starts Ray.
+    Ray's private node handle; if it is not there (another Ray), shutdown is as before."""
+    import signal
+
+    import ray._private.worker as ray_worker
+
+    node = getattr(ray_worker, "_global_node", None)
+    for info in (getattr(node, "all_processes", None) or {}).get("monitor", []):
+        if info.process.poll() is None:
+            info.process.send_signal(signal.SIGKILL)
+            info.process.wait()

@@ -30,7 +30,7 @@ from hsplit_actors.scenario import dump_scenario
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.simulation import Setup, prepare
 from hsplit_actors.training.actors import client_actor_count, start_actors
-from hsplit_actors.training.local_ray import forget_tokens, loopback_start
+from hsplit_actors.training.local_ray import forget_tokens, loopback_start, stop_the_monitor_first
 
 
 def _check_run(scenario: Scenario) -> None:
@@ -151,6 +151,7 @@ def disconnect() -> None:
     """End what connect() started: a local Ray instance stops with its processes, a joined cluster is left (the
     actors this driver owns die with it). Ray started by the caller (a notebook, a test session) is left alone."""
     if _CONNECTED_HERE and ray.is_initialized():
+        stop_the_monitor_first()
         ray.shutdown()
     _CONNECTED_HERE.clear()
     forget_tokens()
