@@ -101,3 +101,18 @@ def test_ray_stops_with_its_autoscaler_monitor_killed_first_and_nothing_left() -
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines() == ["['monitor']", "[]"], done.stdout
     assert "autoscaler" not in done.stderr.lower(), done.stderr[-2000:]
+
+
+def test_the_driver_of_a_run_on_ray_imports_neither_torch_nor_transformers(write_scenario, tmp_path: Path) -> None:
+    """`hsplit run`'s own process only starts Ray, waits and writes tables: torch costs it a second to import
+    (a TorchVersion in the hosts' device info once did that, when the driver unpickled meta)."""
+    import yaml
+
+    scenario = write_scenario(yaml.safe_dump(tiny_training_scenario(rounds=1)))
+    code = ("import sys; from hsplit_actors.cli import main; "
+            f"code = main(['run', {str(scenario)!r}, '--out', {str(tmp_path / 'run')!r}, '--quiet']); "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules)); sys.exit(code)")
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "[]", done.stdout

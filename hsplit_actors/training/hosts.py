@@ -215,7 +215,8 @@ def cpu_model() -> str:
 
 def device_info(device: torch.device) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {cpu_model()}"
-    return {"device": name, "torch": torch.__version__, "cuda": torch.version.cuda,
+    return {"device": name, "torch": str(torch.__version__), "cuda": torch.version.cuda,  # a TorchVersion would
+            # make whoever unpickles it (the driver, which reads meta) import torch
             "threads": torch.get_num_threads()}
 
 
