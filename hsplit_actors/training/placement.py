@@ -12,6 +12,8 @@ from __future__ import annotations
 
 
 class Placement:
+    """Where each client is and each host's step count this round; `step` says when a client moves first."""
+
     def __init__(self, hosts: int, iterations: int = 0):
         self.hosts = hosts
         self.iterations = iterations  # a session's iterations; 0: clients never move
