@@ -83,13 +83,16 @@ def digest(tables) -> str:
     return h.hexdigest()
 
 
-def arguments(counts: str, default: str, clients: int) -> argparse.Namespace:
-    """The benches' common options: the counts to try, the fleet and the run's length."""
+def arguments(counts: str, default: str, clients: int, balance: bool = False) -> argparse.Namespace:
+    """The benches' common options: the counts to try, the fleet and the run's length (and, for actors, whether
+    clients move between them: train.balance on, off or both side by side)."""
     parser = argparse.ArgumentParser()
     parser.add_argument(f"--{counts}", default=default)
     parser.add_argument("--clients", type=int, default=clients)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=10)
+    if balance:
+        parser.add_argument("--balance", choices=["on", "off", "both"], default="on")
     return parser.parse_args()
 
 

@@ -100,3 +100,17 @@ def test_no_host_runs_more_than_an_even_share_of_a_round(clients: int, hosts: in
         placement.new_round()
     if clients <= hosts:
         assert placement.moves == 0
+
+
+@pytest.mark.parametrize(("clients", "hosts", "iterations", "steps", "moves"), [
+    (5, 2, 40, [100, 100], 1),  # one client's last 20 steps move, once (each move stalls it a little)
+    (16, 15, 10, [11] * 10 + [10] * 5, 9),  # a chain: each of 9 hosts takes one step of the excess
+])
+def test_a_round_is_evened_with_few_moves(clients, hosts, iterations, steps, moves) -> None:
+    placement = Placement(hosts, iterations)
+    for c in range(clients):
+        placement.begin(c)
+    for it in range(iterations):
+        for c in range(clients):
+            placement.step(c, it)
+    assert sorted(placement.steps, reverse=True) == steps and placement.moves == moves

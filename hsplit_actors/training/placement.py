@@ -36,15 +36,18 @@ class Placement:
         return move
 
     def _move(self, client: int, iteration: int) -> tuple[int, int] | None:
-        """To the least loaded host, when that lowers the busier of the two hosts' counts (so the sum of squares
-        falls and moves come to an end), from a host with more than one session's steps (a client alone would
-        only carry its wait elsewhere). Chains of such moves spread an excess over many hosts with a step to
-        spare each (16 clients on 15 hosts: 11 steps in 10 at most, not 20)."""
+        """To the least loaded host, when that host is below an even share of the round's steps and the rest of
+        this session is at most its own host's excess over the share: the host then lands on its share, where
+        McNaughton's wrap-around would cut. What overloads the receiver is passed on the same way, a chain
+        (16 clients on 15 hosts: 9 moves, at most 11 steps in 10, not 20); 5 clients on 2 hosts move once a
+        round. Never from a host with one session's steps or fewer (a client alone would only carry its wait)."""
         if not self.iterations or self.hosts < 2:
             return None
         h, left = self.where(client), self.iterations - iteration
+        share = -(-sum(self.work) // self.hosts)
         g = min(range(self.hosts), key=lambda j: (self.work[j], j))
-        if g == h or self.work[h] <= self.iterations or self.work[g] + left >= self.work[h]:
+        if (g == h or self.work[h] <= max(share, self.iterations) or left > self.work[h] - share
+                or self.work[g] >= share):
             return None
         self.moved[client] = g
         self.work[h] -= left
