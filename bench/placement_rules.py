@@ -33,17 +33,8 @@ class Rule(Placement):
         super().__init__(hosts, iterations)
         self.condition = condition
 
-    def _move(self, client: int, iteration: int):
-        h, left = self.where(client), self.iterations - iteration
-        share = -(-sum(self.work) // self.hosts)
-        g = min(range(self.hosts), key=lambda j: (self.work[j], j))
-        if self.hosts < 2 or g == h or not self.condition(self.work, h, g, left, share, self.iterations):
-            return None
-        self.moved[client] = g
-        self.work[h] -= left
-        self.work[g] += left
-        self.moves += 1
-        return h, g
+    def should_move(self, h: int, g: int, left: int, share: int) -> bool:
+        return self.condition(self.work, h, g, left, share, self.iterations)
 
 
 def round_of(placement: Placement, clients: int, iterations: int) -> Placement:

@@ -36,24 +36,26 @@ class Placement:
         return move
 
     def _move(self, client: int, iteration: int) -> tuple[int, int] | None:
-        """To the least loaded host, when that host is below an even share of the round's steps and the rest of
-        this session is at most its own host's excess over the share: the host then lands on its share, where
-        McNaughton's wrap-around would cut. What overloads the receiver is passed on the same way, a chain
-        (16 clients on 15 hosts: 9 moves, at most 11 steps in 10, not 20); 5 clients on 2 hosts move once a
-        round. Never from a host with one session's steps or fewer (a client alone would only carry its wait)."""
         if not self.iterations or self.hosts < 2:
             return None
         h, left = self.where(client), self.iterations - iteration
         share = -(-sum(self.work) // self.hosts)
         g = min(range(self.hosts), key=lambda j: (self.work[j], j))
-        if (g == h or self.work[h] <= max(share, self.iterations) or left > self.work[h] - share
-                or self.work[g] >= share):
+        if g == h or not self.should_move(h, g, left, share):
             return None
         self.moved[client] = g
         self.work[h] -= left
         self.work[g] += left
         self.moves += 1
         return h, g
+
+    def should_move(self, h: int, g: int, left: int, share: int) -> bool:
+        """From host `h` to the least loaded `g` with `left` steps of the session to go, when `g` is below an even
+        share of the round's steps and those steps are at most `h`'s excess over it: `h` then lands on its share,
+        where McNaughton's wrap-around would cut. What overloads the receiver is passed on the same way, a chain
+        (16 clients on 15 hosts: 9 moves, at most 11 steps in 10, not 20); 5 clients on 2 hosts move once a
+        round. Never from a host with one session's steps or fewer (a client alone would only carry its wait)."""
+        return self.work[h] > max(share, self.iterations) and left <= self.work[h] - share and self.work[g] < share
 
     def new_round(self) -> None:
         """An aggregation: the next round's steps are counted afresh."""
