@@ -77,15 +77,16 @@ def _sample(value: Positive, n: int, rng: np.random.Generator) -> np.ndarray | f
 
 
 def _in_range(values: np.ndarray | float, spec: Positive, field: str) -> np.ndarray | float:
-    """Only a lognormal can draw what no device has: with a huge sigma it leaves the float range (0 or infinite
-    bandwidth, FLOP/s, memory), which would end in a division by zero far from the scenario."""
-    drawn = np.atleast_1d(values)
-    bad = ~(np.isfinite(drawn) & (drawn > 0))
+    """What a lognormal drew, if every device can have it. Uniform bounds, choices and constants are positive and
+    finite by the schema; a lognormal with a huge sigma leaves the float range (0 or infinite bandwidth, FLOP/s,
+    memory), which would end in a division by zero far from the scenario."""
+    if not isinstance(spec, LogNormalDist):
+        return values
+    bad = ~(np.isfinite(values) & (values > 0))
     if bad.any():
-        what = (f"lognormal {{median: {spec.lognormal.median:g}, sigma: {spec.lognormal.sigma:g}}}"
-                if isinstance(spec, LogNormalDist) else "the distribution")
-        raise ScenarioError(f"{what} drew {drawn[bad][0]:g} for {int(bad.sum())} of {drawn.size} devices, beyond "
-                            "the float range; lower sigma", field=field)
+        raise ScenarioError(f"lognormal {{median: {spec.lognormal.median:g}, sigma: {spec.lognormal.sigma:g}}} drew "
+                            f"{values[bad][0]:g} for {int(bad.sum())} of {values.size} devices, beyond the float "
+                            "range; lower sigma", field=field)
     return values
 
 
