@@ -464,3 +464,38 @@ def test_a_local_run_inside_a_ray_task_builds_its_hosts_for_the_cpus_it_was_give
 
     assert ray_session.get(trial.remote(yaml.safe_dump(raw), str(tmp_path / "r"))) == [(1, 1)]
     assert yaml.safe_load((tmp_path / "r" / "scenario.yaml").read_text())["train"].get("eval_threads") is None
+
+
+@pytest.mark.parametrize("preset, task, overrides", [
+    ("minilm-l6", "classification", {"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64,
+                                     "num_attention_heads": 4, "num_labels": 2}),
+    ("gpt2-small", "lm", {"n_layer": 2, "n_embd": 32, "n_head": 4, "vocab_size": 300}),
+    ("llama2-7b", "lm", {"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64,
+                         "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 300}),
+])
+def test_a_hosts_model_is_the_shared_weights_built_without_drawing_any(preset, task, overrides) -> None:
+    """Every host builds the frozen model from the weights in the object store: it holds exactly those and the
+    buffers the architecture makes (positions, rotary frequencies), and no weight is first drawn at random only to
+    be replaced (that was most of a build; seen here as the random generator left untouched)."""
+    import torch
+
+    from hsplit_actors.costmodel.presets import build_config
+    from hsplit_actors.model.families import family_of
+    from hsplit_actors.model.loading import _model_class
+    from hsplit_actors.training.hosts import ModelRecipe, build_model
+
+    config = build_config(preset, overrides)
+    reference = _model_class(task).from_config(config, dtype=torch.float32)
+    family_of(reference).prepare(reference)  # as the hosts hold it (GPT-2: separate q, k, v)
+    shared = {k: v.numpy().copy() for k, v in reference.state_dict().items()}
+    torch.manual_seed(7)
+    before = torch.random.get_rng_state()
+    model = build_model(ModelRecipe(config, task), shared)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    def tensors(m):  # tied weights under each of their names
+        return dict(m.named_parameters(remove_duplicate=False)) | dict(m.named_buffers(remove_duplicate=False))
+
+    built, expected = tensors(model), tensors(reference)
+    assert built.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(built[name], tensor), name
