@@ -147,12 +147,14 @@ def plain_script() -> dict:
 
 
 def ci95(values: list[float]) -> str:
-    from scipy import stats
+    import pandas as pd
+
+    from hsplit_actors.comparison.stats import mean_ci
 
     if len(values) < 2:
         return ""
-    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
-    return f", mean {statistics.mean(values):.3f} +- {half:.3f} (95% CI)"
+    mean, half, _ = mean_ci(pd.Series(values))
+    return f", mean {mean:.3f} +- {half:.3f} (95% CI)"
 
 
 def main() -> None:

@@ -19,21 +19,23 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import yaml
-from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.run_overhead import SCENARIO  # noqa: E402
+from hsplit_actors.comparison.stats import mean_ci  # noqa: E402
 
 
-def one_run(tree: Path, raw: dict) -> tuple[float, float, dict]:
-    """(whole command, before the first step, meta) of one `hsplit run` from the sources in `tree`."""
+def one_run(tree: Path, raw: dict, python: str = sys.executable) -> tuple[float, float, dict]:
+    """(whole command, before the first step, meta) of one `hsplit run` from the sources in `tree`, run by
+    `python` (another virtual environment: a change of dependencies)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "scenario.yaml"
         path.write_text(yaml.safe_dump(raw))
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(tree)}
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "hsplit_actors.cli", "run", str(path), "--out",
+        done = subprocess.run([python, "-m", "hsplit_actors.cli", "run", str(path), "--out",
                                f"{tmp}/run", "--quiet"], cwd=tree, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - start
         if done.returncode != 0:
@@ -43,8 +45,7 @@ def one_run(tree: Path, raw: dict) -> tuple[float, float, dict]:
 
 
 def ci95(values: list[float]) -> tuple[float, float]:
-    mean = statistics.mean(values)
-    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    mean, half, _ = mean_ci(pd.Series(values))
     return mean, half
 
 
@@ -54,13 +55,15 @@ def main() -> None:
     parser.add_argument("after", type=Path)
     parser.add_argument("--pairs", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=4)
+    parser.add_argument("--python-before", default=sys.executable, help="the interpreter of `before` runs")
+    parser.add_argument("--python-after", default=sys.executable, help="the interpreter of `after` runs")
     args = parser.parse_args()
     raw = json.loads(json.dumps(SCENARIO)) | {"local_iterations": args.iterations}
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     runs: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
     for i in range(args.pairs):
         for name in (("before", "after") if i % 2 == 0 else ("after", "before")):
-            wall, first, meta = one_run(trees[name], raw)
+            wall, first, meta = one_run(trees[name], raw, getattr(args, f"python_{name}"))
             runs[name].append((wall, first))
             print(f"pair {i + 1} {name:6s} whole {wall:6.2f} s  before the first step {first:6.2f} s  "
                   f"coordinator imported {meta.get('coordinator_libraries', '?')}", flush=True)

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hsplit_actors.cli import main
-from hsplit_actors.comparison.stats import area_under, held_from, mean_ci
+from hsplit_actors.comparison.stats import area_under, held_from, mean_ci, student_t_quantile
 from hsplit_actors.comparison.variants import resolve, select
 from hsplit_actors.runs import read_run
 from hsplit_actors.scenario import Scenario
@@ -56,6 +56,30 @@ def test_mean_ci_is_students_t() -> None:
     assert n == 3 and mean == pytest.approx(0.8)
     assert half == pytest.approx(4.302652729749462 * 0.02 / math.sqrt(3))
     assert mean_ci(pd.Series([0.5, np.nan]))[1:] == (pytest.approx(np.nan, nan_ok=True), 1)
+
+
+@pytest.mark.parametrize("p, df, quantile", [  # scipy 1.17's stats.t.ppf, when this package still used it
+    (0.975, 1, 12.706204736174694), (0.975, 2, 4.302652729749462), (0.975, 4, 2.7764451051977934),
+    (0.975, 9, 2.262157162798205), (0.975, 29, 2.045229642132703), (0.95, 4, 2.1318467863266495),
+    (0.995, 3, 5.840909309733355), (0.6, 7, 0.2631668613520229), (0.975, 1000, 1.9623390808264083)])
+def test_students_t_quantiles_are_the_tabled_ones(p, df, quantile) -> None:
+    assert student_t_quantile(p, df) == pytest.approx(quantile, rel=1e-9)
+    assert student_t_quantile(1 - p, df) == pytest.approx(-quantile, rel=1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(p=st.floats(1e-9, 1 - 1e-9))
+def test_students_t_quantile_has_the_closed_forms_of_one_and_two_degrees_of_freedom(p) -> None:
+    """df = 1 is Cauchy's tan(pi (p - 1/2)); df = 2 is (2p - 1) / sqrt(2 p (1 - p))."""
+    assert student_t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-7, abs=1e-12)
+    assert student_t_quantile(p, 2) == pytest.approx((2 * p - 1) / math.sqrt(2 * p * (1 - p)), rel=1e-7,
+                                                     abs=1e-12)
+
+
+def test_students_t_quantile_refuses_what_has_none() -> None:
+    for p, df in ((0.0, 3), (1.0, 3), (0.5, 0), (float("nan"), 3)):
+        with pytest.raises(ValueError, match="p must lie in"):
+            student_t_quantile(p, df)
 
 
 # -- variants and bad input -----------------------------------------------------------------------------------
