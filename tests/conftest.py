@@ -12,7 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 # Training fingerprints (tests/fingerprints.py) were recorded with AVX2 kernels; on an AVX-512 CPU, ATen and MKL
 # pick other kernels whose float results differ in the last bits, so every recorded run would "change". Pinned
-# to AVX2 before torch is imported, for this process and the processes it starts (Ray workers inherit it).
+# to AVX2 before torch is imported, for this process and the processes it starts (Ray workers inherit it). The
+# CPU's vendor still moves the losses' last bits: those are compared to a tolerance (fingerprints.COMPUTED).
 for _name, _isa in (("ATEN_CPU_CAPABILITY", "avx2"), ("MKL_ENABLE_INSTRUCTIONS", "AVX2"),
                     ("ONEDNN_MAX_CPU_ISA", "AVX2")):
     os.environ.setdefault(_name, _isa)

@@ -23,7 +23,7 @@ from hsplit_actors.training.recipe import Recipe, recipes
 from hsplit_actors.training.run import run
 from hsplit_actors.training.slots import Adapter
 from tests.conftest import run_scenario, small_scenario, tiny_training_scenario
-from tests.fingerprints import CASES, measure, recorded
+from tests.fingerprints import CASES, assert_same_run, measure, recorded
 from tests.test_run import _same_tables, interrupted_copy
 from tests.test_split import small_model
 
@@ -156,8 +156,9 @@ def test_label_smoothing_of_a_causal_lm_shifts_and_masks_as_transformers_does() 
 # -- whole runs ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_default_recipe_gives_the_tables_recorded_before_it_existed(case: str, tmp_path: Path) -> None:
-    """Constant schedule, AdamW's default decay, no clipping, no smoothing: bit for bit the recorded tables."""
-    assert measure(case, tmp_path / case) == recorded()[case]
+    """Constant schedule, AdamW's default decay, no clipping, no smoothing: the recorded tables, to the bit but for
+    the losses and metric (to a relative 1e-5: their last bits depend on the CPU)."""
+    assert_same_run(measure(case, tmp_path / case), recorded()[case])
 
 
 RECIPE = {"schedule": {"kind": "linear", "warmup_steps": 2}, "max_grad_norm": 1.0, "label_smoothing": 0.1,
