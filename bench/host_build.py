@@ -1,8 +1,9 @@
 """A host's model build with and without random initialisation of the weights it replaces at once.
 
 Each host builds the frozen model from its config and then takes the shared weights (`hosts.build_model`); the
-random initialisation in between is thrown away. This times `from_config` (and the family's `prepare`) as
-`build_model` now runs it, under transformers' `no_init_weights`, against the same without it, alternating,
+random initialisation in between is thrown away, and so were GPT-2's matrices copied into Linear layout. This
+times `from_config` and the family's `prepare` as `build_model` now runs them (under transformers'
+`no_init_weights`, the matrices left as views) against the same initialising and copying, alternating,
 for each preset given; one process, the threads given.
 
     python bench/host_build.py [--presets minilm-l6 gpt2-small gpt2-large] [--repeats 3] [--threads 2]
@@ -31,7 +32,7 @@ def one_build(preset: str, initialise: bool) -> float:
     start = time.perf_counter()
     with _quiet_transformers(), (contextlib.nullcontext() if initialise else no_init_weights()):
         model = _model_class(task).from_config(config, dtype=torch.float32)
-        family_of(model).prepare(model)
+        family_of(model).prepare(model, copy_weights=initialise)  # a skeleton's matrices as views, now
     wall = time.perf_counter() - start
     del model
     return wall

@@ -55,7 +55,8 @@ class ModelRecipe:
 def build_model(recipe: ModelRecipe, base_state: dict[str, np.ndarray] | dict[str, torch.Tensor]) -> nn.Module:
     """The frozen model of a host, its weights those shared in the object store. Built without initialising
     weights that are replaced at once: random initialisation was nearly all of a build (0.26 of 0.27 s for
-    MiniLM, 17 s for GPT-2 large, on 2 cores), on every host, on start-up's critical path."""
+    MiniLM, 17 s for GPT-2 large, on 2 cores), on every host, on start-up's critical path; nor copying them
+    (GPT-2's Conv1D matrices laid out as Linear: 3.3 s for GPT-2 large)."""
     from transformers.initialization import no_init_weights
 
     from hsplit_actors.model.families import family_of
@@ -63,7 +64,7 @@ def build_model(recipe: ModelRecipe, base_state: dict[str, np.ndarray] | dict[st
 
     with _quiet_transformers(), no_init_weights():
         model = _model_class(recipe.task).from_config(recipe.config, dtype=torch.float32)
-        family_of(model).prepare(model)  # its new nn.Linear modules too
+        family_of(model).prepare(model, copy_weights=False)  # views, replaced just below
     state = {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in base_state.items()}
     model.load_state_dict(state, strict=True, assign=True)  # the host's model points at the shared weights
     for p in model.parameters():
