@@ -524,3 +524,23 @@ def test_a_gpt2_skeleton_keeps_its_matrices_as_views_and_a_real_model_its_own_co
             shares = weight.untyped_storage().data_ptr() == expected.untyped_storage().data_ptr()
             assert shares != copy_weights, name
             assert weight.is_contiguous() == copy_weights, name
+
+
+def test_a_hosts_gpt2_build_copies_no_matrix(monkeypatch) -> None:
+    """The host's build (not only `prepare` when asked) leaves GPT-2's matrices as views before taking the shared
+    weights: a copy there is thrown away at once."""
+    import torch
+
+    from hsplit_actors.costmodel.presets import build_config
+    from hsplit_actors.model import families
+    from hsplit_actors.model.loading import _model_class
+    from hsplit_actors.training.hosts import ModelRecipe, build_model
+
+    config = build_config("gpt2-small", {"n_layer": 1, "n_embd": 32, "n_head": 4, "vocab_size": 300})
+    reference = _model_class("lm").from_config(config, dtype=torch.float32)
+    families.family_of(reference).prepare(reference)
+    shared = {k: v.numpy().copy() for k, v in reference.state_dict().items()}
+    asked, laid_out = [], families._laid_out
+    monkeypatch.setattr(families, "_laid_out", lambda view, copy: asked.append(copy) or laid_out(view, copy))
+    build_model(ModelRecipe(config, "lm"), shared)
+    assert asked and not any(asked)
