@@ -65,7 +65,11 @@ def main() -> None:
         for name in (("before", "after") if i % 2 == 0 else ("after", "before")):
             wall, first, meta = one_run(trees[name], raw, getattr(args, f"python_{name}"))
             runs[name].append((wall, first))
+            hosts = meta.get("host_startup_s", {})
+            imports = [h.get("import_s", float("nan"))
+                       for h in [hosts.get("server", {}), *hosts.get("client_hosts", [])]]
             print(f"pair {i + 1} {name:6s} whole {wall:6.2f} s  before the first step {first:6.2f} s  "
+                  f"hosts' imports (server, clients) {', '.join(f'{s:.2f}' for s in imports)} s  "
                   f"coordinator imported {meta.get('coordinator_libraries', '?')}", flush=True)
     for k, label in ((0, "whole command"), (1, "before the first step")):
         diffs = [b[k] - a[k] for b, a in zip(runs["before"], runs["after"], strict=True)]

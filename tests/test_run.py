@@ -544,3 +544,30 @@ def test_a_hosts_gpt2_build_copies_no_matrix(monkeypatch) -> None:
     monkeypatch.setattr(families, "_laid_out", lambda view, copy: asked.append(copy) or laid_out(view, copy))
     build_model(ModelRecipe(config, "lm"), shared)
     assert asked and not any(asked)
+
+
+CLIENT_HOST = """
+import pickle, sys
+import hsplit_actors.training.assets as assets  # what a host actor imports first
+with open(sys.argv[1], "rb") as f:
+    host = assets.client_host(pickle.load(f))
+print(sorted(m for m in ("pandas", "pyarrow", "hsplit_actors.simulation", "hsplit_actors.tables") if m in sys.modules))
+"""
+
+
+def test_a_client_hosts_process_never_imports_pandas_or_the_tables(tmp_path: Path) -> None:
+    """Client hosts import torch, transformers and peft side by side with the server on start-up's critical path;
+    pandas and the tables (half a second to a second more in each) are the coordinator's and the data reader's."""
+    import pickle
+
+    from hsplit_actors.simulation import prepare
+    from hsplit_actors.training.actors import HOST_PARTS, made_assets
+
+    scenario = parse_scenario(yaml.safe_dump(tiny_training_scenario()))
+    parts = dict(zip(HOST_PARTS, made_assets(scenario, prepare(scenario))[1:], strict=True))
+    (tmp_path / "parts.pkl").write_bytes(pickle.dumps(parts))
+    done = subprocess.run([sys.executable, "-c", CLIENT_HOST, str(tmp_path / "parts.pkl")], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, env={**__import__("os").environ,
+                                                                            "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "[]", done.stdout

@@ -5,14 +5,17 @@ and peft (through `setup` and `hosts`): on Ray the server host makes the assets,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hsplit_actors.scenario.schema import Scenario
-from hsplit_actors.simulation import Setup
+from hsplit_actors.training.executor import Start
 from hsplit_actors.training.hosts import ClientHost, HostSetup, ModelRecipe, ServerHost
 from hsplit_actors.training.setup import TrainingData, base_model, host_setup, initial_adapters, training_data
-from hsplit_actors.training.trainer import Start
+
+if TYPE_CHECKING:  # the simulation brings pandas and the tables, which a client host has no use for
+    from hsplit_actors.simulation import Setup
 
 
 @dataclass

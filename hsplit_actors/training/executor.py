@@ -45,6 +45,20 @@ class ExecutorSettings:
     balance_iterations: int = 0  # a session's iterations, when clients move to even out a round (placement.py)
 
 
+@dataclass
+class Start:
+    """What the coordinator trains from: each client's rows, the metric, the evaluation set's size and majority
+    rate, and the global adapters of version 0. No model and no encoded data: those are the hosts'. Made by the
+    host that makes the assets; here, not beside `train`, so that client hosts never import pandas and the tables
+    (`tests/test_startup.py`)."""
+
+    partitions: list[np.ndarray]
+    metric: str
+    baseline: dict
+    factors: dict
+    head: dict
+
+
 class TrainingExecutor(Executor):
     def __init__(self, runtime, client_hosts: list, server, strategy: Strategy, settings: ExecutorSettings):
         self.rt, self.client_hosts, self.server, self.strategy = runtime, client_hosts, server, strategy

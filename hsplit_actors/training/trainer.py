@@ -5,9 +5,7 @@ torch but neither transformers nor peft (the hosts' modules, `assets.py`), which
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -15,19 +13,7 @@ from hsplit_actors.engine import ProgressCallback
 from hsplit_actors.runs import FAULT_COLUMNS, IMPORTANCE_COLUMNS
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.simulation import Setup, simulate
-from hsplit_actors.training.executor import ExecutorSettings, TrainingExecutor
-
-
-@dataclass
-class Start:
-    """What the coordinator trains from: each client's rows, the metric, the evaluation set's size and majority
-    rate, and the global adapters of version 0. No model and no encoded data: those are the hosts'."""
-
-    partitions: list[np.ndarray]
-    metric: str
-    baseline: dict
-    factors: dict
-    head: dict
+from hsplit_actors.training.executor import ExecutorSettings, Start, TrainingExecutor
 
 
 def balanced(scenario: Scenario) -> bool:
