@@ -571,3 +571,30 @@ def test_a_client_hosts_process_never_imports_pandas_or_the_tables(tmp_path: Pat
                                                                             "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines()[-1] == "[]", done.stdout
+
+
+def test_a_tied_weight_is_shipped_once_and_tied_again_on_the_host() -> None:
+    """GPT-2's LM head is its input embedding: the shared weights hold it once (154 MB of GPT-2 small's 652 MB
+    were shipped twice), and a host's model has one tensor under both names again, so that moving the model to
+    the server's device moves it once."""
+    import torch
+
+    from hsplit_actors.costmodel.presets import build_config
+    from hsplit_actors.model.families import family_of
+    from hsplit_actors.model.loading import _model_class
+    from hsplit_actors.training.hosts import ModelRecipe, build_model
+    from hsplit_actors.training.setup import shareable_state
+
+    config = build_config("gpt2-small", {"n_layer": 1, "n_embd": 32, "n_head": 4, "vocab_size": 300})
+    reference = _model_class("lm").from_config(config, dtype=torch.float32)
+    family_of(reference).prepare(reference)
+    state, tied = shareable_state(reference)
+    assert tied == {"lm_head.weight": "transformer.wte.weight"} and "lm_head.weight" not in state
+    distinct = {t.untyped_storage().data_ptr(): t for t in reference.state_dict().values()}
+    assert sum(a.nbytes for a in state.values()) == sum(t.numel() * t.element_size() for t in distinct.values())
+    model = build_model(ModelRecipe(config, "lm", tied), state)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert torch.equal(model.lm_head.weight, reference.lm_head.weight)
+    moved = model.to(torch.float64)  # what `.to(device)` does to each tensor: one tensor, converted once
+    assert moved.lm_head.weight is moved.transformer.wte.weight
+    assert len({p.data_ptr() for p in moved.parameters()}) == len(list(moved.parameters()))

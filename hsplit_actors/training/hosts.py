@@ -50,6 +50,7 @@ class ModelRecipe:
 
     config: object
     task: str
+    tied: dict[str, str] = field(default_factory=dict)  # a weight not shipped -> the one it is (setup.py)
 
 
 def build_model(recipe: ModelRecipe, base_state: dict[str, np.ndarray] | dict[str, torch.Tensor]) -> nn.Module:
@@ -66,10 +67,22 @@ def build_model(recipe: ModelRecipe, base_state: dict[str, np.ndarray] | dict[st
         model = _model_class(recipe.task).from_config(recipe.config, dtype=torch.float32)
         family_of(model).prepare(model, copy_weights=False)  # views, replaced just below
     state = {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in base_state.items()}
-    model.load_state_dict(state, strict=True, assign=True)  # the host's model points at the shared weights
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)  # points at the shared weights
+    if set(missing) - set(recipe.tied) or unexpected:
+        raise RuntimeError(f"the shared weights do not fit the model: missing {missing}, unexpected {unexpected}")
+    for name, source in recipe.tied.items():  # one tensor again under both names, so `.to(device)` moves it once
+        owner, _, attribute = name.rpartition(".")
+        setattr(model.get_submodule(owner), attribute, _tensor_named(model, source))
     for p in model.parameters():
         p.requires_grad_(False)
     return model.train()
+
+
+def _tensor_named(model: nn.Module, name: str) -> torch.Tensor:
+    try:
+        return model.get_parameter(name)
+    except AttributeError:
+        return model.get_buffer(name)
 
 
 def encoded(arrays: dict[str, np.ndarray], device: torch.device | str = "cpu") -> Encoded:
