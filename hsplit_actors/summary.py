@@ -79,6 +79,11 @@ def _last(rounds: pd.DataFrame, column: str) -> float | None:
     return float(values.iloc[-1]) if len(values) else None
 
 
+def _value(x: float | None) -> str:
+    """A loss, or "none" where no step or evaluation of the run had one (e.g. every loss NaN)."""
+    return "none" if x is None else f"{x:.4f}"
+
+
 def _fmt_time(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds / 3600:.2f} h"
@@ -130,7 +135,7 @@ def render(summary: dict, directory: str) -> str:
                  if parts else "")
         took = (f"trained in {_fmt_time(s['train_s'])} after {_fmt_time(s['startup_s'])} of start-up{where}"
                 if s.get("train_s") is not None else f"{_fmt_time(s['rounds_wall_s'])} in the rounds")
-        lines.append(f"model: train loss {s['train_loss']:.4f}, eval loss {s['eval_loss']:.4f}, "
+        lines.append(f"model: train loss {_value(s['train_loss'])}, eval loss {_value(s['eval_loss'])}, "
                      f"{s['metric']} {s['eval_metric']:.4f} after {_n(s['rounds'], 'round')} ({took})")
     device = s.get("server_device")
     timing = s.get("server_timing")

@@ -38,6 +38,9 @@ def test_the_summary_counts_in_words_and_says_what_its_times_are(write_scenario,
     text = render(summarise(tables, {"metric": "accuracy", "train_s": 12.0, "startup_s": 5.0}), "d")
     assert "trained in 12.00 s after 5.00 s of start-up" in text and "wall time" not in text
     assert "faults: 1 lost actor recovered (client actor 1)" in text
+    tables.rounds["train_loss"] = float("nan")  # no step had a loss (all NaN): said, not a traceback
+    text = render(summarise(tables, {"metric": "accuracy"}), "d")
+    assert "model: train loss none, eval loss 0.5000, accuracy 0.8000" in text
 
 
 def test_without_a_terminal_a_run_says_a_line_per_round(write_scenario, tmp_path: Path) -> None:
