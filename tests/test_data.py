@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +127,33 @@ def test_evaluating_on_the_validation_split_reads_training_rows() -> None:
     assert len(on_validation.test["labels"]) == 40 and len(on_test.test["labels"]) == 64
     assert (on_validation.train["input_ids"] == on_test.train["input_ids"]).all()  # the same clients' data
     assert (on_validation.test["input_ids"][:40] != on_test.test["input_ids"][:40]).any()  # not the test set
+
+
+def _e2e_scenario(seq_len: int):
+    from hsplit_actors.scenario import Scenario
+    from tests.conftest import SMALL_GPT2, tiny_training_scenario
+
+    return Scenario.model_validate(tiny_training_scenario(
+        model=SMALL_GPT2 | {"weights": "random"}, method={"name": "sfl", "split_point": 1, "rank": 4},
+        data={"dataset": "e2e", "batch_size": 4, "seq_len": seq_len, "samples_per_client": 16}))
+
+
+def test_e2e_samples_cut_before_their_text_are_counted_and_none_left_is_an_error() -> None:
+    """A prompt (meaning representation) that fills seq_len leaves its sample nothing to learn or score: counted
+    in a warning (train and evaluation), and an error when no training sample keeps any of its text."""
+    from hsplit_actors.data import TruncatedTextWarning
+    from hsplit_actors.training.setup import training_data
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # long enough for every sample: nothing said
+        full = training_data(_e2e_scenario(128), 4)
+    starts = (full.train["labels"] == IGNORE).argmin(axis=1)  # where each sample's text starts: its prompt's length
+    for seq_len in (24, 40):
+        expected = int((starts >= seq_len).sum())
+        assert 0 < expected < len(starts), "the bound must cut some samples and spare others"
+        with pytest.warns(TruncatedTextWarning, match=rf"data.seq_len {seq_len} ends {expected} of {len(starts)} "
+                                                      r"training samples and \d+ of \d+ evaluation samples"):
+            cut = training_data(_e2e_scenario(seq_len), 4)
+        assert int(((cut.train["labels"] != IGNORE).sum(axis=1) == 0).sum()) == expected
+    with pytest.raises(ScenarioError, match="data.seq_len 8 leaves no token of the text in any of the 64 training"):
+        training_data(_e2e_scenario(8), 4)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from hsplit_actors.cli import main
+from hsplit_actors.data import DATA_DIR
 from hsplit_actors.runs import read_run
 from hsplit_actors.scenario import parse_scenario
 from hsplit_actors.training.run import run
@@ -598,3 +599,25 @@ def test_a_tied_weight_is_shipped_once_and_tied_again_on_the_host() -> None:
     moved = model.to(torch.float64)  # what `.to(device)` does to each tensor: one tensor, converted once
     assert moved.lm_head.weight is moved.transformer.wte.weight
     assert len({p.data_ptr() for p in moved.parameters()}) == len(list(moved.parameters()))
+
+
+def test_what_the_server_actor_finds_in_the_data_is_said_and_target_less_steps_leave_the_loss_finite(
+        ray_session, write_scenario, tmp_path: Path, capsys) -> None:
+    """The data is encoded inside the server actor, whose own warnings no user would see: a fleet asking for more
+    samples than the file holds, and E2E prompts that fill seq_len, reach `hsplit run`'s stderr. Steps whose batch
+    kept no text token have no loss (not NaN): the rounds' training loss stays a number."""
+    from tests.conftest import SMALL_GPT2
+
+    rows = (DATA_DIR / "e2e" / "devset.csv").read_text(encoding="utf-8").splitlines()
+    small = tmp_path / "forty.csv"
+    small.write_text("\n".join(rows[:41]) + "\n", encoding="utf-8")  # header and 40 samples, one line each
+    raw = tiny_training_scenario(
+        model=SMALL_GPT2 | {"weights": "random"}, method={"name": "sfl", "split_point": 1, "rank": 4},
+        data={"dataset": "e2e", "path": str(small), "batch_size": 4, "seq_len": 19, "samples_per_client": 16})
+    out = tmp_path / "run"
+    assert main(["run", str(write_scenario(raw)), "--out", str(out), "--quiet"]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert any("4 clients x data.samples_per_client 16 exceed the 40 samples" in line for line in said), said
+    assert any(line.startswith("warning: data.seq_len 19 ends ") for line in said), said
+    rounds = read_run(out).rounds
+    assert rounds["train_loss"].notna().all() and np.isfinite(rounds["train_loss"]).all(), rounds

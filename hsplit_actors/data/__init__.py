@@ -15,6 +15,14 @@ E2E_ATTRIBUTES = ("name", "eatType", "food", "priceRange", "customer rating", "a
 TRAIN_FILES = {"sst2": "sst2/train.tsv", "e2e": "e2e/devset.csv"}
 
 
+class DataShareWarning(UserWarning):
+    """The fleet asks for more samples than the training file holds; each client gets fewer."""
+
+
+class TruncatedTextWarning(UserWarning):
+    """data.seq_len ends some E2E samples before their text begins: they have nothing to learn or score."""
+
+
 def train_file(dataset: str, path: str | None = None) -> Path | None:
     """Where a data set's training file is: `path` when the scenario gives one, else the repository copy."""
     if dataset not in TRAIN_FILES:

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from typing import Any
 
 import ray
@@ -41,13 +42,17 @@ HOST_PARTS = ("recipe", "setup", "state", "train", "test")  # what hosts are bui
 
 
 def made_assets(scenario: Scenario, setup) -> tuple:
-    """The run's assets, made in this process: `Start` (the coordinator's part), then the hosts' parts in
-    HOST_PARTS order, each to be its own object in the object store."""
+    """The run's assets, made in this process: `Start` (the coordinator's part, with the data's warnings for the
+    driver to raise: an actor's own would be lost), then the hosts' parts in HOST_PARTS order, each to be its own
+    object in the object store."""
     from hsplit_actors.training.assets import prepare_assets
 
-    assets = prepare_assets(scenario, setup)
-    for_hosts = assets.for_hosts()
-    return (assets.start(), *(for_hosts[k] for k in HOST_PARTS))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assets = prepare_assets(scenario, setup)
+    start, for_hosts = assets.start(), assets.for_hosts()
+    start.warnings = [(w.category, str(w.message)) for w in caught if w.category.__module__ == "hsplit_actors.data"]
+    return (start, *(for_hosts[k] for k in HOST_PARTS))
 
 
 class HostActor:
@@ -217,7 +222,8 @@ class Coordinator:
         libraries = [m for m in ("torch", "transformers", "peft") if m in sys.modules]
         return tables, train_s, extra | {"prepare_s": self.prepare_s, "coordinator_import_s": self.import_s,
                                          "prepare_started": self.prepare_started,
-                                         "coordinator_libraries": libraries}, None
+                                         "coordinator_libraries": libraries,
+                                         "data_warnings": self.start.warnings}, None
 
     def progress(self):
         return self.state

@@ -13,7 +13,7 @@ replays up to the checkpointed aggregation with the recorded metrics, then the r
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -57,6 +57,7 @@ class Start:
     baseline: dict
     factors: dict
     head: dict
+    warnings: list = field(default_factory=list)  # the data's, where another process made it (Ray): raised again
 
 
 class TrainingExecutor(Executor):

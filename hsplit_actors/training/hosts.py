@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hsplit_actors.data.datasets import Encoded
+from hsplit_actors.data.datasets import IGNORE, Encoded
 from hsplit_actors.metrics import evaluate
 from hsplit_actors.model.factors import Key, LoRAFactors
 from hsplit_actors.model.split import SplitModel
@@ -89,6 +89,12 @@ def encoded(arrays: dict[str, np.ndarray], device: torch.device | str = "cpu") -
     """A data set shipped as numpy arrays (zero-copy from the object store) as tensors."""
     return Encoded(*(torch.from_numpy(np.asarray(arrays[k])).to(device)
                      for k in ("input_ids", "attention_mask", "labels")))
+
+
+def reported(loss: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """A step's loss for the rounds table; None when its batch has no token to predict (every label ignored: E2E
+    prompts that fill seq_len), whose mean over no token is NaN (its gradient is zero)."""
+    return float(loss.detach()) if bool((labels != IGNORE).any()) else None
 
 
 def step_seed(*parts: int) -> int:
@@ -466,7 +472,7 @@ class ClientHost(_Host):
         if vc.split_point == 0:
             return None
         out = self.pending.pop(cid)
-        self.batches.pop(cid, None)
+        batch = self.batches.pop(cid, None)
         if isinstance(out, tuple):  # recompute the forward, with its graph, exactly as it ran (same seed)
             ids, mask, labels, rnd_, it_ = out
             self.slots.load(vc.state.adapters, vc.state.head)
@@ -478,7 +484,7 @@ class ClientHost(_Host):
                 out = split.loss(out, labels)
         if grad is None:
             (out + vc.penalty()).backward()
-            loss = float(out.detach())
+            loss = reported(out, batch[2])
         else:
             if out.requires_grad:  # a device whose budget holds no adapter only runs the frozen forward
                 out.backward(grad)
@@ -589,7 +595,7 @@ class ServerHost(_Host):
         finally:
             self.timed("server_step", start)
 
-    def _step(self, cid: int, rnd: int, it: int, payload) -> tuple[torch.Tensor | None, float]:
+    def _step(self, cid: int, rnd: int, it: int, payload) -> tuple[torch.Tensor | None, float | None]:
         hidden, mask, labels = (t.to(self.device) for t in payload)
         k = self.split_points[cid]
         state = self.state_of(cid)
@@ -601,12 +607,12 @@ class ServerHost(_Host):
             loss = split.loss(split.client(hidden, mask), labels)
             loss.backward()
             state.step()
-            return None, float(loss.detach())
+            return None, reported(loss, labels)
         received = hidden.detach().requires_grad_(True)
         loss = split.loss(split.server(received, mask), labels)
         loss.backward()
         state.step()
-        return received.grad.cpu(), float(loss.detach())
+        return received.grad.cpu(), reported(loss, labels)
 
     def step_batch(self, jobs: list[tuple[int, int, int]], calibrate: list[bool], *payloads) -> tuple:
         """Several clients' jobs ((client, session number, iteration), all of one split point) on the shared
@@ -643,7 +649,7 @@ class ServerHost(_Host):
         losses = [split.loss(lg, lb) for lg, lb in zip(logits.split(sizes), labels.split(sizes), strict=True)]
         torch.stack(losses).sum().backward()
         state.step()
-        values = [float(loss.detach()) for loss in losses]
+        values = [reported(loss, lb) for loss, lb in zip(losses, labels.split(sizes), strict=True)]
         if k == 0:
             return (*[None] * len(jobs), *values)
         return (*(g.cpu() for g in received.grad.split(sizes)), *values)

@@ -14,6 +14,7 @@ import os
 import shutil
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,6 +85,8 @@ def _train_on_ray(scenario: Scenario, n_hosts: int, on_progress, checkpoint_dir,
         poller.start()
     try:
         outcome = ray.get(result)
+        for category, message in outcome[2].pop("data_warnings", []):  # said in the server host's process
+            warnings.warn(message, category, stacklevel=3)
         stop.set()
         if poller is not None:  # the final state, after the poller's last: the bar ends full, with the metrics
             poller.join()

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from hsplit_actors.costmodel import ModelArch
-from hsplit_actors.data import DATA_DIR, require_real_data, train_file
-from hsplit_actors.data.datasets import Encoded, encode_e2e, encode_sst2, read_e2e, read_sst2
+from hsplit_actors.data import DATA_DIR, DataShareWarning, TruncatedTextWarning, require_real_data, train_file
+from hsplit_actors.data.datasets import IGNORE, Encoded, encode_e2e, encode_sst2, read_e2e, read_sst2
 from hsplit_actors.data.partition import partition
 from hsplit_actors.errors import ScenarioError
 from hsplit_actors.methods.aggregate import Key
@@ -35,10 +35,6 @@ class TrainingData:
 def _arrays(enc: Encoded) -> dict[str, np.ndarray]:
     return {"input_ids": enc.input_ids.numpy(), "attention_mask": enc.attention_mask.numpy(),
             "labels": enc.labels.numpy()}
-
-
-class DataShareWarning(UserWarning):
-    """The fleet asks for more samples than the training file holds; each client gets fewer."""
 
 
 def draw_samples(n: int, held_out: int, wanted: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -84,8 +80,23 @@ def training_data(scenario: Scenario, n_clients: int) -> TrainingData:
         column = "label" if data.dataset == "sst2" else data.partition.by
         keys = frame[column].fillna("<none>").astype(str).to_numpy()
     parts = partition(data.partition.kind, len(frame), n_clients, scenario.seed, data.partition.alpha, keys)
-    return TrainingData(_arrays(encode(frame, tok, data.seq_len)),
-                        _arrays(encode(evaluation, tok, data.seq_len)), parts, metric)
+    train, test = encode(frame, tok, data.seq_len), encode(evaluation, tok, data.seq_len)
+    if data.dataset == "e2e":
+        check_texts(train, test, data.seq_len)
+    return TrainingData(_arrays(train), _arrays(test), parts, metric)
+
+
+def check_texts(train: Encoded, test: Encoded, seq_len: int) -> None:
+    """E2E samples whose prompt fills `seq_len` keep no token of their text: they train nothing (the loss over
+    no token is NaN, its gradient zero) and are not scored. None left to train on is an error; some, a warning."""
+    empty = [int(((d.labels != IGNORE).sum(dim=1) == 0).sum()) for d in (train, test)]
+    if empty[0] == len(train):
+        raise ScenarioError(f"data.seq_len {seq_len} leaves no token of the text in any of the {len(train)} "
+                            "training samples (their prompts fill it); raise it", field="data.seq_len")
+    if any(empty):
+        warnings.warn(f"data.seq_len {seq_len} ends {empty[0]} of {len(train)} training samples and {empty[1]} of "
+                      f"{len(test)} evaluation samples before their text begins: they have nothing to learn or "
+                      "score; raise data.seq_len", TruncatedTextWarning, stacklevel=3)
 
 
 def base_model(scenario: Scenario, arch: ModelArch):
