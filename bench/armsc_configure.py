@@ -11,8 +11,8 @@ import time
 import warnings
 from pathlib import Path
 
+from hsplit_actors.preparation import prepare
 from hsplit_actors.scenario import load_scenario
-from hsplit_actors.simulation import prepare
 
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "paper_fleet_1000.yaml"
 

@@ -25,8 +25,9 @@ sys.path.insert(0, str(REPO))
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
+from hsplit_actors.preparation import prepare  # noqa: E402
 from hsplit_actors.scenario import parse_scenario  # noqa: E402
-from hsplit_actors.simulation import prepare, simulate  # noqa: E402
+from hsplit_actors.simulation import simulate  # noqa: E402
 from hsplit_actors.summary import summarise  # noqa: E402
 
 BATCHING = [None, {"max_jobs": 4}, {"max_jobs": 16}, {"max_jobs": 16, "max_wait_ms": 20}]

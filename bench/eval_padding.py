@@ -24,8 +24,8 @@ from bench.flower_vs_hsplit import JOB  # noqa: E402
 from hsplit_actors.data.datasets import Encoded  # noqa: E402
 from hsplit_actors.metrics import by_length, evaluate  # noqa: E402
 from hsplit_actors.model import SplitModel, apply_lora  # noqa: E402
+from hsplit_actors.preparation import prepare  # noqa: E402
 from hsplit_actors.scenario import parse_scenario  # noqa: E402
-from hsplit_actors.simulation import prepare  # noqa: E402
 from hsplit_actors.training.setup import base_model, training_data  # noqa: E402
 
 

@@ -33,8 +33,8 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
 from hsplit_actors.model import apply_lora, trainable_parameters
+from hsplit_actors.preparation import prepare
 from hsplit_actors.scenario import parse_scenario
-from hsplit_actors.simulation import prepare
 from hsplit_actors.training.setup import base_model, training_data
 
 # where the job's scenario is and where the result goes: `run_simulation` passes no run config, and Ray's workers

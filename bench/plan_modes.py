@@ -12,8 +12,9 @@ import time
 import warnings
 from pathlib import Path
 
+from hsplit_actors.preparation import prepare
 from hsplit_actors.scenario import load_scenario
-from hsplit_actors.simulation import prepare, simulate
+from hsplit_actors.simulation import simulate
 
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "fleet_10k.yaml"
 

@@ -74,7 +74,7 @@ def scenario_for(n: int, iterations: int, aggregation: str = "sync", events: str
 
 def durations(scenario):
     """Per-client phase durations exactly as the engine computes them."""
-    from hsplit_actors.simulation import prepare
+    from hsplit_actors.preparation import prepare
     from hsplit_actors.timing.roofline import Rates
 
     setup = prepare(scenario)

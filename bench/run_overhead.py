@@ -48,8 +48,8 @@ def plain_loop(raw: dict) -> tuple[float, float]:
     import torch
 
     from hsplit_actors.model import SplitModel, apply_lora, trainable_parameters
+    from hsplit_actors.preparation import prepare
     from hsplit_actors.scenario import parse_scenario
-    from hsplit_actors.simulation import prepare
     from hsplit_actors.training.setup import base_model, training_data
 
     scenario = parse_scenario(yaml.safe_dump(raw))

@@ -190,8 +190,9 @@ def phase_check() -> None:
 def run_check() -> None:
     """MEASURED.md's splitlora_ray run (16 clients, GPT-2 small shape, fp32, server h100_80gb, batches of 8):
     the virtual server busy time the default model gives, against the server actor's measured 1.68 s."""
+    from hsplit_actors.preparation import prepare
     from hsplit_actors.scenario import load_scenario
-    from hsplit_actors.simulation import prepare, simulate
+    from hsplit_actors.simulation import simulate
 
     scenario = load_scenario(REPO / "profiles" / "h200-runs" / "splitlora_ray" / "scenario.yaml")
     _, _, extra = simulate(scenario, prepare(scenario))

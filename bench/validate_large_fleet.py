@@ -19,8 +19,8 @@ import yaml
 from hsplit_actors import strict_yaml
 from hsplit_actors.cli import main as cli
 from hsplit_actors.comparison.variants import check_all
+from hsplit_actors.preparation import prepare
 from hsplit_actors.scenario.load import validate_data
-from hsplit_actors.simulation import prepare
 from hsplit_actors.workload import check
 
 HEAD = """name: large

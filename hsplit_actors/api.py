@@ -78,7 +78,7 @@ def checks(scenario: Scenario, source: str) -> tuple[workload.Workload, int]:
     """Everything `validate` checks: the work estimate, budgets, feasibility, server memory and every variant a
     comparison would run. Returns the estimate and the number of runs `compare` would make."""
     from hsplit_actors.comparison.variants import check_all
-    from hsplit_actors.simulation import prepare
+    from hsplit_actors.preparation import prepare
 
     work = workload.check(scenario, source)  # before the fleet is sampled: it may not fit
     try:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from hsplit_actors.engine import ProgressCallback
 from hsplit_actors.errors import ScenarioError
+from hsplit_actors.preparation import Setup, prepare
 from hsplit_actors.runs import RunTables, new_run_dir, write_run
 from hsplit_actors.scenario.schema import Scenario
-from hsplit_actors.simulation import Setup, prepare, simulate
+from hsplit_actors.simulation import simulate
 
 
 def plan(scenario: Scenario, out: str | Path | None = None, on_progress: ProgressCallback | None = None,

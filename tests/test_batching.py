@@ -106,8 +106,8 @@ def test_per_client_server_adapters_stay_unbatched() -> None:
     with pytest.warns(UserWarning, match="server.batching is ignored: sfl keeps one server-side adapter set"):
         import yaml
 
+        from hsplit_actors.preparation import prepare
         from hsplit_actors.scenario import parse_scenario
-        from hsplit_actors.simulation import prepare
 
         prepare(parse_scenario(yaml.safe_dump(raw)))
     _, _, batched, _ = run(raw)

@@ -13,9 +13,9 @@ import torch
 import yaml
 
 from hsplit_actors.costmodel import ClientConfig
+from hsplit_actors.preparation import prepare
 from hsplit_actors.scenario import parse_scenario
 from hsplit_actors.scenario.load import architecture
-from hsplit_actors.simulation import prepare
 from hsplit_actors.timing import load_profile
 from hsplit_actors.training import hosts as hosts_module
 from hsplit_actors.training.assets import local_hosts, prepare_assets

@@ -103,7 +103,7 @@ def test_dirichlet_skews_labels_and_quantity_skews_sizes() -> None:
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(10, 500), held=st.integers(0, 9), seed=st.integers(0, 2**32))
 def test_the_validation_split_never_meets_the_clients_samples(n, held, seed) -> None:
-    from hsplit_actors.training.setup import draw_samples
+    from hsplit_actors.data.samples import draw_samples
 
     wanted = n - held
     validation, used = draw_samples(n, held, wanted, np.random.default_rng(seed))

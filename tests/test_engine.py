@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hsplit_actors.engine.session import PHASES
+from hsplit_actors.preparation import prepare
 from hsplit_actors.scenario import parse_scenario
-from hsplit_actors.simulation import prepare, simulate
+from hsplit_actors.simulation import simulate
 from tests.conftest import small_scenario
 
 
@@ -343,7 +344,7 @@ def test_server_memory_over_budget_warns_and_is_recorded() -> None:
     """Per-client server adapters (SFL-V1) for many clients on a small GPU: warned, estimate in meta."""
     import yaml
 
-    from hsplit_actors.simulation import ServerMemoryWarning
+    from hsplit_actors.preparation import ServerMemoryWarning
 
     raw = small_scenario(fleet=[{"profile": "agx_orin", "count": 50}], server={"profile": "l4_24gb",
                          "memory_gb": 0.05}, method={"name": "sfl", "split_point": 1, "rank": 16,

@@ -15,9 +15,10 @@ import yaml
 from hsplit_actors import timeline
 from hsplit_actors.engine.session import PHASES
 from hsplit_actors.planning import plan
+from hsplit_actors.preparation import prepare
 from hsplit_actors.runs import read_run
 from hsplit_actors.scenario import parse_scenario
-from hsplit_actors.simulation import prepare, simulate
+from hsplit_actors.simulation import simulate
 from hsplit_actors.summary import summarise
 from hsplit_actors.tables import EventRows
 from tests.conftest import small_scenario

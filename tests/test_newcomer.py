@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from hsplit_actors.cli import main
+from hsplit_actors.preparation import prepare
 from hsplit_actors.scenario import parse_scenario
-from hsplit_actors.simulation import prepare, simulate
+from hsplit_actors.simulation import simulate
 from tests.conftest import ENV_OFFLINE, REPO, small_scenario, tiny_training_scenario
 
 

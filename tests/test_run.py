@@ -354,7 +354,7 @@ def test_the_ray_state_recovery_reads_is_where_it_was(ray_session) -> None:
     ({"name": "sfl", "split_point": 1, "rank": 4}, 1, 4, 1),
 ])
 def test_client_actors_by_default_use_every_core(method, cpus, clients, expected, monkeypatch) -> None:
-    from hsplit_actors.simulation import prepare
+    from hsplit_actors.preparation import prepare
     from hsplit_actors.training.actors import client_actor_count
 
     raw = tiny_training_scenario(method=method, fleet=[{"profile": "agx_orin", "count": clients}])
@@ -396,7 +396,7 @@ def test_the_server_evaluates_with_every_core_and_gives_its_threads_back(eval_th
 
     import torch
 
-    from hsplit_actors.simulation import prepare
+    from hsplit_actors.preparation import prepare
     from hsplit_actors.training import hosts as hosts_module
     from hsplit_actors.training.assets import local_hosts, prepare_assets
 
@@ -547,32 +547,35 @@ def test_a_hosts_gpt2_build_copies_no_matrix(monkeypatch) -> None:
     assert asked and not any(asked)
 
 
-CLIENT_HOST = """
+HOST_PROCESS = """
 import pickle, sys
 import hsplit_actors.training.assets as assets  # what a host actor imports first
+from hsplit_actors.training.actors import HOST_PARTS, made_assets
 with open(sys.argv[1], "rb") as f:
-    host = assets.client_host(pickle.load(f))
+    scenario, setup, samples = pickle.load(f)
+made = made_assets(scenario, setup, samples)  # the server host's work, from the samples the coordinator chose
+host = assets.client_host(dict(zip(HOST_PARTS, made[1:])))  # a client host's
 print(sorted(m for m in ("pandas", "pyarrow", "hsplit_actors.simulation", "hsplit_actors.tables") if m in sys.modules))
 """
 
 
-def test_a_client_hosts_process_never_imports_pandas_or_the_tables(tmp_path: Path) -> None:
-    """Client hosts import torch, transformers and peft side by side with the server on start-up's critical path;
-    pandas and the tables (half a second to a second more in each) are the coordinator's and the data reader's."""
+def test_the_hosts_processes_never_import_pandas_or_the_tables(tmp_path: Path) -> None:
+    """Hosts import torch, transformers and peft side by side on start-up's critical path, and the server host
+    then makes the assets; pandas and the tables (half a second to a second more in each) are the coordinator's,
+    which reads the data and chooses the samples meanwhile."""
     import pickle
 
-    from hsplit_actors.simulation import prepare
-    from hsplit_actors.training.actors import HOST_PARTS, made_assets
+    from hsplit_actors.data.samples import choose_samples
+    from hsplit_actors.preparation import prepare
 
     scenario = parse_scenario(yaml.safe_dump(tiny_training_scenario()))
-    parts = dict(zip(HOST_PARTS, made_assets(scenario, prepare(scenario))[1:], strict=True))
-    (tmp_path / "parts.pkl").write_bytes(pickle.dumps(parts))
-    done = subprocess.run([sys.executable, "-c", CLIENT_HOST, str(tmp_path / "parts.pkl")], cwd=REPO,
+    setup = prepare(scenario)
+    (tmp_path / "given.pkl").write_bytes(pickle.dumps((scenario, setup, choose_samples(scenario, len(setup.fleet)))))
+    done = subprocess.run([sys.executable, "-c", HOST_PROCESS, str(tmp_path / "given.pkl")], cwd=REPO,
                           capture_output=True, text=True, timeout=120, env={**__import__("os").environ,
                                                                             "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines()[-1] == "[]", done.stdout
-
 
 def test_a_tied_weight_is_shipped_once_and_tied_again_on_the_host() -> None:
     """GPT-2's LM head is its input embedding: the shared weights hold it once (154 MB of GPT-2 small's 652 MB

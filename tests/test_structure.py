@@ -14,9 +14,10 @@ import yaml
 
 from hsplit_actors.engine import Executor
 from hsplit_actors.engine.schedules import SCHEDULES, Engine, Schedule, register
+from hsplit_actors.preparation import prepare
 from hsplit_actors.scenario import parse_scenario
 from hsplit_actors.scenario.schema import AGGREGATION_KEYS
-from hsplit_actors.simulation import prepare, simulate
+from hsplit_actors.simulation import simulate
 from tests.conftest import REPO, small_scenario
 
 SCHEDULE_FILES = sorted((REPO / "hsplit_actors" / "engine" / "schedules").glob("*.py"))
@@ -191,7 +192,7 @@ def test_a_capability_is_one_declaration_that_the_engine_asks_for(solo_method, m
 
     from hsplit_actors.engine.durations import BatchingIgnored
     from hsplit_actors.methods import METHODS, SharedServerSet
-    from hsplit_actors.simulation import server_memory_gb
+    from hsplit_actors.preparation import server_memory_gb
 
     monkeypatch.setattr(METHODS["solo_test"], "capabilities", (SharedServerSet(),) if shared else ())
     raw = small_scenario(method={"name": "solo_test", "split_point": 2},

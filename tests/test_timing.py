@@ -353,8 +353,9 @@ def test_a_timing_source_is_one_object_the_engine_asks() -> None:
     the engine's phases and meta.json come from it alone."""
     import warnings
 
+    from hsplit_actors.preparation import prepare
     from hsplit_actors.scenario import parse_scenario
-    from hsplit_actors.simulation import prepare, simulate
+    from hsplit_actors.simulation import simulate
 
     class Constant:
         def client(self, cost, config, rates):

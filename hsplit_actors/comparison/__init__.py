@@ -94,7 +94,7 @@ def choose(scenario: Scenario, directory: Path, jobs: list[Job]) -> tuple[dict[s
 def warn_per_variant(scenario: Scenario, variants: dict[str, dict]) -> None:
     """What `plan` would warn about each variant (devices that cannot hold its configuration, data shares),
     said once here, named by variant: the runs themselves are quiet (their tables say it per run)."""
-    from hsplit_actors.simulation import prepare
+    from hsplit_actors.preparation import prepare
 
     for name, raw in variants.items():
         with warnings.catch_warnings(record=True) as caught:

@@ -90,22 +90,25 @@ def read_e2e(path: str | Path) -> pd.DataFrame:
     return pd.concat([frame, attributes], axis=1)
 
 
-def encode_sst2(frame: pd.DataFrame, tokenizer, seq_len: int) -> Encoded:
+def encode_sst2(frame: pd.DataFrame | dict, tokenizer, seq_len: int) -> Encoded:
+    """`frame`: `read_sst2`'s frame, or its columns as lists (`data.samples`)."""
     enc = tokenizer(list(frame["sentence"]), padding="max_length", truncation=True, max_length=seq_len,
                     return_tensors="pt")
-    return Encoded(enc["input_ids"], enc["attention_mask"], torch.as_tensor(frame["label"].to_numpy().copy()))
+    return Encoded(enc["input_ids"], enc["attention_mask"], torch.as_tensor(np.array(frame["label"], dtype=np.int64)))
 
 
 def e2e_prompt(mr: str) -> str:
     return mr + E2E_SEPARATOR
 
 
-def encode_e2e(frame: pd.DataFrame, tokenizer, seq_len: int) -> Encoded:
-    """Prompt (MR + separator) then ` text<eos>`; the loss covers the text tokens only."""
+def encode_e2e(frame: pd.DataFrame | dict, tokenizer, seq_len: int) -> Encoded:
+    """Prompt (MR + separator) then ` text<eos>`; the loss covers the text tokens only. `frame`: `read_e2e`'s
+    frame, or its columns as lists (`data.samples`)."""
     eos = tokenizer.eos_token_id
-    ids = torch.full((len(frame), seq_len), eos, dtype=torch.long)
-    mask = torch.zeros((len(frame), seq_len), dtype=torch.long)
-    labels = torch.full((len(frame), seq_len), IGNORE, dtype=torch.long)
+    rows = len(frame["mr"])
+    ids = torch.full((rows, seq_len), eos, dtype=torch.long)
+    mask = torch.zeros((rows, seq_len), dtype=torch.long)
+    labels = torch.full((rows, seq_len), IGNORE, dtype=torch.long)
     for i, (mr, ref) in enumerate(zip(frame["mr"], frame["ref"], strict=True)):
         prompt = tokenizer.encode(e2e_prompt(mr))
         text = tokenizer.encode(" " + ref) + [eos]

@@ -10,6 +10,7 @@ arguments, so a restarted host rebuilds itself the same way. The driver imports 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -41,18 +42,32 @@ def client_actor_count(scenario: Scenario, n_clients: int, strategy: Strategy, c
 HOST_PARTS = ("recipe", "setup", "state", "train", "test")  # what hosts are built from (Assets.for_hosts)
 
 
-def made_assets(scenario: Scenario, setup) -> tuple:
-    """The run's assets, made in this process: `Start` (the coordinator's part, with the data's warnings for the
-    driver to raise: an actor's own would be lost), then the hosts' parts in HOST_PARTS order, each to be its own
-    object in the object store."""
+def made_assets(scenario: Scenario, setup, samples) -> tuple:
+    """The run's assets, made in this process from the run's `samples`: `Start` (the coordinator's part, with the
+    data's warnings for the driver to raise: an actor's own would be lost), then the hosts' parts in HOST_PARTS
+    order, each to be its own object in the object store."""
     from hsplit_actors.training.assets import prepare_assets
 
+    with data_warnings() as said:
+        assets = prepare_assets(scenario, setup, samples)
+    start, for_hosts = assets.start(), assets.for_hosts()
+    start.warnings = said
+    return (start, *(for_hosts[k] for k in HOST_PARTS))
+
+
+@contextlib.contextmanager
+def data_warnings():
+    """The data's warnings (`hsplit_actors.data`) raised inside, recorded as (category, message) for the driver
+    to raise again; any other warning passes through."""
+    said: list[tuple[type[Warning], str]] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assets = prepare_assets(scenario, setup)
-    start, for_hosts = assets.start(), assets.for_hosts()
-    start.warnings = [(w.category, str(w.message)) for w in caught if w.category.__module__ == "hsplit_actors.data"]
-    return (start, *(for_hosts[k] for k in HOST_PARTS))
+        yield said
+    for w in caught:
+        if w.category.__module__ == "hsplit_actors.data":
+            said.append((w.category, str(w.message)))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 class HostActor:
@@ -90,11 +105,11 @@ class HostActor:
         except Exception as exc:  # noqa: BLE001 - the coordinator reports why set-up failed; the host just stops
             self.error = exc
 
-    def make_assets(self, scenario: Scenario, setup) -> tuple:
-        """The run's assets, made in this process (which imports transformers anyway); returned, so that the
-        caller, the coordinator, owns them in the object store and they outlive this actor. `Start` first, then
-        the hosts' parts in HOST_PARTS order."""
-        return made_assets(scenario, setup)
+    def make_assets(self, scenario: Scenario, setup, samples) -> tuple:
+        """The run's assets, made in this process (which imports transformers anyway) from the samples the
+        coordinator chose; returned, so that the caller, the coordinator, owns them in the object store and they
+        outlive this actor. `Start` first, then the hosts' parts in HOST_PARTS order."""
+        return made_assets(scenario, setup, samples)
 
     def export_model(self, run_dir: str) -> str:
         """Write the run's final model (`model/final.pt`, saved by the coordinator) in transformers' and peft's
@@ -138,14 +153,19 @@ class Coordinator:
         with collector_paused():
             import torch  # noqa: F401 - the global adapters and every update are tensors
 
-            from hsplit_actors.simulation import prepare
+            from hsplit_actors.data.samples import choose_samples
+            from hsplit_actors.preparation import prepare
 
         self.import_s = time.perf_counter() - start
         start = time.perf_counter()
         try:
             self.setup = prepare(scenario)
-            refs = self._assets_from(server, scenario) if server_here else self._assets_here(scenario)
+            with data_warnings() as said:  # while the server host still imports: it then needs no pandas
+                samples = choose_samples(scenario, len(self.setup.fleet))
+            refs = (self._assets_from(server, scenario, samples) if server_here
+                    else self._assets_here(scenario, samples))
             self.start = ray.get(refs[0])
+            self.start.warnings = said + self.start.warnings
             self.shared = dict(zip(HOST_PARTS, refs[1:], strict=True)) | {
                 "shared_server": self.setup.strategy.capability(SharedServerSet) is not None}
         except ray.exceptions.RayTaskError as exc:  # what went wrong in the server host, e.g. too little data
@@ -156,10 +176,10 @@ class Coordinator:
             self.prepare_s = time.perf_counter() - start
             self.prepared.set()
 
-    def _assets_from(self, server, scenario: Scenario, attempts: int = 3) -> list:
+    def _assets_from(self, server, scenario: Scenario, samples, attempts: int = 3) -> list:
         """The server host's `make_assets` (again if its process is lost meanwhile: Ray restarts it)."""
         for attempt in range(attempts):
-            refs = server.make_assets.options(num_returns=1 + len(HOST_PARTS)).remote(scenario, self.setup)
+            refs = server.make_assets.options(num_returns=1 + len(HOST_PARTS)).remote(scenario, self.setup, samples)
             try:
                 ray.wait(refs, num_returns=len(refs), fetch_local=False)
                 ray.get(refs[0])
@@ -169,11 +189,11 @@ class Coordinator:
                     raise
         raise AssertionError("unreachable")
 
-    def _assets_here(self, scenario: Scenario) -> list:
+    def _assets_here(self, scenario: Scenario, samples) -> list:
         with collector_paused():
             import hsplit_actors.training.assets  # noqa: F401 - transformers and peft, in this process after all
 
-        return [ray.put(part) for part in made_assets(scenario, self.setup)]
+        return [ray.put(part) for part in made_assets(scenario, self.setup, samples)]
 
     def _wait_prepared(self) -> None:
         self.prepared.wait()

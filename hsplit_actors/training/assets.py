@@ -5,17 +5,15 @@ and peft (through `setup` and `hosts`): on Ray the server host makes the assets,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hsplit_actors.data.samples import Samples
+from hsplit_actors.preparation import Setup
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.training.executor import Start
 from hsplit_actors.training.hosts import ClientHost, HostSetup, ModelRecipe, ServerHost
 from hsplit_actors.training.setup import TrainingData, base_model, host_setup, initial_adapters, training_data
-
-if TYPE_CHECKING:  # the simulation brings pandas and the tables, which a client host has no use for
-    from hsplit_actors.simulation import Setup
 
 
 @dataclass
@@ -50,8 +48,9 @@ def evaluation_baseline(metric: str, labels: np.ndarray) -> dict:
     return {"eval_size": int(len(labels)), "eval_majority_rate": float(counts.max() / counts.sum())}
 
 
-def prepare_assets(scenario: Scenario, setup: Setup) -> Assets:
-    data = training_data(scenario, len(setup.fleet))
+def prepare_assets(scenario: Scenario, setup: Setup, samples: Samples | None = None) -> Assets:
+    """The assets, from the run's samples (`samples`, or chosen here)."""
+    data = training_data(scenario, len(setup.fleet), samples)
     model, state, recipe = base_model(scenario, setup.arch)
     factors, head, keys = initial_adapters(scenario, model, setup.strategy, setup.strategy.configure(0, setup.fleet))
     return Assets(data, state, recipe, host_setup(scenario, keys, len(setup.fleet)), factors, head)

@@ -26,10 +26,10 @@ from hsplit_actors.engine import ProgressCallback
 from hsplit_actors.errors import Interrupted, ScenarioError
 from hsplit_actors.interrupts import stop_on_sigterm
 from hsplit_actors.methods.base import SharedServerSet
+from hsplit_actors.preparation import Setup, prepare
 from hsplit_actors.runs import RunTables, claim, is_complete, mark_incomplete, new_run_dir, write_run
 from hsplit_actors.scenario import dump_scenario
 from hsplit_actors.scenario.schema import Scenario
-from hsplit_actors.simulation import Setup, prepare
 from hsplit_actors.training.actors import client_actor_count, start_actors
 from hsplit_actors.training.local_ray import forget_tokens, loopback_start, stop_the_monitor_first
 

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from hsplit_actors.costmodel import ModelArch
-from hsplit_actors.data import DATA_DIR, DataShareWarning, TruncatedTextWarning, require_real_data, train_file
-from hsplit_actors.data.datasets import IGNORE, Encoded, encode_e2e, encode_sst2, read_e2e, read_sst2
-from hsplit_actors.data.partition import partition
+from hsplit_actors.data import TruncatedTextWarning
+from hsplit_actors.data.datasets import IGNORE, Encoded, encode_e2e, encode_sst2
+from hsplit_actors.data.samples import Samples, choose_samples
 from hsplit_actors.errors import ScenarioError
 from hsplit_actors.methods.aggregate import Key
 from hsplit_actors.methods.base import Assignment, Strategy
@@ -37,53 +37,18 @@ def _arrays(enc: Encoded) -> dict[str, np.ndarray]:
             "labels": enc.labels.numpy()}
 
 
-def draw_samples(n: int, held_out: int, wanted: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices (sorted) of the validation split and of the clients' samples: one permutation, the validation
-    rows first, so the two never overlap (and with nothing held out the clients get what they always got)."""
-    order = rng.permutation(n)
-    return np.sort(order[:held_out]), np.sort(order[held_out:held_out + wanted])
-
-
-def training_data(scenario: Scenario, n_clients: int) -> TrainingData:
-    """Encode only the samples the fleet uses (n_clients x samples_per_client, seeded) and partition them; the
-    evaluation set, or the validation split held out of the training file before the clients' samples are drawn."""
+def training_data(scenario: Scenario, n_clients: int, samples: Samples | None = None) -> TrainingData:
+    """The run's samples (`samples`, or chosen here) encoded for the model: only those the fleet uses, and the
+    evaluation's."""
     from hsplit_actors.data.tokenizers import bert_tokenizer, gpt2_tokenizer
 
-    data = scenario.data
-    require_real_data(data.dataset)
-    path = train_file(data.dataset, data.path)
-    rng = np.random.default_rng(scenario.seed)
-    if data.dataset == "sst2":
-        frame, tok, encode, metric = read_sst2(path), bert_tokenizer(), encode_sst2, "accuracy"
-        test = read_sst2(DATA_DIR / "sst2" / "test.tsv")
-    else:
-        frame, tok, encode, metric = read_e2e(path), gpt2_tokenizer(), encode_e2e, "perplexity"
-        test = read_e2e(DATA_DIR / "e2e" / "testset_w_refs.csv")
-    held_out = data.validation_samples
-    if held_out >= len(frame):
-        raise ScenarioError(f"data.validation_samples {held_out} leaves nothing of {len(frame)} training samples for "
-                            "the clients; lower it", field="data.validation_samples")
-    wanted = min(len(frame) - held_out, n_clients * data.samples_per_client)
-    if wanted < n_clients * data.samples_per_client:
-        warnings.warn(f"{n_clients} clients x data.samples_per_client {data.samples_per_client} exceed the "
-                      f"{wanted} samples of {path}; the clients share those (about {wanted // n_clients} each)",
-                      DataShareWarning, stacklevel=2)
-    if wanted < n_clients:
-        raise ScenarioError(f"{len(frame) - held_out} samples cannot give each of {n_clients} clients one",
-                            field="data.samples_per_client")
-    validation, used = draw_samples(len(frame), held_out, wanted, rng)
-    evaluation = (frame.iloc[validation].reset_index(drop=True) if scenario.train.evaluate_on == "validation"
-                  else test.head(scenario.train.eval_samples))
-    frame = frame.iloc[used].reset_index(drop=True)
-    keys = None
-    if data.partition.kind == "dirichlet":
-        column = "label" if data.dataset == "sst2" else data.partition.by
-        keys = frame[column].fillna("<none>").astype(str).to_numpy()
-    parts = partition(data.partition.kind, len(frame), n_clients, scenario.seed, data.partition.alpha, keys)
-    train, test = encode(frame, tok, data.seq_len), encode(evaluation, tok, data.seq_len)
-    if data.dataset == "e2e":
-        check_texts(train, test, data.seq_len)
-    return TrainingData(_arrays(train), _arrays(test), parts, metric)
+    samples = samples or choose_samples(scenario, n_clients)
+    tok, encode = (bert_tokenizer(), encode_sst2) if samples.dataset == "sst2" else (gpt2_tokenizer(), encode_e2e)
+    seq_len = scenario.data.seq_len
+    train, test = encode(samples.train, tok, seq_len), encode(samples.evaluation, tok, seq_len)
+    if samples.dataset == "e2e":
+        check_texts(train, test, seq_len)
+    return TrainingData(_arrays(train), _arrays(test), samples.partitions, samples.metric)
 
 
 def check_texts(train: Encoded, test: Encoded, seq_len: int) -> None:

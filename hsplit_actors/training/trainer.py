@@ -10,9 +10,10 @@ import pandas as pd
 import torch
 
 from hsplit_actors.engine import ProgressCallback
+from hsplit_actors.preparation import Setup
 from hsplit_actors.runs import FAULT_COLUMNS, IMPORTANCE_COLUMNS
 from hsplit_actors.scenario.schema import Scenario
-from hsplit_actors.simulation import Setup, simulate
+from hsplit_actors.simulation import simulate
 from hsplit_actors.training.executor import ExecutorSettings, Start, TrainingExecutor
 
 
