@@ -68,8 +68,10 @@ def main() -> None:
             hosts = meta.get("host_startup_s", {})
             imports = [h.get("import_s", float("nan"))
                        for h in [hosts.get("server", {}), *hosts.get("client_hosts", [])]]
+            server_wait = hosts.get("server", {}).get("wait_for_assets_s", float("nan"))  # assets made meanwhile
             print(f"pair {i + 1} {name:6s} whole {wall:6.2f} s  before the first step {first:6.2f} s  "
                   f"hosts' imports (server, clients) {', '.join(f'{s:.2f}' for s in imports)} s  "
+                  f"server: import to build {server_wait:.2f} s  "
                   f"coordinator imported {meta.get('coordinator_libraries', '?')}", flush=True)
     for k, label in ((0, "whole command"), (1, "before the first step")):
         diffs = [b[k] - a[k] for b, a in zip(runs["before"], runs["after"], strict=True)]

@@ -156,6 +156,10 @@ class Coordinator:
             from hsplit_actors.data.samples import choose_samples
             from hsplit_actors.preparation import prepare
 
+            # and what `run` needs, here: two threads importing one package's modules at once can deadlock
+            # (Python's _DeadlockError), and the server host is importing for seconds longer anyway
+            from hsplit_actors.training import runtime, trainer  # noqa: F401
+
         self.import_s = time.perf_counter() - start
         start = time.perf_counter()
         try:
@@ -215,10 +219,9 @@ class Coordinator:
         """Train on `hosts` and `server`, after `prepare`; with `export_to` (a run directory on this node), write
         the final model there too, by the server host where it is on this node (it has transformers loaded; the
         driver has neither it nor torch, and receives no tensors)."""
+        self._wait_prepared()  # before importing anything: `prepare` imports in another thread (see there)
         from hsplit_actors.training.runtime import RayRuntime
         from hsplit_actors.training.trainer import train
-
-        self._wait_prepared()
 
         def note(progress) -> None:
             self.state = progress
