@@ -624,3 +624,39 @@ def test_what_the_server_actor_finds_in_the_data_is_said_and_target_less_steps_l
     assert any(line.startswith("warning: data.seq_len 19 ends ") for line in said), said
     rounds = read_run(out).rounds
     assert rounds["train_loss"].notna().all() and np.isfinite(rounds["train_loss"]).all(), rounds
+
+
+def test_the_coordinators_run_imports_nothing_until_prepare_is_done(monkeypatch) -> None:
+    """`prepare` and `run` reach the coordinator at once, in two threads; two threads importing the engine's
+    modules at the same time can end in Python's _DeadlockError (seen in a start-up benchmark), so `run` waits
+    for `prepare`, which imports what `run` needs, before it imports anything."""
+    import builtins
+    import threading
+
+    from hsplit_actors.training.actors import Coordinator
+
+    coordinator = Coordinator.__ray_metadata__.modified_class("test")  # the class itself, not a Ray actor
+    runner, seen, real_import = [], [], builtins.__import__
+
+    def recording(name, *args, **kwargs):
+        if threading.get_ident() in runner and not coordinator.prepared.is_set():
+            seen.append(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", recording)
+    failed = []
+
+    def call_run() -> None:
+        runner.append(threading.get_ident())
+        try:
+            coordinator.run(None, [], None, None, None)
+        except RuntimeError as exc:
+            failed.append(str(exc))
+
+    thread = threading.Thread(target=call_run)
+    thread.start()
+    time.sleep(0.5)  # `run` waits meanwhile: `prepare` has not finished
+    coordinator.error = RuntimeError("prepare failed")
+    coordinator.prepared.set()
+    thread.join(timeout=30)
+    assert failed == ["prepare failed"] and seen == [], seen
