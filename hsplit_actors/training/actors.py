@@ -2,9 +2,10 @@
 host actors (client hosts with many virtual clients each, and the server host).
 
 Start-up is overlapped: the driver creates every actor at once, so their processes import side by side. The
-server host, which imports transformers anyway, makes the shared assets (encoded data, frozen weights, initial
-adapters) and returns them to the coordinator, which owns them in the object store and imports torch only;
-a client host's constructor asks the coordinator for them (and waits). Constructors take no object-store
+coordinator (torch, pandas, no transformers) reads the data and chooses the samples meanwhile; the server host,
+which imports transformers anyway, makes the shared assets from them (encoded data, frozen weights, initial
+adapters), without pandas, and returns them to the coordinator, which owns them in the object store; a client
+host's constructor asks the coordinator for them (and waits). Constructors take no object-store
 arguments, so a restarted host rebuilds itself the same way. The driver imports neither torch nor transformers.
 """
 
@@ -142,11 +143,11 @@ class Coordinator:
         self.server = None  # the server host now (a replacement, after a loss for good)
 
     def prepare(self, scenario: Scenario, server, server_here: bool) -> None:
-        """The timing set-up here; the data encoded, the frozen model loaded and the initial adapters made by
-        `server` when it is on this node, else here (objects live on the node that makes them: a GPU node lost
-        would take them along). What the hosts are built from goes into the object store once (the hosts on a
-        node share it zero-copy). A failure is kept for `run` and `assets` to raise (nobody waits on this
-        call's own result)."""
+        """The timing set-up and the samples chosen here; the data encoded, the frozen model loaded and the
+        initial adapters made by `server` when it is on this node, else here (objects live on the node that makes
+        them: a GPU node lost would take them along). What the hosts are built from goes into the object store
+        once (the hosts on a node share it zero-copy). A failure is kept for `run` and `assets` to raise (nobody
+        waits on this call's own result)."""
         self.prepare_started = time.time()  # wall clock: the driver, on this node, tells how long the actor took
         self.server, self.server_here = server, server_here
         start = time.perf_counter()
