@@ -49,8 +49,8 @@ class ExecutorSettings:
 class Start:
     """What the coordinator trains from: each client's rows, the metric, the evaluation set's size and majority
     rate, and the global adapters of version 0. No model and no encoded data: those are the hosts'. Made by the
-    host that makes the assets; here, not beside `train`, so that client hosts never import pandas and the tables
-    (`tests/test_startup.py`)."""
+    host that makes the assets; here, not beside `train`, so that hosts never import pandas and the tables
+    (tests/test_run.py)."""
 
     partitions: list[np.ndarray]
     metric: str
