@@ -155,5 +155,5 @@ def test_e2e_samples_cut_before_their_text_are_counted_and_none_left_is_an_error
                                                       r"training samples and \d+ of \d+ evaluation samples"):
             cut = training_data(_e2e_scenario(seq_len), 4)
         assert int(((cut.train["labels"] != IGNORE).sum(axis=1) == 0).sum()) == expected
-    with pytest.raises(ScenarioError, match="data.seq_len 8 leaves no token of the text in any of the 64 training"):
+    with pytest.raises(ScenarioError, match="^data.seq_len: 8 leaves no token of the text in any of the 64 training"):
         training_data(_e2e_scenario(8), 4)

@@ -85,7 +85,7 @@ def _train_on_ray(scenario: Scenario, n_hosts: int, on_progress, checkpoint_dir,
         poller.start()
     try:
         outcome = ray.get(result)
-        for category, message in outcome[2].pop("data_warnings", []):  # said in the server host's process
+        for category, message in outcome[2].pop("data_warnings", []):  # said in the coordinator or the server host
             warnings.warn(message, category, stacklevel=3)
         stop.set()
         if poller is not None:  # the final state, after the poller's last: the bar ends full, with the metrics

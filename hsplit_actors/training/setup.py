@@ -56,7 +56,7 @@ def check_texts(train: Encoded, test: Encoded, seq_len: int) -> None:
     no token is NaN, its gradient zero) and are not scored. None left to train on is an error; some, a warning."""
     empty = [int(((d.labels != IGNORE).sum(dim=1) == 0).sum()) for d in (train, test)]
     if empty[0] == len(train):
-        raise ScenarioError(f"data.seq_len {seq_len} leaves no token of the text in any of the {len(train)} "
+        raise ScenarioError(f"{seq_len} leaves no token of the text in any of the {len(train)} "
                             "training samples (their prompts fill it); raise it", field="data.seq_len")
     if any(empty):
         warnings.warn(f"data.seq_len {seq_len} ends {empty[0]} of {len(train)} training samples and {empty[1]} of "
