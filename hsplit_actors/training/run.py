@@ -31,7 +31,7 @@ from hsplit_actors.runs import RunTables, claim, is_complete, mark_incomplete, n
 from hsplit_actors.scenario import dump_scenario
 from hsplit_actors.scenario.schema import Scenario
 from hsplit_actors.training.actors import client_actor_count, start_actors
-from hsplit_actors.training.local_ray import forget_tokens, loopback_start, stop_the_monitor_first
+from hsplit_actors.training.local_ray import forget_tokens, lean_start, loopback_start
 
 
 def _check_run(scenario: Scenario) -> None:
@@ -145,7 +145,7 @@ def connect(address: str | None) -> None:
     if address:
         ray.init(address=address, **quiet)
     else:
-        with loopback_start():
+        with loopback_start(), lean_start():
             ray.init(address="local", num_cpus=os.cpu_count(), **quiet)
     stop_on_sigterm()  # ray.init replaced it with one that exits without cleaning up
 
@@ -154,7 +154,6 @@ def disconnect() -> None:
     """End what connect() started: a local Ray instance stops with its processes, a joined cluster is left (the
     actors this driver owns die with it). Ray started by the caller (a notebook, a test session) is left alone."""
     if _CONNECTED_HERE and ray.is_initialized():
-        stop_the_monitor_first()
         ray.shutdown()
     _CONNECTED_HERE.clear()
     forget_tokens()
