@@ -48,10 +48,14 @@ def small_scenario(**changes) -> dict:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray instance for the whole test session (workers importing torch are slow to start)."""
+    """One local Ray instance for the whole test session (workers importing torch are slow to start), started as
+    a run starts its own: without the daemons a run never uses."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from hsplit_actors.training.local_ray import lean_start
+
+    with lean_start():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
