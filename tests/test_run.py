@@ -44,6 +44,37 @@ def test_same_tables_with_one_or_two_client_actors_and_in_process(ray_session, t
     assert (two.rounds["eval_metric"].between(0, 1)).all()  # accuracy
 
 
+def _alive_actors(expect_none: bool = False) -> set[str]:
+    """IDs of the actors alive in this session's Ray (GCS's table: the state API needs the dashboard); with
+    `expect_none`, waited for a while to become empty (ray.kill is asynchronous)."""
+    from ray._private.state import actors
+
+    deadline = time.time() + 20
+    while True:
+        alive = {key for key, a in actors().items() if a["State"] == "ALIVE"}
+        if not (expect_none and alive) or time.time() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+def test_a_drivers_next_run_reuses_its_actors_and_gives_the_tables_of_new_ones(ray_session, tmp_path: Path) -> None:
+    """In one Ray session (a notebook, the API, these tests) the next run rebuilds its hosts in the previous run's
+    processes: nothing is imported again, a host is added where the run needs one more, and the tables are those
+    of a run in new processes. (A run with a fault keeps nothing: the lost-actor test below.)"""
+    raw = tiny_training_scenario()
+    _, first, _ = run_scenario(raw, tmp_path / "first", actors=1)
+    kept = _alive_actors()
+    assert len(kept) == 3  # coordinator, server host, one client host
+    _, again, extra = run_scenario(raw, tmp_path / "again", actors=2)
+    assert extra["actors_reused"] and kept < _alive_actors() and len(_alive_actors() - kept) == 1
+    starts = extra["host_startup_s"]
+    assert starts["server"]["import_s"] == starts["client_hosts"][0]["import_s"] == 0.0  # the kept processes
+    assert starts["client_hosts"][1]["import_s"] > 0.5  # the added one imported torch & co.
+    assert extra["startup"]["coordinator_import_s"] < 0.1
+    pd.testing.assert_frame_equal(first.events, again.events)
+    pd.testing.assert_frame_equal(first.rounds.drop(columns="wall_s"), again.rounds.drop(columns="wall_s"))
+
+
 def test_a_different_seed_trains_differently(ray_session, tmp_path: Path) -> None:
     _, a, _ = run_scenario(tiny_training_scenario(), tmp_path / "a", local=True)
     _, b, _ = run_scenario(tiny_training_scenario(seed=4), tmp_path / "b", local=True)
@@ -219,6 +250,7 @@ def test_a_killed_client_actor_is_restarted_and_the_run_ends_as_without_the_faul
     faulty = raw | {"train": raw["train"] | {"kill_actor": [{"round": 1, "after_steps": 3, "actor": 1}]}}
     directory, tables, extra = run_scenario(faulty, tmp_path / "faulty")
     assert extra["faults"] == 1
+    assert not _alive_actors(expect_none=True)  # restarted in place, still none is kept for the next run
     assert tables.faults["round"].tolist() == [1]
     assert tables.faults["replayed_calls"].iloc[0] > 0
     _same_tables(clean, tables)
@@ -239,6 +271,7 @@ def test_a_lost_actor_is_restarted_or_replaced_and_the_run_ends_as_without_the_f
     fault = {"round": 1, "after_steps": 3} | kill  # in the last round: everything after it must come out the same
     _, tables, extra = run_scenario(raw | {"train": raw["train"] | {"kill_actor": [fault]}}, tmp_path / "faulty")
     assert extra["faults"] == 1
+    assert not _alive_actors(expect_none=True)  # a run that lost a host keeps none of its actors for the next
     assert tables.faults["actor"].iloc[0] == ("the server actor" if kill.get("server") else "client actor 1")
     what = tables.faults["what"].iloc[0]
     assert what.endswith(f"{replaced} replaced on a live node") if replaced else "replaced" not in what

@@ -76,6 +76,9 @@ def test_each_baseline_trains_and_evaluates(method: dict, tmp_path: Path) -> Non
 def test_compare_writes_one_run_per_method_a_table_and_a_plot(ray_session, tmp_path: Path, write_scenario,
                                                                capsys) -> None:
     """On Ray actors, as users run it: each run a Tune trial with its own coordinator and hosts, all ended."""
+    from hsplit_actors.training.actors import end_kept_crews
+
+    end_kept_crews()  # what this test session's own runs kept
     raw = tiny_training_scenario(**MIXED, rounds=2, train={"eval_samples": 32, "lr": 0.01})
     raw["compare"] = {"per_method": {"splitlora": {"rank": 2, "split_point": 1}}}
     out = tmp_path / "cmp"

@@ -7,6 +7,10 @@ which imports transformers anyway, makes the shared assets from them (encoded da
 adapters), without pandas, and returns them to the coordinator, which owns them in the object store; a client
 host's constructor asks the coordinator for them (and waits). Constructors take no object-store
 arguments, so a restarted host rebuilds itself the same way. The driver imports neither torch nor transformers.
+
+A driver keeps one crew (coordinator, server host, client hosts) between runs in one Ray session on one machine
+(`Crew`, `end_crew`): the next run rebuilds its hosts in those processes instead of importing torch, transformers
+and peft in new ones, seconds each. Results do not depend on it (every step is seeded by what it computes).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import threading
 import time
 import uuid
 import warnings
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -88,6 +93,24 @@ class HostActor:
         self.import_s = self.imported - start
         self.host, self.error = None, None
         if kind == "client":
+            self._build()
+
+    def ping(self) -> bool:
+        """Alive (a kept crew is checked before a run takes it)."""
+        return True
+
+    def release(self) -> None:
+        """The run is over and this process is kept for the next: drop the host, keep the imports."""
+        self.host, self.error = None, None
+        import gc
+
+        gc.collect()
+
+    def rebuild(self) -> None:
+        """A new run in this kept process: build from its assets (a client host at once, as its constructor does;
+        the server host at its first call). Nothing is imported this time."""
+        self.import_s, self.imported = 0.0, time.perf_counter()
+        if self.kind == "client" and self.host is None and self.error is None:
             self._build()
 
     def _build(self) -> None:
@@ -252,18 +275,112 @@ class Coordinator:
     def progress(self):
         return self.state
 
+    def release(self) -> None:
+        """The run is over and this process is kept for the next: forget it (its objects go with it); the next
+        run's `prepare` starts afresh, and hosts asking for assets meanwhile wait for it."""
+        self.state, self.shared, self.error, self.server = None, None, None, None
+        self.setup = self.start = None
+        self.prepared = threading.Event()
 
-def start_actors(scenario: Scenario, n_hosts: int):
-    """Create the coordinator (on this machine: checkpoints land here), the client host actors (round-robin over
-    the nodes) and the server host (with a GPU when the cluster has one), all at once."""
-    node = ray.get_runtime_context().get_node_id()
-    name = f"hsplit-coordinator-{uuid.uuid4().hex}"
-    coordinator = Coordinator.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-                                      name=name).remote(name)
-    server = start_server_host(name, node)
-    coordinator.prepare.remote(scenario, server, not server_on_gpu())
-    hosts = [start_client_host(name, i) for i in range(n_hosts)]
-    return coordinator, hosts, server
+
+@dataclass
+class Crew:
+    """A run's actors. Hosts find the coordinator by `name`, also after Ray restarted them, so a crew kept for the
+    next run stays whole; `session` tells which Ray instance its handles belong to."""
+
+    name: str
+    coordinator: Any
+    server: Any
+    clients: list = field(default_factory=list)
+    session: str = ""
+    reused: bool = False
+
+
+_KEPT: list[Crew] = []  # at most one idle crew, kept by this driver for its next run
+_KEPT_LOCK = threading.Lock()
+
+
+def _session() -> str:
+    """This driver's Ray instance and job: handles from another (Ray stopped and started again) are void."""
+    context = ray.get_runtime_context()
+    return f"{context.get_node_id()}/{context.get_job_id()}"
+
+
+def _keeps_crews() -> bool:
+    """Crews are kept by a driver (not inside a `compare` trial, whose process ends with it) on a single machine
+    without a GPU: no idle actor ever holds a GPU or a node that may go."""
+    if ray.get_runtime_context().worker.mode != ray.SCRIPT_MODE or server_on_gpu():
+        return False
+    return len(live_nodes()) == 1
+
+
+def _kill(crew: Crew) -> None:
+    for actor in (*crew.clients, crew.server, crew.coordinator):
+        with contextlib.suppress(Exception):
+            ray.kill(actor)
+
+
+def _kept_crew() -> Crew | None:
+    """The crew kept from this driver's previous run, if it is of this Ray session and every actor answers."""
+    with _KEPT_LOCK:
+        crew = _KEPT.pop() if _KEPT else None
+    if crew is None or crew.session != _session() or not _keeps_crews():
+        return None
+    try:
+        ray.get([crew.coordinator.progress.remote(), crew.server.ping.remote(),
+                 *(h.ping.remote() for h in crew.clients)], timeout=30)
+    except (ray.exceptions.RayError, TimeoutError):
+        _kill(crew)
+        return None
+    crew.reused = True
+    return crew
+
+
+def start_actors(scenario: Scenario, n_hosts: int) -> Crew:
+    """The crew kept from this driver's previous run (hosts added or ended to make `n_hosts`), else a new one:
+    the coordinator (on this machine: checkpoints land here), the server host (with a GPU when the cluster has
+    one) and the client hosts (round-robin over the nodes), all at once."""
+    crew = _kept_crew()
+    if crew is None:
+        node = ray.get_runtime_context().get_node_id()
+        name = f"hsplit-coordinator-{uuid.uuid4().hex}"
+        coordinator = Coordinator.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+                                          name=name).remote(name)
+        crew = Crew(name, coordinator, start_server_host(name, node), session=_session())
+    crew.coordinator.prepare.remote(scenario, crew.server, not server_on_gpu())
+    for surplus in crew.clients[n_hosts:]:
+        ray.kill(surplus)
+    crew.clients = crew.clients[:n_hosts]
+    if crew.reused:
+        for host in (crew.server, *crew.clients):
+            host.rebuild.remote()
+    crew.clients += [start_client_host(crew.name, i) for i in range(len(crew.clients), n_hosts)]
+    return crew
+
+
+def end_crew(crew: Crew, keep: bool) -> None:
+    """After a run: keep its crew for this driver's next run (`keep`: it ended cleanly, nothing was lost or
+    injected, and crews are kept here), else end its actors."""
+    if keep and _keeps_crews():
+        try:
+            ray.get([crew.coordinator.release.remote(), crew.server.release.remote(),
+                     *(h.release.remote() for h in crew.clients)], timeout=30)
+            with _KEPT_LOCK:
+                if not _KEPT:
+                    _KEPT.append(crew)
+                    return
+        except (ray.exceptions.RayError, TimeoutError):
+            pass
+    _kill(crew)
+
+
+def end_kept_crews() -> None:
+    """End the crew this driver kept (before Ray stops, or for a test that counts actors)."""
+    with _KEPT_LOCK:
+        kept = list(_KEPT)
+        _KEPT.clear()
+    for crew in kept:
+        _kill(crew)
 
 
 def server_on_gpu() -> bool:

@@ -30,7 +30,7 @@ from hsplit_actors.preparation import Setup, prepare
 from hsplit_actors.runs import RunTables, claim, is_complete, mark_incomplete, new_run_dir, write_run
 from hsplit_actors.scenario import dump_scenario
 from hsplit_actors.scenario.schema import Scenario
-from hsplit_actors.training.actors import client_actor_count, start_actors
+from hsplit_actors.training.actors import client_actor_count, end_crew, end_kept_crews, start_actors
 from hsplit_actors.training.local_ray import forget_tokens, lean_start, loopback_start
 
 
@@ -68,7 +68,8 @@ def _train_local(scenario: Scenario, setup, n_hosts: int, on_progress, checkpoin
 
 
 def _train_on_ray(scenario: Scenario, n_hosts: int, on_progress, checkpoint_dir, resume, export_to):
-    coordinator, hosts, server = start_actors(scenario, n_hosts)
+    crew, clean = start_actors(scenario, n_hosts), False
+    coordinator, hosts, server = crew.coordinator, crew.clients, crew.server
     result = coordinator.run.remote(scenario, hosts, server, checkpoint_dir, resume, export_to)
     stop, poller = threading.Event(), None
     if on_progress is not None:
@@ -87,6 +88,8 @@ def _train_on_ray(scenario: Scenario, n_hosts: int, on_progress, checkpoint_dir,
         outcome = ray.get(result)
         for category, message in outcome[2].pop("data_warnings", []):  # said in the coordinator or the server host
             warnings.warn(message, category, stacklevel=3)
+        outcome[2]["actors_reused"] = crew.reused  # the previous run's processes: nothing imported this time
+        clean = outcome[2].get("faults", 0) == 0 and not scenario.train.kill_actor  # no replaced or restarted host
         stop.set()
         if poller is not None:  # the final state, after the poller's last: the bar ends full, with the metrics
             poller.join()
@@ -100,8 +103,7 @@ def _train_on_ray(scenario: Scenario, n_hosts: int, on_progress, checkpoint_dir,
         raise
     finally:
         stop.set()
-        for actor in (*hosts, server, coordinator):
-            ray.kill(actor)
+        end_crew(crew, keep=clean)
 
 
 def assigned_cpus() -> int | None:
@@ -154,6 +156,7 @@ def disconnect() -> None:
     """End what connect() started: a local Ray instance stops with its processes, a joined cluster is left (the
     actors this driver owns die with it). Ray started by the caller (a notebook, a test session) is left alone."""
     if _CONNECTED_HERE and ray.is_initialized():
+        end_kept_crews()
         ray.shutdown()
     _CONNECTED_HERE.clear()
     forget_tokens()
