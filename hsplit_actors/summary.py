@@ -58,7 +58,7 @@ def summarise(tables: RunTables, meta: dict) -> dict:
         "eval_metric": _last(rounds, "eval_metric"),
         "rounds_wall_s": float(rounds["wall_s"].sum()) if len(rounds) else 0.0,
         "train_s": meta.get("train_s"), "startup_s": meta.get("startup_s"), "startup": meta.get("startup"),
-        "on_ray": meta.get("ray", True),
+        "on_ray": meta.get("ray", True), "actors_reused": meta.get("actors_reused", False),
         "faults_recovered": len(tables.faults), "faulty_actors": sorted(set(tables.faults["actor"].astype(str))),
         "server_device": meta.get("server_device"),
         "server_timing": _timing_line(meta.get("timing", {}).get("server"), meta.get("server_profile")),
@@ -126,7 +126,8 @@ def render(summary: dict, directory: str) -> str:
     ]
     if s.get("eval_metric") is not None:
         parts = s.get("startup") or {}
-        on_ray = (f"Ray {_fmt_time(parts.get('ray_s', 0.0))}, "  # --local: this process imports and trains
+        kept = "the previous run's actors, " if s["actors_reused"] else ""  # nothing imported again
+        on_ray = (f"Ray {_fmt_time(parts.get('ray_s', 0.0))}, {kept}"  # --local: this process imports and trains
                   f"coordinator process {_fmt_time(parts.get('coordinator_start_s', 0.0))}, " if s["on_ray"] else "")
         where = (f": {on_ray}imports {_fmt_time(parts.get('coordinator_import_s', 0.0))}, "
                  f"model and data {_fmt_time(parts['model_and_data_s'])}, "

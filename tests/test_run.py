@@ -18,6 +18,7 @@ from hsplit_actors.cli import main
 from hsplit_actors.data import DATA_DIR
 from hsplit_actors.runs import read_run
 from hsplit_actors.scenario import parse_scenario
+from hsplit_actors.summary import render, summarise
 from hsplit_actors.training.run import run
 from tests.conftest import REPO, run_scenario, tiny_training_scenario
 
@@ -71,6 +72,8 @@ def test_a_drivers_next_run_reuses_its_actors_and_gives_the_tables_of_new_ones(r
     assert starts["server"]["import_s"] == starts["client_hosts"][0]["import_s"] == 0.0  # the kept processes
     assert starts["client_hosts"][1]["import_s"] > 0.5  # the added one imported torch & co.
     assert extra["startup"]["coordinator_import_s"] < 0.1
+    assert "of start-up: Ray 0.00 s, the previous run's actors, coordinator process" in render(
+        summarise(again, extra), str(tmp_path / "again"))
     pd.testing.assert_frame_equal(first.events, again.events)
     pd.testing.assert_frame_equal(first.rounds.drop(columns="wall_s"), again.rounds.drop(columns="wall_s"))
 
