@@ -223,6 +223,11 @@ def test_variants_times_seeds_equal_their_sequential_runs(ray_session, write_sce
     table = pd.read_csv(out / "comparison.csv").set_index("variant")
     assert sorted(zip(per_seed["variant"], per_seed["seed"], strict=True)) == [
         ("sfl", 0), ("sfl", 1), ("splitlora", 0), ("splitlora", 1)]
+    # Tune reuses a trial's process for the next trial: these in-process runs import torch & co. once (and a run
+    # on actors keeps its actors, tests/test_run_methods.py); the rows are still exactly the runs alone, below
+    imports = [json.loads((Path(d) / "meta.json").read_text())["startup"]["coordinator_import_s"]
+               for d in per_seed["run_dir"]]
+    assert max(imports) > 0.5 and sum(s < 0.1 for s in imports) >= 1, imports
     scenario = Scenario.model_validate(raw)
     for row in per_seed[(per_seed["seed"] == 1) & (per_seed["variant"] == "splitlora")].itertuples():  # rerun alone
         alone = resolve(scenario, row.variant, raw["compare"]["variants"][row.variant])

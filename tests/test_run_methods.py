@@ -75,7 +75,8 @@ def test_each_baseline_trains_and_evaluates(method: dict, tmp_path: Path) -> Non
 @pytest.mark.slow  # 10-minute budget: compare's tables and plot stay in make test (tests/test_compare.py, in-process)
 def test_compare_writes_one_run_per_method_a_table_and_a_plot(ray_session, tmp_path: Path, write_scenario,
                                                                capsys) -> None:
-    """On Ray actors, as users run it: each run a Tune trial with its own coordinator and hosts, all ended."""
+    """On Ray actors, as users run it: each run a Tune trial, the second in the first's process and actors, all
+    ended after the sweep."""
     from hsplit_actors.training.actors import end_kept_crews
 
     end_kept_crews()  # what this test session's own runs kept
@@ -88,6 +89,9 @@ def test_compare_writes_one_run_per_method_a_table_and_a_plot(ray_session, tmp_p
     from ray._private.state import actors  # GCS's actor table (the state API needs the dashboard)
 
     assert not [a for a in actors().values() if a["State"] == "ALIVE"]
+    reused = [json.loads((out / name / "seed3" / "meta.json").read_text())["actors_reused"]
+              for name in ("hsplitlora", "splitlora")]
+    assert sorted(reused) == [False, True], reused
     table = pd.read_csv(out / "comparison.csv")
     assert list(table["variant"]) == ["hsplitlora", "splitlora"]
     assert (table["participants"] == "4/4").all()

@@ -5,7 +5,9 @@ CPUs each takes (`compare.cpus_per_run`), so a cluster runs as many at once as i
 cores), keeps the experiment's state on disk (`<comparison>/ray/`) and restores it on `--resume`. A trial is
 idempotent: a finished run directory is kept, an interrupted training run resumes from its checkpoint, anything
 else starts again. A trial trains with the run's own machinery (`hsplit run`: Ray actors, or in-process hosts
-with train.local), so it is the same run `hsplit run` gives.
+with train.local), so it is the same run `hsplit run` gives. Tune reuses a trial's process for the next trial,
+and the next run there the previous run's actors (`actors.keep_crews_in_this_worker`): the ML libraries are
+imported once per trial process, not once per run; both end with the sweep.
 """
 
 from __future__ import annotations
@@ -60,8 +62,11 @@ def execute(job: Job, root: Path, mode: str) -> Path:
 def _trial(config: dict, jobs: dict[str, Job], root: str, mode: str) -> None:
     from ray import tune
 
+    from hsplit_actors.training.actors import keep_crews_in_this_worker
+
     key = config["key"]
     node = ray.get_runtime_context().get_node_id()
+    keep_crews_in_this_worker()  # Tune reuses this process for the next trial: so do its runs their actors
     try:
         execute(jobs[key], Path(root), mode)
     except ScenarioError as exc:  # bad input found while preparing: reported to the driver as one line
@@ -123,7 +128,7 @@ def sweep(jobs: list[Job], root: Path, mode: str, name: str, cpus_per_run: float
         listing.write_text(json.dumps(keys))
         tuner = tune.Tuner(
             trainable, param_space={"key": tune.grid_search([j.key for j in jobs])},
-            tune_config=tune.TuneConfig(reuse_actors=False),
+            tune_config=tune.TuneConfig(reuse_actors=True),  # with the kept run actors (actors.py)
             run_config=tune.RunConfig(name=name, storage_path=str(root / "ray"), verbose=0,
                                       callbacks=[JsonLoggerCallback(), CSVLoggerCallback()]))
     stop = threading.Event()

@@ -298,6 +298,13 @@ class Crew:
 
 _KEPT: list[Crew] = []  # at most one idle crew, kept by this driver for its next run
 _KEPT_LOCK = threading.Lock()
+_KEEP_IN_WORKER: list[bool] = []  # set in a process that runs one run after another as a Ray worker (a trial)
+
+
+def keep_crews_in_this_worker() -> None:
+    """This Ray worker runs runs one after another and its crews end with it: a `compare` trial, whose process
+    Tune reuses for the next trial and ends with the sweep."""
+    _KEEP_IN_WORKER[:] = [True]
 
 
 def _session() -> str:
@@ -307,9 +314,11 @@ def _session() -> str:
 
 
 def _keeps_crews() -> bool:
-    """Crews are kept by a driver (not inside a `compare` trial, whose process ends with it) on a single machine
-    without a GPU: no idle actor ever holds a GPU or a node that may go."""
-    if ray.get_runtime_context().worker.mode != ray.SCRIPT_MODE or server_on_gpu():
+    """Crews are kept by a driver, or by a worker that said it ends them (`keep_crews_in_this_worker`; any
+    other task would leave them behind), on a single machine without a GPU: no idle actor ever holds a GPU or a
+    node that may go."""
+    driver = ray.get_runtime_context().worker.mode == ray.SCRIPT_MODE
+    if not (driver or _KEEP_IN_WORKER) or server_on_gpu():
         return False
     return len(live_nodes()) == 1
 
