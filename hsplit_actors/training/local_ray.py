@@ -87,15 +87,12 @@ def forget_tokens() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-# Ray's daemons a run never uses: the API server (job submission, the state API and the dashboard; Ray waits
-# for it to publish its address), the autoscaler monitor (one machine never scales) and the log monitor (it
-# forwards workers' output to the driver, which a run turns off with log_to_driver=False).
-SKIPPED = ("dashboard", "monitor", "log_monitor")  # their names in Ray's node.all_processes
-
-
 @contextlib.contextmanager
 def lean_start():
-    """Around `ray.init(address="local")`: Ray's head without SKIPPED, through its private node start-up (the
+    """Around `ray.init(address="local")`: Ray's head without the daemons a run never uses: the API server (job
+    submission, the state API and the dashboard; Ray waits for it to publish its address), the autoscaler monitor
+    (one machine never scales) and the log monitor (it forwards workers' output to the driver, which a run turns
+    off with log_to_driver=False). Through Ray's private node start-up (the
     options exist, `ray start` passes two of them, `ray.init` offers none). On two cores this takes ~1.4 s off
     `ray.init` and ~3.5 CPU-seconds off start-up. Where a Ray upgrade moved them, Ray starts as before
     (tests/test_local_ray.py fails then, not a user's run)."""
